@@ -1,0 +1,87 @@
+"""The `sporep-hpc` command: argparse subcommands, error-to-exit-code mapping, logging.
+
+Each subcommand lives in its own module of this package and exposes
+``add_parser(subparsers)`` (registering itself with ``set_defaults(run=...)``).
+No numerics or HDF5 paths here: subcommands call the library.
+
+Exit codes: 0 success; 1 internal error; 2 bad input or parameters;
+3 store problem; 4 some structures failed (the run itself completed);
+5 stopped by a signal (SIGTERM/SIGUSR1) with the journal consistent: rerun to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import SporepError
+
+SUBCOMMANDS = ("run", "info", "similarity", "classify", "predict", "examples", "jobs", "split", "merge")
+
+EPILOG = """\
+typical session:
+  mpirun -n 4 sporep-hpc run examples:batio3 my_cifs/ -o store.h5     compute spectra and fingerprints
+  sporep-hpc info store.h5                                            what is in a store
+  sporep-hpc similarity store.h5 --fingerprint kinetic --metric cosine --plots figs/
+  sporep-hpc classify store.h5 --labels labels.csv --plots figs/
+
+exit codes: 0 ok, 1 internal error, 2 bad input or parameters, 3 store problem,
+            4 some structures failed, 5 stopped by a signal (rerun the same command to resume)
+"""
+
+log = logging.getLogger("sporep_hpc")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subparser per available subcommand module."""
+    parser = argparse.ArgumentParser(
+        prog="sporep-hpc",
+        description="Spectral operator representations (SOREP) of crystals at database scale.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sporep-hpc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def setup_logging(rank: int = 0, verbose: bool = False) -> None:
+    """Rank 0 logs at INFO (DEBUG with -v); other ranks only warnings, prefixed with their rank."""
+    level = logging.DEBUG if verbose else logging.INFO
+    prefix = "" if rank == 0 else f"[rank {rank}] "
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level if rank == 0 else logging.WARNING)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `sporep-hpc`; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    setup_logging(verbose=args.verbose)
+    try:
+        return int(args.run(args) or 0)
+    except SporepError as exc:
+        log.error("sporep-hpc %s: error: %s", args.command, exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("sporep-hpc %s: interrupted", args.command)
+        return 130

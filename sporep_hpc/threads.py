@@ -1,0 +1,26 @@
+"""Thread counts for the OpenMP kernels, decided once in Python and passed down."""
+
+from __future__ import annotations
+
+import os
+
+from ._validation import check_interval
+
+
+def resolve_threads(n_threads: int | None = None) -> int:
+    """Number of OpenMP threads a kernel should use.
+
+    An explicit `n_threads` wins; otherwise ``OMP_NUM_THREADS`` (which the MPI
+    driver sets per rank so that ranks x threads <= cores); otherwise 1.
+    """
+    if n_threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        n_threads = int(env) if env.isdigit() and int(env) > 0 else 1
+    check_interval("n_threads", n_threads, 1, None, integer=True)
+    return int(n_threads)
+
+
+def threads_per_rank(ranks_on_node: int, cores: int | None = None) -> int:
+    """Largest thread count per rank with ranks x threads <= cores (at least 1)."""
+    cores = cores or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, ranks_on_node))

@@ -1,0 +1,23 @@
+"""Shared fixtures: a seeded random generator and the location of shared reference data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+QE_BANDS = SHARED / "reference" / "qe-bands"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fixed-seed generator: random inputs are reproducible."""
+    return np.random.default_rng(20241126)
+
+
+@pytest.fixture
+def qe_bands_dir() -> Path:
+    """The Quantum ESPRESSO reference bands, or skip when ../shared is absent."""
+    if not QE_BANDS.is_dir():
+        pytest.skip("shared/reference/qe-bands not available")
+    return QE_BANDS
