@@ -1,0 +1,280 @@
+# cython: language_level=3
+"""Obara–Saika overlap and kinetic integrals of contracted real spherical Gaussians (l <= 3),
+real-space lattice blocks per translation, and Bloch phases for all k-points in one GEMM.
+
+Kernels only: inputs are clean (validated by sporep_hpc.operators), units are Bohr and Hartree.
+
+Shell table columns (int32): atom, l, first primitive, n_prim, first AO.
+Cartesian order per l (PySCF): lx from l down to 0, then ly from l - lx down to 0.
+"""
+
+from cython.parallel cimport parallel, prange
+from libc.math cimport exp, sqrt, fabs, M_PI
+from scipy.linalg.cython_blas cimport dgemm
+
+cdef enum:
+    LMAX = 3
+    NCART = 10      # cartesian functions for l = 3
+    NSPH = 7        # spherical functions for l = 3
+    JDIM = LMAX + 3  # 1-D overlap table: j up to l_b + 2 (kinetic)
+
+# shell table columns
+cdef enum:
+    SH_ATOM = 0
+    SH_L = 1
+    SH_P0 = 2
+    SH_NP = 3
+    SH_AO = 4
+
+
+cdef inline int _ncart(int l) noexcept nogil:
+    return (l + 1) * (l + 2) // 2
+
+
+cdef inline int _cart_offset(int l) noexcept nogil:
+    # number of cartesian functions of all lower l: 0, 1, 4, 10
+    return l * (l + 1) * (l + 2) // 6
+
+
+cdef inline double _ipow(double x, int n) noexcept nogil:
+    cdef double r = 1.0
+    cdef int i
+    for i in range(n):
+        r *= x
+    return r
+
+
+cdef void _table1d(double pa, double pb, double inv2p, int imax, int jmax,
+                   double[JDIM][JDIM] s) noexcept nogil:
+    """1-D Obara–Saika overlap table s[i][j] of x_A^i x_B^j, without the Gaussian prefactor."""
+    cdef int i, j
+    s[0][0] = 1.0
+    for j in range(jmax):
+        s[0][j + 1] = pb * s[0][j] + (j * s[0][j - 1] if j > 0 else 0.0) * inv2p
+    for i in range(imax):
+        for j in range(jmax + 1):
+            s[i + 1][j] = pa * s[i][j] + (
+                (i * s[i - 1][j] if i > 0 else 0.0) + (j * s[i][j - 1] if j > 0 else 0.0)) * inv2p
+
+
+cdef void _kin1d(double b, int imax, int jmax, double[JDIM][JDIM] s,
+                 double[JDIM][JDIM] k) noexcept nogil:
+    """1-D kinetic table: <x_A^i| -1/2 d²/dx² |x_B^j exp(-b x_B²)> from the overlap table."""
+    cdef int i, j
+    for i in range(imax + 1):
+        for j in range(jmax + 1):
+            k[i][j] = b * (2 * j + 1) * s[i][j] - 2.0 * b * b * s[i][j + 2]
+            if j >= 2:
+                k[i][j] -= 0.5 * j * (j - 1) * s[i][j - 2]
+
+
+cdef int _pair_blocks(int ish, int jsh, int mirror,
+                      const double[:, ::1] atom_xyz,
+                      const int[:, ::1] shells,
+                      const double[::1] exps,
+                      const double[::1] coefs,
+                      double rcut2,
+                      const double[:, ::1] trans,
+                      const int[::1] neg,
+                      const double[:, :, ::1] c2s,
+                      const int[:, ::1] cart_pows,
+                      double prim_cut,
+                      int want_kinetic,
+                      double[:, :, ::1] s_out,
+                      double[:, :, ::1] t_out) noexcept nogil:
+    """All translation blocks of one shell pair; mirror: also write the (jsh, ish) block at -T."""
+    cdef double sx[JDIM][JDIM]
+    cdef double sy[JDIM][JDIM]
+    cdef double sz[JDIM][JDIM]
+    cdef double kx[JDIM][JDIM]
+    cdef double ky[JDIM][JDIM]
+    cdef double kz[JDIM][JDIM]
+    cdef double sc[NCART][NCART]
+    cdef double tc[NCART][NCART]
+    cdef double half_s[NSPH][NCART]
+    cdef double half_t[NSPH][NCART]
+    cdef int la = shells[ish, SH_L], lb = shells[jsh, SH_L]
+    cdef int na = _ncart(la), nb = _ncart(lb), ma = 2 * la + 1, mb = 2 * lb + 1
+    cdef int oa = _cart_offset(la), ob = _cart_offset(lb)
+    cdef int pa0 = shells[ish, SH_P0], npa = shells[ish, SH_NP]
+    cdef int pb0 = shells[jsh, SH_P0], npb = shells[jsh, SH_NP]
+    cdef int aoa = shells[ish, SH_AO], aob = shells[jsh, SH_AO]
+    cdef int jmax = lb + 2 if want_kinetic else lb
+    cdef double ax = atom_xyz[shells[ish, SH_ATOM], 0]
+    cdef double ay = atom_xyz[shells[ish, SH_ATOM], 1]
+    cdef double az = atom_xyz[shells[ish, SH_ATOM], 2]
+    cdef double bx0 = atom_xyz[shells[jsh, SH_ATOM], 0]
+    cdef double by0 = atom_xyz[shells[jsh, SH_ATOM], 1]
+    cdef double bz0 = atom_xyz[shells[jsh, SH_ATOM], 2]
+    cdef double abx, aby, abz, r2, r, a, b, ca, cb, p, inv_p, mu, pref, bound, pa_len, pb_len, sq
+    cdef double sval, tval, acc_s, acc_t
+    cdef int t, ip, jp, c, d, m, n, ix, iy, iz, jx, jy, jz, any_prim
+    cdef int n_t = trans.shape[0]
+
+    for t in range(n_t):
+        abx = ax - bx0 - trans[t, 0]
+        aby = ay - by0 - trans[t, 1]
+        abz = az - bz0 - trans[t, 2]
+        r2 = abx * abx + aby * aby + abz * abz
+        if r2 > rcut2:
+            continue
+        r = sqrt(r2)
+        for c in range(na):
+            for d in range(nb):
+                sc[c][d] = 0.0
+                tc[c][d] = 0.0
+        any_prim = 0
+        for ip in range(npa):
+            a = exps[pa0 + ip]
+            ca = coefs[pa0 + ip]
+            for jp in range(npb):
+                b = exps[pb0 + jp]
+                cb = coefs[pb0 + jp]
+                p = a + b
+                inv_p = 1.0 / p
+                mu = a * b * inv_p
+                pref = ca * cb * (M_PI * inv_p) * sqrt(M_PI * inv_p) * exp(-mu * r2)
+                # bound on |cartesian integral|: |P-A| + width, |P-B| + width to the powers l
+                sq = sqrt(inv_p)
+                pa_len = b * r * inv_p + sq
+                pb_len = a * r * inv_p + sq
+                bound = fabs(pref) * _ipow(pa_len, la) * _ipow(pb_len, lb)
+                if want_kinetic:
+                    bound *= 1.0 + b * (2 * lb + 3) + 2.0 * b * b * (pb_len + sq) * (pb_len + sq)
+                if bound < prim_cut:
+                    continue
+                any_prim = 1
+                _table1d(-b * abx * inv_p, a * abx * inv_p, 0.5 * inv_p, la, jmax, sx)
+                _table1d(-b * aby * inv_p, a * aby * inv_p, 0.5 * inv_p, la, jmax, sy)
+                _table1d(-b * abz * inv_p, a * abz * inv_p, 0.5 * inv_p, la, jmax, sz)
+                if want_kinetic:
+                    _kin1d(b, la, lb, sx, kx)
+                    _kin1d(b, la, lb, sy, ky)
+                    _kin1d(b, la, lb, sz, kz)
+                for c in range(na):
+                    ix = cart_pows[oa + c, 0]
+                    iy = cart_pows[oa + c, 1]
+                    iz = cart_pows[oa + c, 2]
+                    for d in range(nb):
+                        jx = cart_pows[ob + d, 0]
+                        jy = cart_pows[ob + d, 1]
+                        jz = cart_pows[ob + d, 2]
+                        sc[c][d] += pref * sx[ix][jx] * sy[iy][jy] * sz[iz][jz]
+                        if want_kinetic:
+                            tc[c][d] += pref * (kx[ix][jx] * sy[iy][jy] * sz[iz][jz]
+                                                + sx[ix][jx] * ky[iy][jy] * sz[iz][jz]
+                                                + sx[ix][jx] * sy[iy][jy] * kz[iz][jz])
+        if not any_prim:
+            continue
+        # cartesian -> spherical: C_a sc C_b^T
+        for m in range(ma):
+            for d in range(nb):
+                acc_s = 0.0
+                acc_t = 0.0
+                for c in range(na):
+                    acc_s += c2s[la, m, c] * sc[c][d]
+                    acc_t += c2s[la, m, c] * tc[c][d]
+                half_s[m][d] = acc_s
+                half_t[m][d] = acc_t
+        for m in range(ma):
+            for n in range(mb):
+                sval = 0.0
+                tval = 0.0
+                for d in range(nb):
+                    sval += half_s[m][d] * c2s[lb, n, d]
+                    tval += half_t[m][d] * c2s[lb, n, d]
+                s_out[t, aoa + m, aob + n] = sval
+                if mirror:
+                    s_out[neg[t], aob + n, aoa + m] = sval
+                if want_kinetic:
+                    t_out[t, aoa + m, aob + n] = tval
+                    if mirror:
+                        t_out[neg[t], aob + n, aoa + m] = tval
+    return 0
+
+
+cdef int lattice_blocks(const double[:, ::1] atom_xyz,    # IN (n_atoms, 3) Bohr
+                        const int[:, ::1] shells,         # IN (n_shells, 5) atom, l, p0, n_prim, ao0
+                        const double[::1] exps,           # IN (n_prim_total,) Bohr⁻²
+                        const double[::1] coefs,          # IN (n_prim_total,) bare-primitive coefficients
+                        const int[:, ::1] pairs,          # IN (n_pairs, 2) shell pairs, first <= second
+                        const double[::1] pair_rcut2,     # IN (n_pairs,) squared screening radius, Bohr²
+                        const double[:, ::1] trans,       # IN (n_T, 3) lattice translations, Bohr
+                        const int[::1] neg,               # IN (n_T,) index of -T in trans
+                        const double[:, :, ::1] c2s,      # IN (4, 7, 10) cartesian -> spherical
+                        const int[:, ::1] cart_pows,      # IN (20, 3) cartesian powers, l = 0..3
+                        double prim_cut,                  # IN skip primitive pairs bounded below this
+                        int want_kinetic,                 # IN 0: overlap only
+                        double[:, :, ::1] s_out,          # OUT (n_T, n_ao, n_ao) zero-initialised
+                        double[:, :, ::1] t_out,          # OUT (n_T, n_ao, n_ao) zero-initialised
+                        int n_threads) noexcept nogil:
+    """S_T[μ, ν] = <χ_μ(r - R_μ) | χ_ν(r - R_ν - T)> and the kinetic analogue for every T.
+
+    Each shell pair (I <= J) is computed by one thread (static schedule) and writes its own
+    blocks (I, J, T) and (J, I, -T): results do not depend on the thread count.
+    """
+    cdef Py_ssize_t q
+    cdef int n_pairs = pairs.shape[0]
+    for q in prange(n_pairs, schedule="static", chunksize=1, num_threads=n_threads):
+        _pair_blocks(pairs[q, 0], pairs[q, 1], pairs[q, 0] != pairs[q, 1], atom_xyz, shells, exps,
+                     coefs, pair_rcut2[q], trans, neg, c2s, cart_pows, prim_cut, want_kinetic,
+                     s_out, t_out)
+    return 0
+
+
+cdef int bloch_phase(const double[:, :, ::1] blocks,  # IN (n_op, n_T, m) real-space blocks, flattened
+                     const double[:, ::1] phases,     # IN (n_rows, n_T) rows cos(2πk·n), sin(2πk·n), ...
+                     double[:, :, ::1] out,           # OUT (n_op, n_rows, m) = phases @ blocks[op]
+                     int n_threads) noexcept nogil:
+    """One real GEMM per operator for all k-points, its rows split in n_threads static chunks."""
+    cdef int n_op = blocks.shape[0], n_t = blocks.shape[1], m = blocks.shape[2]
+    cdef int n_rows = phases.shape[0]
+    cdef int chunk = (n_rows + n_threads - 1) // n_threads
+    cdef int c, r0, nr, op
+    cdef double one = 1.0, zero = 0.0
+    if n_rows == 0 or m == 0 or n_op == 0:
+        return 0
+    if n_t == 0:
+        return -1
+    for c in prange(n_threads, schedule="static", num_threads=n_threads):
+        r0 = c * chunk
+        nr = min(chunk, n_rows - r0)
+        if nr > 0:
+            for op in range(n_op):
+                # column-major view: out^T (m x nr) = blocks^T (m x n_T) @ phases^T (n_T x nr)
+                dgemm("N", "N", &m, &nr, &n_t, &one, <double*> &blocks[op, 0, 0], &m,
+                      <double*> &phases[r0, 0], &n_t, &zero, &out[op, r0, 0], &m)
+    return 0
+
+
+def lattice_blocks_py(atom_xyz, shells, exps, coefs, pairs, pair_rcut2, trans, neg, c2s, cart_pows,
+                      double prim_cut, int want_kinetic, s_out, t_out, int n_threads):
+    """Python face of `lattice_blocks` (arguments as there); returns the kernel status."""
+    cdef const double[:, ::1] v_xyz = atom_xyz
+    cdef const int[:, ::1] v_sh = shells
+    cdef const double[::1] v_e = exps
+    cdef const double[::1] v_c = coefs
+    cdef const int[:, ::1] v_pairs = pairs
+    cdef const double[::1] v_r = pair_rcut2
+    cdef const double[:, ::1] v_t = trans
+    cdef const int[::1] v_neg = neg
+    cdef const double[:, :, ::1] v_c2s = c2s
+    cdef const int[:, ::1] v_pow = cart_pows
+    cdef double[:, :, ::1] v_s = s_out
+    cdef double[:, :, ::1] v_k = t_out
+    cdef int status
+    with nogil:
+        status = lattice_blocks(v_xyz, v_sh, v_e, v_c, v_pairs, v_r, v_t, v_neg, v_c2s, v_pow,
+                                prim_cut, want_kinetic, v_s, v_k, n_threads)
+    return status
+
+
+def bloch_phase_py(blocks, phases, out, int n_threads):
+    """Python face of `bloch_phase`; returns the kernel status."""
+    cdef const double[:, :, ::1] v_b = blocks
+    cdef const double[:, ::1] v_p = phases
+    cdef double[:, :, ::1] v_o = out
+    cdef int status
+    with nogil:
+        status = bloch_phase(v_b, v_p, v_o, n_threads)
+    return status
