@@ -1,0 +1,292 @@
+"""Reading crystal structures (pymatgen) and validating one structure.
+
+Lowest layer of the package: no MPI, no HDF5, no numerics beyond geometry.
+
+Inputs are files (CIF, POSCAR/CONTCAR/*.vasp, pymatgen JSON, extended XYZ) or
+directories searched recursively. Every structure gets a stable id:
+
+- a file given on the command line: its stem (the parent directory's name for the
+  generic names POSCAR, CONTCAR and vasprun), with ``-<i>`` appended when the file
+  holds several structures (``-0``, ``-1``, ...);
+- a file found under a directory: its path relative to that directory, without the
+  suffix (``subdir/mp-149``), with the same ``-<i>`` rule.
+
+Imported band files (``*.npz``, ``vasprun*.xml``, our own ``*.h5`` stores) are
+recognised here (`InputRecord.kind` = ``"bands"``) but read by the layers that know
+band structures (sporep_hpc.parallel.tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._validation import check_interval
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Closest allowed distance between two atoms (periodic images included), Å.
+MIN_DISTANCE = 0.5
+#: Smallest allowed cell volume relative to the product of the lattice vector lengths.
+MIN_CELL_FLATNESS = 1e-3
+
+STRUCTURE_SUFFIXES = (".cif", ".json", ".vasp", ".poscar", ".xyz", ".extxyz")
+STRUCTURE_PREFIXES = ("POSCAR", "CONTCAR")
+BAND_SUFFIXES = (".npz", ".h5", ".hdf5")
+GENERIC_STEMS = ("POSCAR", "CONTCAR", "vasprun")
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input item before any computation.
+
+    Attributes
+    ----------
+    id : str
+        Stable identifier, unique in a run (at most 64 bytes of UTF-8).
+    source : str
+        File the item came from (or ``examples:<spec>``).
+    kind : str
+        ``"structure"`` (computed from the structure), ``"bands"`` (imported band file:
+        `source` is read by the band readers) or ``"failed"`` (unreadable: see `error`).
+    structure : pymatgen Structure or None
+        The structure (None for unreadable inputs and for band files).
+    error : str
+        One-line reason when `kind` is ``"failed"``, else empty.
+    properties : dict
+        Extra properties (built-in sets), stored nowhere by the driver but kept for callers.
+    """
+
+    id: str
+    source: str
+    kind: str
+    structure: Any = None
+    error: str = ""
+    properties: Any = None
+
+
+def is_band_file(path: Path) -> bool:
+    """True for files that hold band structures rather than structures."""
+    name = path.name.lower()
+    return path.suffix.lower() in BAND_SUFFIXES or (name.startswith("vasprun") and name.endswith(".xml"))
+
+
+def is_structure_file(path: Path) -> bool:
+    """True for file names that look like a structure format we read."""
+    return path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.upper().startswith(STRUCTURE_PREFIXES)
+
+
+def _stem(path: Path) -> str:
+    stem = path.name.split(".")[0] if path.name.upper().startswith(STRUCTURE_PREFIXES) else path.stem
+    if stem.startswith(GENERIC_STEMS) and path.parent.name:
+        return path.parent.name
+    return stem
+
+
+def _relative_id(path: Path, root: Path) -> str:
+    rel = path.relative_to(root)
+    if path.name.upper().startswith(STRUCTURE_PREFIXES) or path.name.startswith("vasprun"):
+        return rel.parent.as_posix() if rel.parent.as_posix() != "." else _stem(path)
+    return rel.with_suffix("").as_posix()
+
+
+def _read_extxyz(path: Path) -> list[Any]:
+    """Frames of an extended XYZ file (``Lattice="..."`` and a ``species:S:1:pos:R:3`` prefix)."""
+    from pymatgen.core import Lattice, Structure
+
+    lines = path.read_text().splitlines()
+    frames, i = [], 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        n = int(lines[i].split()[0])
+        comment = lines[i + 1]
+        if 'Lattice="' not in comment:
+            raise InputError(f"{path}: frame {len(frames)} has no Lattice=\"...\" (not periodic)")
+        lattice = np.array(comment.split('Lattice="')[1].split('"')[0].split(), dtype=float).reshape(3, 3)
+        species, coords = [], []
+        for line in lines[i + 2 : i + 2 + n]:
+            parts = line.split()
+            species.append(parts[0])
+            coords.append([float(v) for v in parts[1:4]])
+        if len(species) != n:
+            raise InputError(f"{path}: frame {len(frames)} has {len(species)} atoms, header says {n}")
+        frames.append(Structure(Lattice(lattice), species, coords, coords_are_cartesian=True))
+        i += 2 + n
+    if not frames:
+        raise InputError(f"{path}: no frames")
+    return frames
+
+
+def read_file(path: str | Path) -> list[Any]:
+    """All structures in one file, as pymatgen Structures.
+
+    Raises
+    ------
+    InputError
+        When the file is missing or cannot be parsed (the message names the file).
+    """
+    from pymatgen.core import Structure
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if suffix in (".xyz", ".extxyz"):
+                structures = _read_extxyz(path)
+            elif suffix == ".cif":
+                from pymatgen.io.cif import CifParser
+
+                parser = CifParser(path)
+                parse = getattr(parser, "parse_structures", None)
+                structures = parse(primitive=False) if parse else parser.get_structures(primitive=False)
+            elif suffix == ".json":
+                import json
+
+                data = json.loads(path.read_text())
+                items = data if isinstance(data, list) else [data]
+                structures = [Structure.from_dict(d) for d in items]
+            else:
+                structures = [Structure.from_file(path)]
+        for w in caught:
+            log.debug("%s: %s", path, w.message)
+    except InputError:
+        raise
+    except Exception as exc:  # pymatgen raises many types (ValueError, KeyError, IndexError, ...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: unreadable ({reason})") from exc
+    if not structures:
+        raise InputError(f"{path}: no structure found")
+    return list(structures)
+
+
+def _records_from_file(path: Path, base_id: str) -> list[InputRecord]:
+    if is_band_file(path):
+        return [InputRecord(id=base_id, source=str(path), kind="bands")]
+    try:
+        structures = read_file(path)
+    except InputError as exc:
+        return [InputRecord(id=base_id, source=str(path), kind="failed", error=str(exc))]
+    if len(structures) == 1:
+        return [InputRecord(id=base_id, source=str(path), kind="structure", structure=structures[0])]
+    return [
+        InputRecord(id=f"{base_id}-{i}", source=str(path), kind="structure", structure=s)
+        for i, s in enumerate(structures)
+    ]
+
+
+def collect_inputs(paths: Iterable[str | Path]) -> list[InputRecord]:
+    """Input records for files and directories (searched recursively, sorted).
+
+    Unreadable files become records of kind ``"failed"``; a path that does not exist
+    raises InputError (nothing can be said about it). Ids are not checked for
+    uniqueness here: see `check_unique_ids`.
+    """
+    records: list[InputRecord] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(
+                f for f in path.rglob("*") if f.is_file() and (is_structure_file(f) or is_band_file(f))
+            )
+            if not files:
+                log.warning("%s: no structure or band files found", path)
+            for f in files:
+                records.extend(_records_from_file(f, _relative_id(f, path)))
+        elif path.is_file():
+            records.extend(_records_from_file(path, _stem(path)))
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return records
+
+
+def check_unique_ids(records: Sequence[InputRecord], max_bytes: int = 64) -> None:
+    """Raise InputError if two records share an id, or an id is empty or longer than `max_bytes`."""
+    seen: dict[str, str] = {}
+    for r in records:
+        if not r.id or len(r.id.encode()) > max_bytes:
+            raise InputError(f"id {r.id!r} from {r.source} must be 1 to {max_bytes} bytes long")
+        if r.id in seen:
+            raise InputError(f"duplicate id {r.id!r}: from {seen[r.id]} and from {r.source}")
+        seen[r.id] = r.source
+
+
+def read_structures(path_or_paths: str | Path | Iterable[str | Path]) -> list[Any]:
+    """All structures in the given files and directories (public API, DESIGN §5b).
+
+    Parameters
+    ----------
+    path_or_paths : path or iterable of paths
+        Files (CIF, POSCAR/CONTCAR, pymatgen JSON, extended XYZ) or directories.
+
+    Returns
+    -------
+    list of pymatgen Structure, in input order (directories sorted by path).
+
+    Raises
+    ------
+    InputError
+        For the first unreadable file.
+    """
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
+    out = []
+    for record in collect_inputs(paths):
+        if record.kind == "failed":
+            raise InputError(record.error)
+        if record.kind == "structure":
+            out.append(record.structure)
+    return out
+
+
+def check_structure(
+    structure: Any, name: str, *, max_atoms: int | None = None, min_distance: float = MIN_DISTANCE
+) -> None:
+    """Raise InputError (naming the structure) unless `structure` can be computed.
+
+    Checks: ordered sites (no partial occupancy), a periodic, non-degenerate 3-D cell,
+    at most `max_atoms` atoms, no two atoms (periodic images included) closer than
+    `min_distance` Å. The basis check (unknown element) is done where the basis is known.
+    """
+    if max_atoms is not None:
+        check_interval("max_atoms", max_atoms, 1, None, closed="left", integer=True)
+    check_interval("min_distance", min_distance, 0.0, None, closed="left", unit="Å")
+    prefix = f"structure {name!r}"
+    n_atoms = len(structure)
+    if n_atoms == 0:
+        raise InputError(f"{prefix}: no atoms")
+    if not structure.is_ordered:
+        raise InputError(f"{prefix}: partial occupancy (disordered sites) is not supported")
+    lattice = structure.lattice
+    pbc = getattr(lattice, "pbc", (True, True, True))
+    if not all(pbc):
+        raise InputError(f"{prefix}: cell is not periodic in 3 dimensions (pbc={tuple(pbc)})")
+    lengths = np.linalg.norm(lattice.matrix, axis=1)
+    volume = abs(float(np.linalg.det(lattice.matrix)))
+    if not np.all(np.isfinite(lattice.matrix)) or np.any(lengths < 1e-6):
+        shown = np.round(lengths, 4).tolist()
+        raise InputError(f"{prefix}: degenerate cell (lattice vector lengths {shown} Å)")
+    if volume < MIN_CELL_FLATNESS * float(np.prod(lengths)):
+        raise InputError(f"{prefix}: degenerate (flat) cell, volume {volume:.4g} Å^3")
+    if max_atoms is not None and n_atoms > max_atoms:
+        raise InputError(f"{prefix}: {n_atoms} atoms, more than max_atoms={max_atoms}")
+    if min_distance > 0:
+        d = closest_distance(structure, min_distance)
+        if d < min_distance:
+            raise InputError(f"{prefix}: atoms {d:.3f} Å apart, closer than {min_distance} Å")
+
+
+def closest_distance(structure: Any, cutoff: float) -> float:
+    """Shortest distance between two atoms, periodic images included, if below `cutoff` (else inf), Å."""
+    _, _, _, dist = structure.get_neighbor_list(r=cutoff, exclude_self=True)
+    return float(np.min(dist)) if len(dist) else float("inf")

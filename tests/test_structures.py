@@ -1,0 +1,122 @@
+"""Structure reading (all formats, ids) and per-structure validation."""
+
+import json
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from sporep_hpc.errors import InputError
+from sporep_hpc.structures import (
+    check_structure,
+    check_unique_ids,
+    closest_distance,
+    collect_inputs,
+    read_file,
+    read_structures,
+)
+
+
+@pytest.fixture
+def nacl():
+    return Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def write_extxyz(path, structures):
+    lines = []
+    for s in structures:
+        lat = " ".join(f"{x:.10f}" for x in s.lattice.matrix.ravel())
+        lines += [str(len(s)), f'Lattice="{lat}" Properties=species:S:1:pos:R:3 pbc="T T T"']
+        lines += [f"{site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}" for site, (x, y, z) in zip(s, s.cart_coords)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_every_format_round_trips_positions(tmp_path, nacl):
+    # reference: the pymatgen structure we wrote; positions compared in Cartesian Å to 1e-6 (file precision)
+    nacl.to(filename=str(tmp_path / "a.cif"))
+    nacl.to(filename=str(tmp_path / "POSCAR"), fmt="poscar")
+    (tmp_path / "c.json").write_text(json.dumps(nacl.as_dict()))
+    write_extxyz(tmp_path / "d.xyz", [nacl, nacl.copy().scale_lattice(200.0)])
+    for name, n in (("a.cif", 1), ("POSCAR", 1), ("c.json", 1), ("d.xyz", 2)):
+        got = read_file(tmp_path / name)
+        assert len(got) == n, name
+        assert got[0].composition.reduced_formula == "NaCl"
+        np.testing.assert_allclose(got[0].lattice.volume, nacl.volume, rtol=1e-6)
+        d = got[0].lattice.get_all_distances(got[0].frac_coords, nacl.frac_coords)
+        assert np.min(d, axis=1).max() < 1e-5, name
+
+
+def test_ids_from_files_and_directories(tmp_path, nacl):
+    (tmp_path / "sub" / "x").mkdir(parents=True)
+    nacl.to(filename=str(tmp_path / "sub" / "mp-1.cif"))
+    nacl.to(filename=str(tmp_path / "sub" / "x" / "POSCAR"), fmt="poscar")
+    write_extxyz(tmp_path / "sub" / "two.extxyz", [nacl, nacl])
+    (tmp_path / "sub" / "notes.txt").write_text("ignored")
+    records = collect_inputs([tmp_path / "sub"])
+    assert [r.id for r in records] == ["mp-1", "two-0", "two-1", "x"]
+    assert [r.id for r in collect_inputs([tmp_path / "sub" / "mp-1.cif"])] == ["mp-1"]
+    assert len(read_structures(tmp_path / "sub")) == 4
+
+
+def test_unreadable_file_is_a_failed_record_not_an_exception(tmp_path):
+    (tmp_path / "bad.cif").write_text("data_x\n_cell_length_a nonsense\n")
+    (rec,) = collect_inputs([tmp_path / "bad.cif"])
+    assert rec.kind == "failed" and "bad.cif" in rec.error and "\n" not in rec.error
+    with pytest.raises(InputError, match="bad.cif"):
+        read_structures(tmp_path / "bad.cif")
+    with pytest.raises(InputError, match="no such file"):
+        collect_inputs([tmp_path / "missing.cif"])
+
+
+def test_band_files_are_recognised(tmp_path):
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "vasprun.xml").write_text("<x/>")
+    np.savez(tmp_path / "si.npz", eigenvalues=np.zeros((1, 1, 1)))
+    records = collect_inputs([tmp_path])
+    assert [(r.id, r.kind) for r in records] == [("run1", "bands"), ("si", "bands")]
+
+
+def test_duplicate_and_overlong_ids_are_errors(tmp_path, nacl):
+    nacl.to(filename=str(tmp_path / "a.cif"))
+    records = collect_inputs([tmp_path / "a.cif", tmp_path / "a.cif"])
+    with pytest.raises(InputError, match="duplicate id 'a'"):
+        check_unique_ids(records)
+    check_unique_ids(records[:1])
+    long = [type(records[0])(id="x" * 65, source="s", kind="structure")]
+    with pytest.raises(InputError, match="1 to 64 bytes"):
+        check_unique_ids(long)
+
+
+def test_validation_reasons(nacl):
+    check_structure(nacl, "ok", max_atoms=2)
+    with pytest.raises(InputError, match="'big': 2 atoms, more than max_atoms=1"):
+        check_structure(nacl, "big", max_atoms=1)
+    close = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.08, 0, 0]])  # 0.4 Å apart
+    with pytest.raises(InputError, match="'close': atoms 0.400 Å apart"):
+        check_structure(close, "close")
+    image = Structure(Lattice.cubic(0.45), ["H"], [[0, 0, 0]])  # periodic image at 0.45 Å
+    with pytest.raises(InputError, match="apart"):
+        check_structure(image, "image")
+    disordered = Structure(Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}], [[0, 0, 0]])
+    with pytest.raises(InputError, match="partial occupancy"):
+        check_structure(disordered, "dis")
+    flat = Structure(Lattice([[4, 0, 0], [0, 4, 0], [4, 4, 1e-4]]), ["H"], [[0, 0, 0]])
+    with pytest.raises(InputError, match="degenerate"):
+        check_structure(flat, "flat", min_distance=0.0)
+
+
+def test_closest_distance_matches_brute_force(rng):
+    # reference: explicit minimum over the 27 neighbouring cells with numpy
+    lat = np.diag([3.0, 3.5, 4.0]) + rng.uniform(-0.3, 0.3, (3, 3))
+    frac = rng.uniform(0, 1, (5, 3))
+    s = Structure(Lattice(lat), ["H"] * 5, frac)
+    shifts = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).reshape(3, -1).T
+    cart = frac @ lat
+    best = np.inf
+    for i in range(5):
+        for j in range(5):
+            for t in shifts:
+                if i == j and not t.any():
+                    continue
+                best = min(best, np.linalg.norm(cart[j] + t @ lat - cart[i]))
+    assert closest_distance(s, 10.0) == pytest.approx(best, abs=1e-9)
