@@ -22,5 +22,6 @@ def resolve_threads(n_threads: int | None = None) -> int:
 
 def threads_per_rank(ranks_on_node: int, cores: int | None = None) -> int:
     """Largest thread count per rank with ranks x threads <= cores (at least 1)."""
-    cores = cores or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, ranks_on_node))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, ranks_on_node))
