@@ -213,13 +213,19 @@ class JobSpec:
             if not isinstance(arg, str):
                 raise ParameterError(f"run_args must be strings; got {arg!r}")
             if arg in _OWN_RUN_OPTIONS or arg.startswith("--output="):
-                raise ParameterError(f"run_args must not set the output (the template does: use output); got {arg!r}")
+                raise ParameterError(
+                    f"run_args must not set the output (the template does: use output); got {arg!r}"
+                )
         if self.template == "single-node" and self.nodes != 1:
-            raise ParameterError(f"nodes must be 1 for template 'single-node' (use 'multi-node'); got {self.nodes}")
+            raise ParameterError(
+                f"nodes must be 1 for template 'single-node' (use 'multi-node'); got {self.nodes}"
+            )
         if self.nodes > self.ranks:
             raise ParameterError(f"ranks must be >= nodes ({self.nodes}); got {self.ranks}")
         if self.template == "multi-node" and self.ranks % self.nodes:
-            raise ParameterError(f"ranks must be a multiple of nodes ({self.nodes}) for 'multi-node'; got {self.ranks}")
+            raise ParameterError(
+                f"ranks must be a multiple of nodes ({self.nodes}) for 'multi-node'; got {self.ranks}"
+            )
         if self.cores_per_node is not None:
             check_interval("cores_per_node", self.cores_per_node, 1, None, closed="left", integer=True)
             need = self.ranks_per_node * self.threads
@@ -248,7 +254,9 @@ class JobSpec:
                 raise ParameterError("store is required for template 'analysis'")
             check_choice("metric", self.metric, METRICS)
             _check_word("fingerprint", self.fingerprint, _IDENT, "a name from A-Z a-z 0-9 _ . + -")
-            _check_word("merge_pattern", self.merge_pattern, _GLOB, "a file-name glob from A-Z a-z 0-9 _ . - * ? [ ]")
+            _check_word(
+                "merge_pattern", self.merge_pattern, _GLOB, "a file-name glob from A-Z a-z 0-9 _ . - * ? [ ]"
+            )
 
     @property
     def ranks_per_node(self) -> int:
@@ -296,7 +304,9 @@ def read_list(path: str | Path) -> list[str]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise ParameterError(f"structures must be a readable list file; got {str(path)!r} ({exc.strerror})") from exc
+        raise ParameterError(
+            f"structures must be a readable list file; got {str(path)!r} ({exc.strerror})"
+        ) from exc
     entries = [line.strip() for line in text.splitlines()]
     return [e for e in entries if e and not e.startswith("#")]
 
@@ -325,7 +335,9 @@ def check_paths(spec: JobSpec) -> JobSpec:
             raise ParameterError(f"structures must list at least one entry; {spec.structures!r} lists none")
         missing = [e for e in entries if not e.startswith("examples:") and not Path(e).exists()]
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            shown = ", ".join(repr(m) for m in missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
             raise ParameterError(
                 f"structures must list existing paths or examples:<set> (relative to {str(Path.cwd())!r}); "
                 f"{len(missing)} of {len(entries)} in {spec.structures!r} do not exist: {shown}"
@@ -337,15 +349,21 @@ def check_paths(spec: JobSpec) -> JobSpec:
         split_cmd = f"sporep-hpc split {spec.structures} --chunks {spec.chunks or 'N'} -o {chunk_dir}"
         found = chunk_files(chunk_dir)
         if not found:
-            raise ParameterError(f"chunk_dir must hold the chunk lists of structures: none in {chunk_dir!r}; "
-                                 f"run `{split_cmd}` first")
+            raise ParameterError(
+                f"chunk_dir must hold the chunk lists of structures: none in {chunk_dir!r}; "
+                f"run `{split_cmd}` first"
+            )
         expected = [Path(chunk_dir) / CHUNK_FORMAT.format(i) for i in range(len(found))]
         if found != expected:
-            raise ParameterError(f"chunk lists in {chunk_dir!r} must be numbered 0..{len(found) - 1} without gaps; "
-                                 f"got {', '.join(p.name for p in found[:5])}...; run `{split_cmd}` again")
+            raise ParameterError(
+                f"chunk lists in {chunk_dir!r} must be numbered 0..{len(found) - 1} without gaps; "
+                f"got {', '.join(p.name for p in found[:5])}...; run `{split_cmd}` again"
+            )
         if spec.chunks is not None and spec.chunks != len(found):
-            raise ParameterError(f"chunks must equal the number of chunk lists in {chunk_dir!r} ({len(found)}); "
-                                 f"got {spec.chunks}; run `{split_cmd}` again")
+            raise ParameterError(
+                f"chunks must equal the number of chunk lists in {chunk_dir!r} ({len(found)}); "
+                f"got {spec.chunks}; run `{split_cmd}` again"
+            )
         spec = replace(spec, chunks=len(found), chunk_dir=chunk_dir)
     if spec.template == "analysis":
         if spec.merge_dir is not None:
@@ -431,14 +449,16 @@ def _values(spec: JobSpec, script: str, resolve: bool) -> dict[str, str]:
                 f"    shopt -s nullglob\n"
                 f'    CHUNK_STORES=("$MERGE_DIR"/{spec.merge_pattern})\n'
                 f"    shopt -u nullglob\n"
-                f'    if (( ${{#CHUNK_STORES[@]}} == 0 )); then\n'
+                f"    if (( ${{#CHUNK_STORES[@]}} == 0 )); then\n"
                 f'        echo "sporep-hpc: no stores $MERGE_DIR/{spec.merge_pattern} to merge" >&2; exit 2\n'
                 f"    fi\n"
                 f'    echo "sporep-hpc: merging ${{#CHUNK_STORES[@]}} stores into $STORE"\n'
                 f'    {launch} {sporep} merge "${{CHUNK_STORES[@]}}" -o "$STORE"\n'
                 f"fi\n"
             )
-        classify_step = "# (no labels given: classification skipped; render with --labels labels.csv to add it)"
+        classify_step = (
+            "# (no labels given: classification skipped; render with --labels labels.csv to add it)"
+        )
         if spec.labels is not None:
             classify_step = (
                 f"\n# Random-forest classification runs on one rank with all of its threads.\n"
@@ -485,8 +505,12 @@ def render(spec: JobSpec, *, script: str | None = None, check: bool = True, reso
     if missing:
         raise RuntimeError(f"template {spec.template!r} has placeholders without values: {missing}")
     # A placeholder alone on its line that renders empty removes the line.
-    text = re.sub(r"^\{\{(\w+)\}\}\n", lambda m: values[m.group(1)] + "\n" if values[m.group(1)] else "", text,
-                  flags=re.MULTILINE)
+    text = re.sub(
+        r"^\{\{(\w+)\}\}\n",
+        lambda m: values[m.group(1)] + "\n" if values[m.group(1)] else "",
+        text,
+        flags=re.MULTILINE,
+    )
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
@@ -499,9 +523,15 @@ def plan(spec: JobSpec, *, check: bool = True) -> str:
     core_hours = budget_core_hours(spec)
     rows = [
         ("template", f"{spec.template}: {TEMPLATES[spec.template]}"),
-        ("resources", f"{spec.nodes} node(s), {spec.ranks} rank(s) ({spec.ranks_per_node} per node) "
-                      f"x {spec.threads} thread(s) = {cores} cores" + (" per array task" if tasks > 1 else "")),
-        ("time limit", f"{spec.time} ({spec.seconds / 3600:.2f} h)" + (" per array task" if tasks > 1 else "")),
+        (
+            "resources",
+            f"{spec.nodes} node(s), {spec.ranks} rank(s) ({spec.ranks_per_node} per node) "
+            f"x {spec.threads} thread(s) = {cores} cores" + (" per array task" if tasks > 1 else ""),
+        ),
+        (
+            "time limit",
+            f"{spec.time} ({spec.seconds / 3600:.2f} h)" + (" per array task" if tasks > 1 else ""),
+        ),
         ("budget", f"at most {core_hours:.1f} core-hours" + (f" ({tasks} array tasks)" if tasks > 1 else "")),
         ("launch", f"{spec.launcher} {spec.python} -m mpi4py -m sporep_hpc"),
     ]
@@ -523,8 +553,13 @@ def plan(spec: JobSpec, *, check: bool = True) -> str:
     else:
         rows.append(("output", f"{spec.output} (journal {spec.output}.journal/)"))
     if spec.template == "restart":
-        rows.append(("restart", f"SIGUSR1 {spec.signal_seconds} s before the limit, checkpoint, requeue "
-                                f"(at most {spec.max_restarts} times)"))
+        rows.append(
+            (
+                "restart",
+                f"SIGUSR1 {spec.signal_seconds} s before the limit, checkpoint, requeue "
+                f"(at most {spec.max_restarts} times)",
+            )
+        )
     if spec.run_args:
         rows.append(("run args", " ".join(shlex.quote(a) for a in spec.run_args)))
     width = max(len(k) for k, _ in rows)
@@ -532,16 +567,61 @@ def plan(spec: JobSpec, *, check: bool = True) -> str:
 
 
 EXAMPLES: dict[str, JobSpec] = {
-    "single-node": JobSpec("single-node", structures="structures.txt", output="store.h5", ranks=32, threads=4,
-                           time="12:00:00", python="python3", job_name="sporep"),
-    "multi-node": JobSpec("multi-node", structures="structures.txt", output="store.h5", ranks=512, nodes=4,
-                          threads=1, time="1-00:00:00", python="python3", job_name="sporep"),
-    "array": JobSpec("array", structures="structures.txt", output="chunks-out", chunks=16, ranks=64, threads=2,
-                     time="06:00:00", max_parallel=4, python="python3", job_name="sporep-array"),
-    "restart": JobSpec("restart", structures="structures.txt", output="store.h5", ranks=128, nodes=1, threads=1,
-                       time="04:00:00", python="python3", job_name="sporep-restart"),
-    "analysis": JobSpec("analysis", store="all.h5", merge_dir="chunks-out", labels="labels.csv", ranks=16,
-                        threads=2, time="02:00:00", python="python3", job_name="sporep-analysis"),
+    "single-node": JobSpec(
+        "single-node",
+        structures="structures.txt",
+        output="store.h5",
+        ranks=32,
+        threads=4,
+        time="12:00:00",
+        python="python3",
+        job_name="sporep",
+    ),
+    "multi-node": JobSpec(
+        "multi-node",
+        structures="structures.txt",
+        output="store.h5",
+        ranks=512,
+        nodes=4,
+        threads=1,
+        time="1-00:00:00",
+        python="python3",
+        job_name="sporep",
+    ),
+    "array": JobSpec(
+        "array",
+        structures="structures.txt",
+        output="chunks-out",
+        chunks=16,
+        ranks=64,
+        threads=2,
+        time="06:00:00",
+        max_parallel=4,
+        python="python3",
+        job_name="sporep-array",
+    ),
+    "restart": JobSpec(
+        "restart",
+        structures="structures.txt",
+        output="store.h5",
+        ranks=128,
+        nodes=1,
+        threads=1,
+        time="04:00:00",
+        python="python3",
+        job_name="sporep-restart",
+    ),
+    "analysis": JobSpec(
+        "analysis",
+        store="all.h5",
+        merge_dir="chunks-out",
+        labels="labels.csv",
+        ranks=16,
+        threads=2,
+        time="02:00:00",
+        python="python3",
+        job_name="sporep-analysis",
+    ),
 }
 """The example values the copies in ``jobs/`` are rendered with."""
 
@@ -550,8 +630,10 @@ def render_example(name: str) -> str:
     """Template `name` rendered with :data:`EXAMPLES` values (relative paths, no file checks)."""
     check_choice("template", name, TEMPLATES)
     text = render(EXAMPLES[name], script=f"{name}.sbatch", check=False, resolve=False)
-    header = ("# This copy in jobs/ is generated by `sporep-hpc jobs examples jobs/` from the template in\n"
-              "# sporep_hpc/jobs_templates/: do not edit it; render your own with `sporep-hpc jobs render`.\n")
+    header = (
+        "# This copy in jobs/ is generated by `sporep-hpc jobs examples jobs/` from the template in\n"
+        "# sporep_hpc/jobs_templates/: do not edit it; render your own with `sporep-hpc jobs render`.\n"
+    )
     first, rest = text.split("\n", 1)
     return f"{first}\n{header}{rest}"
 
@@ -592,4 +674,3 @@ __all__ = [
     "template_text",
     "write_examples",
 ]
-

@@ -77,7 +77,7 @@ def _bash_n(text: str, tmp_path: Path, name: str) -> None:
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A directory with three structure files, a list naming them (with a comment and blank lines), and cwd there."""
+    """Three structure files, a list naming them (with a comment and blank lines); cwd is there."""
     monkeypatch.chdir(tmp_path)
     for name in ("a.cif", "b cif.cif", "c.cif"):
         (tmp_path / name).write_text("data_x\n")
@@ -87,8 +87,11 @@ def workdir(tmp_path, monkeypatch):
 
 def _sbatch(text: str, option: str) -> str:
     """The value of ``#SBATCH --option=value`` in a script (inline comment removed)."""
-    (value,) = [line.split("=", 1)[1].split()[0] for line in text.splitlines()
-                if line.startswith(f"#SBATCH --{option}=")]
+    (value,) = [
+        line.split("=", 1)[1].split()[0]
+        for line in text.splitlines()
+        if line.startswith(f"#SBATCH --{option}=")
+    ]
     return value
 
 
@@ -120,8 +123,10 @@ def test_parse_time_formats(text, seconds):
     assert jobs.parse_time(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["0", "0:00:00", "1:60", "1:60:00", "1:00:60", "1-24", "1-", "1h", "-5", "",
-                                  "1:2:3:4", "UNLIMITED"])
+@pytest.mark.parametrize(
+    "text",
+    ["0", "0:00:00", "1:60", "1:60:00", "1:00:60", "1-24", "1-", "1h", "-5", "", "1:2:3:4", "UNLIMITED"],
+)
 def test_parse_time_rejects(text):
     with pytest.raises(ParameterError, match=r"time must be a Slurm time limit .*got"):
         jobs.parse_time(text)
@@ -141,7 +146,10 @@ def test_parse_time_rejects(text):
         ({"time": "25:61:00"}, r"time must be a Slurm time limit"),
         ({"run_args": ("-o", "x.h5")}, r"run_args must not set the output"),
         ({"setup": ("module load a\nrm -rf /",)}, r"setup must be single shell lines"),
-        ({"ranks": 8, "threads": 4, "cores_per_node": 16}, r"ranks per node x threads must be in \[1, 16\].*8 x 4 = 32"),
+        (
+            {"ranks": 8, "threads": 4, "cores_per_node": 16},
+            r"ranks per node x threads must be in \[1, 16\].*8 x 4 = 32",
+        ),
         ({"structures": None}, r"structures \(a list file\) is required"),
     ],
 )
@@ -152,7 +160,9 @@ def test_spec_rejects_with_name_range_value(kwargs, message):
 
 
 def test_spec_template_specific_checks():
-    with pytest.raises(ParameterError, match=r"ranks must be a multiple of nodes \(4\) for 'multi-node'; got 10"):
+    with pytest.raises(
+        ParameterError, match=r"ranks must be a multiple of nodes \(4\) for 'multi-node'; got 10"
+    ):
         jobs.JobSpec("multi-node", structures="l", ranks=10, nodes=4)
     with pytest.raises(ParameterError, match=r"ranks must be >= nodes \(4\); got 2"):
         jobs.JobSpec("multi-node", structures="l", ranks=2, nodes=4)
@@ -180,7 +190,9 @@ def test_check_paths(workdir):
     (workdir / "empty.txt").write_text("# nothing\n\n")
     with pytest.raises(ParameterError, match=r"structures must list at least one entry"):
         jobs.check_paths(jobs.JobSpec("single-node", structures="empty.txt"))
-    with pytest.raises(ParameterError, match=r"none in 'list.chunks'; run `sporep-hpc split list.txt --chunks 3"):
+    with pytest.raises(
+        ParameterError, match=r"none in 'list.chunks'; run `sporep-hpc split list.txt --chunks 3"
+    ):
         jobs.check_paths(jobs.JobSpec("array", structures="list.txt", chunks=3))
     _write_chunks(workdir / "list.chunks", [["a.cif"], ["c.cif"]])
     with pytest.raises(ParameterError, match=r"chunks must equal the number of chunk lists .* \(2\); got 3"):
@@ -200,7 +212,11 @@ def test_read_list_matches_bash(workdir, tmp_path):
     """The Python reader and the templates' bash `read_list` agree on entries (spaces kept inside)."""
     script = jobs._READ_LIST + '\nread_list "$1" E\nprintf "%s\\n" "${E[@]}"\n'
     out = subprocess.run([BASH, "-c", script, "bash", "list.txt"], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == jobs.read_list("list.txt") == ["a.cif", "b cif.cif", "c.cif", "examples:batio3"]
+    assert (
+        out.stdout.splitlines()
+        == jobs.read_list("list.txt")
+        == ["a.cif", "b cif.cif", "c.cif", "examples:batio3"]
+    )
 
 
 # --- rendering -----------------------------------------------------------------------------------------
@@ -224,22 +240,51 @@ def test_every_template_renders_and_passes_bash_n(name, tmp_path):
 def test_full_option_render_passes_bash_n(workdir, tmp_path):
     _write_chunks(workdir / "list.chunks", [["a.cif"], ["c.cif"]])
     (workdir / "labels.csv").write_text("id,label\n")
-    common = dict(partition="batch", account="proj-1", qos="normal", constraint="skylake", mem_per_cpu="4G",
-                  setup=("module load mpich", "source /opt/venv/bin/activate"), python="/usr/bin/env")
+    common = dict(
+        partition="batch",
+        account="proj-1",
+        qos="normal",
+        constraint="skylake",
+        mem_per_cpu="4G",
+        setup=("module load mpich", "source /opt/venv/bin/activate"),
+        python="/usr/bin/env",
+    )
     specs = [
-        jobs.JobSpec("single-node", structures="list.txt", ranks=4, threads=2, run_args=("--schedule", "static"),
-                     launcher="mpirun", **common),
+        jobs.JobSpec(
+            "single-node",
+            structures="list.txt",
+            ranks=4,
+            threads=2,
+            run_args=("--schedule", "static"),
+            launcher="mpirun",
+            **common,
+        ),
         jobs.JobSpec("multi-node", structures="list.txt", ranks=8, nodes=2, time="1-0", **common),
         jobs.JobSpec("array", structures="list.txt", output="out dir", max_parallel=2, **common),
-        jobs.JobSpec("restart", structures="list.txt", time="2:00:00", signal_seconds=600, max_restarts=3, **common),
-        jobs.JobSpec("analysis", store="all.h5", merge_dir=".", labels="labels.csv", metric="wasserstein",
-                     ranks=2, **common),
+        jobs.JobSpec(
+            "restart", structures="list.txt", time="2:00:00", signal_seconds=600, max_restarts=3, **common
+        ),
+        jobs.JobSpec(
+            "analysis",
+            store="all.h5",
+            merge_dir=".",
+            labels="labels.csv",
+            metric="wasserstein",
+            ranks=2,
+            **common,
+        ),
     ]
     for spec in specs:
         text = jobs.render(spec)
         _bash_n(text, tmp_path, f"{spec.template}-full.sbatch")
-        for line in ("#SBATCH --partition=batch", "#SBATCH --account=proj-1", "#SBATCH --qos=normal",
-                     "#SBATCH --constraint=skylake", "#SBATCH --mem-per-cpu=4G", "module load mpich"):
+        for line in (
+            "#SBATCH --partition=batch",
+            "#SBATCH --account=proj-1",
+            "#SBATCH --qos=normal",
+            "#SBATCH --constraint=skylake",
+            "#SBATCH --mem-per-cpu=4G",
+            "module load mpich",
+        ):
             assert line in text.splitlines()
     assert _sbatch(jobs.render(specs[2]), "array") == "0-1%2"
     assert _sbatch(jobs.render(specs[3]), "signal") == "B:USR1@600"
@@ -248,7 +293,7 @@ def test_full_option_render_passes_bash_n(workdir, tmp_path):
 
 
 def test_jobs_dir_is_generated_from_the_templates():
-    """jobs/*.sbatch are the example renderings, byte for byte (regenerate: sporep-hpc jobs examples jobs/)."""
+    """jobs/*.sbatch are the example renderings, (regenerate: sporep-hpc jobs examples jobs/)."""
     for name in jobs.TEMPLATES:
         copy = REPO / "jobs" / f"{name}.sbatch"
         assert copy.is_file(), f"{copy} missing: run `sporep-hpc jobs examples jobs/`"
@@ -256,8 +301,16 @@ def test_jobs_dir_is_generated_from_the_templates():
 
 
 def test_command_line_reproduces_the_spec(workdir, capsys):
-    spec = jobs.JobSpec("single-node", structures="list.txt", ranks=6, threads=3, time="2:00:00",
-                        run_args=("--schedule", "static"), setup=("module load x",), python="/usr/bin/env")
+    spec = jobs.JobSpec(
+        "single-node",
+        structures="list.txt",
+        ranks=6,
+        threads=3,
+        time="2:00:00",
+        run_args=("--schedule", "static"),
+        setup=("module load x",),
+        python="/usr/bin/env",
+    )
     args = shlex.split(spec.command_line())
     assert args[:3] == ["sporep-hpc", "jobs", "render"]
     assert main([*args[1:], "--script", "again.sbatch"]) == 0
@@ -268,21 +321,43 @@ def test_command_line_reproduces_the_spec(workdir, capsys):
 
 
 def _run(script: Path, env: dict, **extra) -> subprocess.CompletedProcess:
-    return subprocess.run([BASH, str(script)], env={**env, **extra}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [BASH, str(script)], env={**env, **extra}, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_single_node_script_runs_the_listed_inputs(workdir, fake_env):
     env, _, log = fake_env
-    spec = jobs.JobSpec("single-node", structures="list.txt", output="out/store.h5", ranks=2, python="python",
-                        run_args=("--kdensity", "0.2"))
+    spec = jobs.JobSpec(
+        "single-node",
+        structures="list.txt",
+        output="out/store.h5",
+        ranks=2,
+        python="python",
+        run_args=("--kdensity", "0.2"),
+    )
     script = workdir / "job.sbatch"
     script.write_text(jobs.render(spec))
     res = _run(script, env, SLURM_CPUS_PER_TASK="3", SLURM_NTASKS="2")
     assert res.returncode == 0, res.stderr
     (argv,) = _calls(log, "srun")
-    expected = ["--kill-on-bad-exit=1", "python", "-m", "mpi4py", "-m", "sporep_hpc", "run",
-                "a.cif", "b cif.cif", "c.cif", "examples:batio3", "-o", str(workdir / "out/store.h5"),
-                "--kdensity", "0.2"]
+    expected = [
+        "--kill-on-bad-exit=1",
+        "python",
+        "-m",
+        "mpi4py",
+        "-m",
+        "sporep_hpc",
+        "run",
+        "a.cif",
+        "b cif.cif",
+        "c.cif",
+        "examples:batio3",
+        "-o",
+        str(workdir / "out/store.h5"),
+        "--kdensity",
+        "0.2",
+    ]
     assert argv == expected
     assert (workdir / "out").is_dir()
     assert "2 ranks x 3 threads" in res.stdout
@@ -299,10 +374,16 @@ def test_exit_codes_of_run_map_to_job_state(workdir, fake_env, rc, expected):
 
 def test_threads_come_from_slurm_cpus_per_task(workdir, fake_env):
     env, bindir, log = fake_env
-    _install(bindir, "srun", '#!/bin/bash\necho "$OMP_NUM_THREADS $OPENBLAS_NUM_THREADS $MKL_NUM_THREADS '
-                             '$SRUN_CPUS_PER_TASK" > "$FAKE_LOG/threads"\n')
+    _install(
+        bindir,
+        "srun",
+        '#!/bin/bash\necho "$OMP_NUM_THREADS $OPENBLAS_NUM_THREADS $MKL_NUM_THREADS '
+        '$SRUN_CPUS_PER_TASK" > "$FAKE_LOG/threads"\n',
+    )
     script = workdir / "job.sbatch"
-    script.write_text(jobs.render(jobs.JobSpec("single-node", structures="list.txt", python="python", threads=4)))
+    script.write_text(
+        jobs.render(jobs.JobSpec("single-node", structures="list.txt", python="python", threads=4))
+    )
     assert _run(script, env, SLURM_CPUS_PER_TASK="4", OMP_NUM_THREADS="99").returncode == 0
     assert (log / "threads").read_text().split() == ["4", "4", "4", "4"]
 
@@ -343,27 +424,57 @@ def test_analysis_script_merges_then_analyses(workdir, fake_env):
     for i in (1, 0, 2):
         (chunk_dir / f"chunk-{i:04d}.h5").write_text("")
     (workdir / "labels.csv").write_text("id,label\n")
-    spec = jobs.JobSpec("analysis", store="all.h5", merge_dir="stores", labels="labels.csv", python=str(bindir / "python"),
-                        metric="tanimoto", fingerprint="kinetic")
+    spec = jobs.JobSpec(
+        "analysis",
+        store="all.h5",
+        merge_dir="stores",
+        labels="labels.csv",
+        python=str(bindir / "python"),
+        metric="tanimoto",
+        fingerprint="kinetic",
+    )
     script = workdir / "analysis.sbatch"
     script.write_text(jobs.render(spec))
     res = _run(script, env)
     assert res.returncode == 0, res.stderr
     merge, similarity = _calls(log, "srun")
     store = str(workdir / "all.h5")
-    assert merge[merge.index("merge"):] == ["merge", *(str(chunk_dir / f"chunk-{i:04d}.h5") for i in range(3)),
-                                            "-o", store]
-    assert similarity[similarity.index("similarity"):] == ["similarity", store, "--fingerprint", "kinetic",
-                                                           "--metric", "tanimoto", "--plots",
-                                                           str(workdir / "figures")]
+    assert merge[merge.index("merge") :] == [
+        "merge",
+        *(str(chunk_dir / f"chunk-{i:04d}.h5") for i in range(3)),
+        "-o",
+        store,
+    ]
+    assert similarity[similarity.index("similarity") :] == [
+        "similarity",
+        store,
+        "--fingerprint",
+        "kinetic",
+        "--metric",
+        "tanimoto",
+        "--plots",
+        str(workdir / "figures"),
+    ]
     (classify,) = _calls(log, "python")
-    assert classify == ["-m", "sporep_hpc", "classify", store, "--labels", str(workdir / "labels.csv"),
-                        "--plots", str(workdir / "figures")]
+    assert classify == [
+        "-m",
+        "sporep_hpc",
+        "classify",
+        store,
+        "--labels",
+        str(workdir / "labels.csv"),
+        "--plots",
+        str(workdir / "figures"),
+    ]
     # a second attempt finds the merged store and does not merge again
     (workdir / "all.h5").write_text("")
     res = _run(script, env)
     assert res.returncode == 0 and "not merging again" in res.stdout
-    assert [c[c.index("sporep_hpc") + 1] for c in _calls(log, "srun")] == ["merge", "similarity", "similarity"]
+    assert [c[c.index("sporep_hpc") + 1] for c in _calls(log, "srun")] == [
+        "merge",
+        "similarity",
+        "similarity",
+    ]
 
 
 def _start_restart_job(workdir: Path, env: dict, restart_count: int, max_restarts: int = 2):
@@ -371,8 +482,9 @@ def _start_restart_job(workdir: Path, env: dict, restart_count: int, max_restart
     script = workdir / "restart.sbatch"
     script.write_text(jobs.render(spec))
     extra = {"SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": str(restart_count)}
-    return subprocess.Popen([BASH, str(script)], env={**env, **extra}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [BASH, str(script)], env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait_for(path: Path, timeout: float = 20.0) -> None:
@@ -414,8 +526,20 @@ def test_cli_list_and_dry_run(workdir, capsys):
     listed = capsys.readouterr().out.split()
     assert all(name in listed for name in jobs.TEMPLATES)
     _write_chunks(workdir / "list.chunks", [["a.cif"], ["c.cif", "b cif.cif"], ["examples:batio3"]])
-    argv = ["jobs", "render", "array", "--structures", "list.txt", "--ranks", "4", "--threads", "2",
-            "--time", "1-12", "--dry-run"]
+    argv = [
+        "jobs",
+        "render",
+        "array",
+        "--structures",
+        "list.txt",
+        "--ranks",
+        "4",
+        "--threads",
+        "2",
+        "--time",
+        "1-12",
+        "--dry-run",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     # 3 tasks x 4 ranks x 2 threads x 36 h = 864 core-hours (by hand)
@@ -425,8 +549,24 @@ def test_cli_list_and_dry_run(workdir, capsys):
 
 
 def test_cli_render_writes_script_and_rejects_bad_values(workdir, capsys):
-    assert main(["jobs", "render", "restart", "--structures", "list.txt", "--ranks", "128", "--time", "4:00:00",
-                 "--script", "r.sbatch"]) == 0
+    assert (
+        main(
+            [
+                "jobs",
+                "render",
+                "restart",
+                "--structures",
+                "list.txt",
+                "--ranks",
+                "128",
+                "--time",
+                "4:00:00",
+                "--script",
+                "r.sbatch",
+            ]
+        )
+        == 0
+    )
     text = (workdir / "r.sbatch").read_text()
     assert _sbatch(text, "ntasks") == "128"
     assert _sbatch(text, "signal") == "B:USR1@300"

@@ -18,7 +18,8 @@ SLURM job scripts for sporep-hpc. `render` fills a template with checked values
 prints the script (or writes it with --script); --dry-run prints the plan instead.
 
   sporep-hpc jobs list
-  sporep-hpc jobs render single-node --structures list.txt --ranks 32 --threads 4 --time 12:00:00 --script run.sbatch
+  sporep-hpc jobs render single-node --structures list.txt --ranks 32 --threads 4 --time 12:00:00 \
+      --script run.sbatch
   sporep-hpc split list.txt --chunks 16 -o list.chunks
   sporep-hpc jobs render array --structures list.txt --chunks 16 --ranks 64 --output chunk-stores --dry-run
 """
@@ -27,8 +28,10 @@ prints the script (or writes it with --script); --dry-run prints the plan instea
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `jobs` and its actions."""
     parser = subparsers.add_parser(
-        "jobs", help="SLURM job scripts (single node, multi-node, array, restart, analysis)",
-        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "jobs",
+        help="SLURM job scripts (single node, multi-node, array, restart, analysis)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="jobs_action", metavar="ACTION", required=True)
 
@@ -36,14 +39,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p_list.set_defaults(run=run_list)
 
     p_examples = actions.add_parser("examples", help="write every template rendered with example values")
-    p_examples.add_argument("directory", help="where to write <template>.sbatch (the repository keeps them in jobs/)")
+    p_examples.add_argument(
+        "directory", help="where to write <template>.sbatch (the repository keeps them in jobs/)"
+    )
     p_examples.set_defaults(run=run_examples)
 
-    r = actions.add_parser("render", help="fill a template with checked values",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r = actions.add_parser(
+        "render",
+        help="fill a template with checked values",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     r.add_argument("template", choices=sorted(jobs.TEMPLATES))
     r.add_argument("--script", help="write the script to this file (default: standard output)")
-    r.add_argument("--dry-run", action="store_true", help="print the plan (resources, budget, inputs), no script")
+    r.add_argument(
+        "--dry-run", action="store_true", help="print the plan (resources, budget, inputs), no script"
+    )
     r.add_argument("--no-check", action="store_true", help="do not check that lists, chunks and stores exist")
     d = jobs.JobSpec("single-node", structures="-")
     g = r.add_argument_group("job")
@@ -51,7 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--output", default=d.output, help="store to write (array: directory of chunk stores)")
     g.add_argument("--ranks", type=int, default=d.ranks, help="MPI ranks in all (array: per task)")
     g.add_argument("--nodes", type=int, default=d.nodes)
-    g.add_argument("--threads", type=int, default=d.threads, help="OpenMP/BLAS threads per rank (--cpus-per-task)")
+    g.add_argument(
+        "--threads", type=int, default=d.threads, help="OpenMP/BLAS threads per rank (--cpus-per-task)"
+    )
     g.add_argument("--time", default=d.time, help="Slurm time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S")
     g.add_argument("--job-name", default=d.job_name)
     g.add_argument("--partition")
@@ -62,16 +74,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--cores-per-node", type=int, help="check ranks per node x threads fits the node")
     g.add_argument("--launcher", choices=jobs.LAUNCHERS, default=d.launcher)
     g.add_argument("--python", default=sys.executable, help="the Python where sporep-hpc is installed")
-    g.add_argument("--setup", action="append", default=[], metavar="LINE",
-                   help="shell line before the run, e.g. 'module load mpich' (repeatable)")
-    g.add_argument("--run-args", action="append", default=[], metavar="'ARGS'",
-                   help="extra arguments of `sporep-hpc run`, shell-split, e.g. '--schedule static' (repeatable)")
+    g.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="shell line before the run, e.g. 'module load mpich' (repeatable)",
+    )
+    g.add_argument(
+        "--run-args",
+        action="append",
+        default=[],
+        metavar="'ARGS'",
+        help="extra arguments of `sporep-hpc run`, shell-split, e.g. '--schedule static' (repeatable)",
+    )
     a = r.add_argument_group("array")
     a.add_argument("--chunks", type=int, help="number of chunks (default: the chunk lists found)")
     a.add_argument("--chunk-dir", help="directory of chunk-NNNN.txt (default: <structures stem>.chunks)")
     a.add_argument("--max-parallel", type=int, help="at most this many array tasks at once")
     s = r.add_argument_group("restart")
-    s.add_argument("--signal-seconds", type=int, default=d.signal_seconds, help="SIGUSR1 this long before the limit")
+    s.add_argument(
+        "--signal-seconds", type=int, default=d.signal_seconds, help="SIGUSR1 this long before the limit"
+    )
     s.add_argument("--max-restarts", type=int, default=d.max_restarts)
     n = r.add_argument_group("analysis")
     n.add_argument("--store", help="the store to analyse (merged first when --merge-dir is given)")
@@ -100,15 +124,36 @@ def run_examples(args: argparse.Namespace) -> int:
 def spec_from_args(args: argparse.Namespace) -> jobs.JobSpec:
     """The JobSpec of parsed `render` arguments (checked by JobSpec itself)."""
     return jobs.JobSpec(
-        template=args.template, structures=args.structures, output=args.output, ranks=args.ranks,
-        nodes=args.nodes, threads=args.threads, time=args.time, job_name=args.job_name,
-        partition=args.partition, account=args.account, qos=args.qos, constraint=args.constraint,
-        mem_per_cpu=args.mem_per_cpu, cores_per_node=args.cores_per_node, launcher=args.launcher,
-        python=args.python, setup=tuple(args.setup), run_args=tuple(a for text in args.run_args for a in shlex.split(text)), chunks=args.chunks,
-        chunk_dir=args.chunk_dir, max_parallel=args.max_parallel, signal_seconds=args.signal_seconds,
-        max_restarts=args.max_restarts, store=args.store, merge_dir=args.merge_dir,
-        merge_pattern=args.merge_pattern, fingerprint=args.fingerprint, metric=args.metric,
-        labels=args.labels, plots=args.plots,
+        template=args.template,
+        structures=args.structures,
+        output=args.output,
+        ranks=args.ranks,
+        nodes=args.nodes,
+        threads=args.threads,
+        time=args.time,
+        job_name=args.job_name,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        constraint=args.constraint,
+        mem_per_cpu=args.mem_per_cpu,
+        cores_per_node=args.cores_per_node,
+        launcher=args.launcher,
+        python=args.python,
+        setup=tuple(args.setup),
+        run_args=tuple(a for text in args.run_args for a in shlex.split(text)),
+        chunks=args.chunks,
+        chunk_dir=args.chunk_dir,
+        max_parallel=args.max_parallel,
+        signal_seconds=args.signal_seconds,
+        max_restarts=args.max_restarts,
+        store=args.store,
+        merge_dir=args.merge_dir,
+        merge_pattern=args.merge_pattern,
+        fingerprint=args.fingerprint,
+        metric=args.metric,
+        labels=args.labels,
+        plots=args.plots,
     )
 
 

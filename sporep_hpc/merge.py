@@ -1,0 +1,466 @@
+"""Merging stores made with identical parameters into one store (MPI-parallel).
+
+`merge_stores` checks the inputs agree (schema major version, run parameters, fingerprint
+grids and attributes; the first difference is named), that ids are unique across them and
+that no row is pending, then writes the merged store through the store's own writer
+(`sporep_hpc.store.write_store`): with h5py built for MPI every rank reads one contiguous
+block of output rows from the inputs and the ranks write collectively; otherwise rank 0
+does all of it. The output is written under ``<output>.partial`` and renamed when complete.
+
+Row order: the inputs' rows one after the other, or, with the manifest of `sporep-hpc split`,
+the order of the original list, so that merging the chunk stores of a job array gives the
+store of one run over the whole list (up to the ``created``/``n_ranks`` attributes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import SporepError, StoreError
+from .parallel.schedule import block_range
+from .store import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_PENDING,
+    FingerprintMeta,
+    StoreHeader,
+    StructureResult,
+    from_fixed,
+    mpio_available,
+    open_h5,
+    open_store,
+    write_store,
+)
+from .store.schema import SPECTRA_SCALARS
+
+log = logging.getLogger(__name__)
+
+#: Root attribute of a merged store: JSON list of {file, rows, created, n_ranks} of its inputs.
+MERGED_FROM = "merged_from"
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What `merge_stores` needs to know about one input before reading rows.
+
+    Attributes
+    ----------
+    path : str
+    ids : list of str
+        Structure ids in row order.
+    status : ndarray of shape (n_rows,), int8
+    parameters_json : str
+        Root attribute ``parameters``.
+    schema_version : str
+    fingerprints : dict of str to (ndarray of shape (n_features,), float64, eV; dict)
+        Energy grid and attributes of each fingerprint.
+    created : str
+    n_ranks : int
+    """
+
+    path: str
+    ids: list
+    status: np.ndarray
+    parameters_json: str
+    schema_version: str
+    fingerprints: dict
+    created: str
+    n_ranks: int
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """Outcome of a merge.
+
+    Attributes
+    ----------
+    output : str
+    n_inputs, n_rows, n_done, n_failed : int
+    seconds : float
+        Wall time of the whole merge.
+    bytes_written : int
+        Size of the merged file.
+    n_ranks : int
+        Ranks that took part; ``parallel`` tells whether they wrote collectively (mpio).
+    parallel : bool
+    """
+
+    output: str
+    n_inputs: int
+    n_rows: int
+    n_done: int
+    n_failed: int
+    seconds: float
+    bytes_written: int
+    n_ranks: int
+    parallel: bool
+
+
+def _attr(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (bytes decoded, numpy scalars unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def read_summary(path: str | Path) -> StoreSummary:
+    """Ids, status, parameters and fingerprint grids of one store (StoreError if it is not one)."""
+    with open_store(path) as store:
+        f = store.file
+        fingerprints = {}
+        for name in store.fingerprint_names:
+            grp = f[f"fingerprints/{name}"]
+            fingerprints[name] = (grp["energies"][()], {k: _attr(v) for k, v in grp.attrs.items()})
+        attrs = store.attrs
+        if "parameters" not in attrs:
+            raise StoreError(f"{path}: no 'parameters' attribute: not written by `sporep-hpc run`")
+        return StoreSummary(
+            path=str(path),
+            ids=store.ids,
+            status=np.asarray(store.status),
+            parameters_json=str(attrs["parameters"]),
+            schema_version=store.schema_version,
+            fingerprints=fingerprints,
+            created=str(attrs.get("created", "")),
+            n_ranks=int(attrs.get("n_ranks", 0)),
+        )
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """Dotted path of the first difference between two JSON values (None if equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            path = f"{where}.{key}" if where else str(key)
+            if key not in a or key not in b:
+                return path
+            found = _first_difference(a[key], b[key], path)
+            if found is not None:
+                return found
+        return None
+    return None if a == b else (where or "<root>")
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return "<absent>"
+        data = data[key]
+    return data
+
+
+def check_compatible(summaries: Sequence[StoreSummary]) -> None:
+    """Raise StoreError unless all stores can be merged: same schema major version, parameters, fingerprints.
+
+    The message names the first differing parameter (dotted for nested ones, e.g.
+    ``fingerprint_specs.kinetic.width``) with its two values and the two files.
+    """
+    if not summaries:
+        raise StoreError("merge needs at least one input store")
+    ref = summaries[0]
+    ref_params = json.loads(ref.parameters_json)
+    major = ref.schema_version.split(".")[0]
+    for s in summaries[1:]:
+        if s.schema_version.split(".")[0] != major:
+            raise StoreError(
+                f"cannot merge: schema_version {ref.schema_version} in {ref.path} "
+                f"but {s.schema_version} in {s.path}"
+            )
+        params = json.loads(s.parameters_json)
+        diff = _first_difference(ref_params, params)
+        if diff is not None:
+            raise StoreError(
+                f"cannot merge stores made with different parameters: {diff} is "
+                f"{json.dumps(_lookup(ref_params, diff))} in {ref.path} but "
+                f"{json.dumps(_lookup(params, diff))} "
+                f"in {s.path}"
+            )
+        if sorted(s.fingerprints) != sorted(ref.fingerprints):
+            raise StoreError(
+                f"cannot merge: fingerprints {sorted(ref.fingerprints)} in {ref.path} "
+                f"but {sorted(s.fingerprints)} in {s.path}"
+            )
+        for name, (energies, attrs) in ref.fingerprints.items():
+            other_energies, other_attrs = s.fingerprints[name]
+            if not np.array_equal(energies, other_energies):
+                raise StoreError(
+                    f"cannot merge: fingerprint {name!r} has different energy grids in {ref.path} "
+                    f"and {s.path}"
+                )
+            diff = _first_difference(attrs, other_attrs)
+            if diff is not None:
+                raise StoreError(
+                    f"cannot merge: fingerprint {name!r} attribute {diff} is "
+                    f"{attrs.get(diff, '<absent>')!r} in {ref.path} but "
+                    f"{other_attrs.get(diff, '<absent>')!r} in {s.path}"
+                )
+
+
+def merge_plan(
+    summaries: Sequence[StoreSummary], order: Sequence[str] | None = None
+) -> list[tuple[int, int]]:
+    """(input index, row) of every output row.
+
+    Ids must be unique across the inputs and no row may be pending. Without `order` the rows
+    follow the inputs one after the other; with `order` (ids, e.g. from a split manifest) the
+    rows follow it and the ids must be exactly those of `order`.
+    """
+    where: dict[str, tuple[int, int]] = {}
+    for k, s in enumerate(summaries):
+        pending = np.flatnonzero(s.status == STATUS_PENDING)
+        if pending.size:
+            raise StoreError(
+                f"{s.path}: {pending.size} row(s) pending (e.g. {s.ids[pending[0]]!r}): "
+                "an incomplete store cannot be merged"
+            )
+        for row, id in enumerate(s.ids):
+            if id in where:
+                k0, row0 = where[id]
+                raise StoreError(
+                    f"duplicate id {id!r}: row {row0} of {summaries[k0].path} and row {row} of {s.path}; "
+                    "ids must be unique across the merged stores"
+                )
+            where[id] = (k, row)
+    if order is None:
+        return [where[id] for s in summaries for id in s.ids]
+    order = list(order)
+    missing = [id for id in order if id not in where]
+    extra = sorted(set(where) - set(order))
+    if missing or extra or len(set(order)) != len(order):
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} expected id(s) missing (e.g. {missing[:3]}; a chunk not run or not given?)"
+            )
+        if extra:
+            parts.append(f"{len(extra)} id(s) not in the manifest (e.g. {extra[:3]})")
+        if len(set(order)) != len(order):
+            parts.append("the manifest repeats ids")
+        raise StoreError("stores do not match the split manifest: " + "; ".join(parts))
+    return [where[id] for id in order]
+
+
+def _read_rows(
+    path: str, rows: Sequence[int], indices: Sequence[int], names: Sequence[str]
+) -> list[StructureResult]:
+    """Rows `rows` of store `path` as StructureResults with global indices `indices`.
+
+    Reads each dataset once over the span of the requested rows.
+    """
+    if not rows:
+        return []
+    r0, r1 = min(rows), max(rows) + 1
+    with open_store(path) as store:
+        f = store.file
+
+        def span(key):
+            return f[key][r0:r1]
+
+        aoff, koff, boff = (
+            f[k][r0 : r1 + 1]
+            for k in ("structures/atoms_offset", "spectra/kpoints_offset", "spectra/bands_offset")
+        )
+        ids, formula, cell, status, error = (
+            span(f"structures/{k}") for k in ("id", "formula", "cell", "status", "error")
+        )
+        numbers = f["structures/numbers"][aoff[0] : aoff[-1]]
+        positions = f["structures/positions"][aoff[0] : aoff[-1]]
+        kpoints = f["spectra/kpoints"][koff[0] : koff[-1]]
+        weights = f["spectra/weights"][koff[0] : koff[-1]]
+        eigenvalues = f["spectra/eigenvalues"][boff[0] : boff[-1]]
+        n_bands = span("spectra/n_bands")
+        scalars = {name: span(f"spectra/{name}") for name in SPECTRA_SCALARS}
+        fps = {name: span(f"fingerprints/{name}/values") for name in names}
+    out = []
+    for row, index in zip(rows, indices, strict=True):
+        j = row - r0
+        a = slice(aoff[j] - aoff[0], aoff[j + 1] - aoff[0])
+        k = slice(koff[j] - koff[0], koff[j + 1] - koff[0])
+        flat = eigenvalues[boff[j] - boff[0] : boff[j + 1] - boff[0]]
+        n_k, nb = k.stop - k.start, int(n_bands[j])
+        n_spin = flat.size // (n_k * nb) if n_k * nb else 1
+        out.append(
+            StructureResult(
+                index=int(index),
+                id=from_fixed(ids[j]),
+                status=int(status[j]),
+                error=from_fixed(error[j]),
+                formula=from_fixed(formula[j]),
+                cell=cell[j],
+                numbers=numbers[a],
+                positions=positions[a],
+                kpoints=kpoints[k],
+                weights=weights[k],
+                eigenvalues=flat.reshape(n_spin, n_k, nb),
+                fingerprints={name: fps[name][j] for name in names},
+                **{name: float(scalars[name][j]) for name in SPECTRA_SCALARS},
+            )
+        )
+    return out
+
+
+def read_block(
+    summaries: Sequence[StoreSummary], plan: Sequence[tuple[int, int]], lo: int, hi: int, names: Sequence[str]
+) -> list[StructureResult]:
+    """Output rows [lo, hi) read from the inputs, in index order."""
+    by_input: dict[int, tuple[list[int], list[int]]] = {}
+    for index in range(lo, hi):
+        k, row = plan[index]
+        rows, indices = by_input.setdefault(k, ([], []))
+        rows.append(row)
+        indices.append(index)
+    out: list[StructureResult] = []
+    for k in sorted(by_input):
+        out.extend(_read_rows(summaries[k].path, *by_input[k], names))
+    return sorted(out, key=lambda r: r.index)
+
+
+def _root_call(comm: Any, fn: Callable[[], Any]) -> Any:
+    """`fn` on rank 0, its value broadcast; a SporepError there is raised on every rank."""
+    if comm is None or comm.size == 1:
+        return fn()
+    value, error = None, None
+    if comm.rank == 0:
+        try:
+            value = fn()
+        except SporepError as exc:
+            error = exc
+    value, error = comm.bcast((value, error), root=0)
+    if error is not None:
+        raise error
+    return value
+
+
+def _all_call(comm: Any, fn: Callable[[], Any]) -> Any:
+    """`fn` on every rank; a SporepError on any rank is raised on all ranks before the next collective."""
+    value, error = None, None
+    try:
+        value = fn()
+    except SporepError as exc:
+        error = exc
+    if comm is not None and comm.size > 1:
+        error = next((e for e in comm.allgather(error) if e is not None), None)
+    if error is not None:
+        raise error
+    return value
+
+
+def merge_stores(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    comm: Any = None,
+    *,
+    order: Sequence[str] | None = None,
+    force: bool = False,
+) -> MergeReport:
+    """Merge `inputs` into `output` (collective over `comm`: every rank calls it with the same arguments).
+
+    Parameters
+    ----------
+    inputs : sequence of path
+        Stores written by `sporep-hpc run` with identical parameters.
+    output : path
+        The merged store; must not exist unless `force`. Written as ``<output>.partial`` then renamed.
+    comm : mpi4py communicator or None
+        With several ranks and h5py built for MPI, rows are read and written in parallel
+        (collective mpio writes); otherwise rank 0 merges alone.
+    order : sequence of str, optional
+        Output row order by id (`sporep_hpc.split.expected_ids` of a split manifest); the ids of
+        the inputs must be exactly these.
+    force : bool
+        Replace an existing `output`.
+
+    Raises
+    ------
+    StoreError
+        Incompatible inputs (the differing parameter is named), duplicate ids, pending rows,
+        ids not matching `order`, an existing output, or an input that is not a store.
+    """
+    t0 = time.perf_counter()
+    output = Path(output)
+    inputs = [str(p) for p in inputs]
+    tmp = output.with_name(output.name + ".partial")
+
+    def _prepare():
+        if not inputs:
+            raise StoreError("merge needs at least one input store")
+        resolved = {Path(p).resolve() for p in inputs}
+        if output.resolve() in resolved:
+            raise StoreError(f"output {output} is also an input")
+        if len(resolved) != len(inputs):
+            raise StoreError("an input store is given twice")
+        if output.exists() and not force:
+            raise StoreError(f"output {output} exists (use --force to replace it)")
+        summaries = [read_summary(p) for p in inputs]
+        check_compatible(summaries)
+        plan = merge_plan(summaries, order)
+        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return summaries, plan, created
+
+    summaries, plan, created = _root_call(comm, _prepare)
+    ref = summaries[0]
+    names = sorted(ref.fingerprints)
+    meta = {
+        name: FingerprintMeta(energies=ref.fingerprints[name][0], attrs=ref.fingerprints[name][1])
+        for name in names
+    }
+    size = 1 if comm is None else comm.size
+    header = StoreHeader(
+        parameters_json=ref.parameters_json, created=created, n_ranks=size, version=__version__
+    )
+    n = len(plan)
+    parallel = size > 1 and mpio_available()
+    if parallel:
+        lo, hi = block_range(n, size, comm.rank)
+        rows = _all_call(comm, lambda: read_block(summaries, plan, lo, hi, names))
+        write_store(tmp, rows, lo, n, header, meta, comm)
+    else:
+        if size > 1 and comm.rank == 0:
+            log.info("h5py without MPI (or SPOREP_FORCE_SERIAL_HDF5=1): rank 0 merges alone")
+
+        def _serial():
+            write_store(tmp, read_block(summaries, plan, 0, n, names), 0, n, header, meta, None)
+
+        _root_call(comm, _serial)
+
+    def _finish():
+        provenance = [
+            {"file": s.path, "rows": len(s.ids), "created": s.created, "n_ranks": s.n_ranks}
+            for s in summaries
+        ]
+        with open_h5(tmp, "r+") as f:
+            f.attrs[MERGED_FROM] = json.dumps(provenance)
+            status = f["structures/status"][()]
+        os.replace(tmp, output)
+        return int((status == STATUS_DONE).sum()), int((status == STATUS_FAILED).sum()), output.stat().st_size
+
+    n_done, n_failed, nbytes = _root_call(comm, _finish)
+    return MergeReport(
+        str(output), len(inputs), n, n_done, n_failed, time.perf_counter() - t0, nbytes, size, parallel
+    )
+
+
+__all__ = [
+    "MERGED_FROM",
+    "MergeReport",
+    "StoreSummary",
+    "check_compatible",
+    "merge_plan",
+    "merge_stores",
+    "read_block",
+    "read_summary",
+]
