@@ -11,7 +11,10 @@ DEPS_STAMP := $(VENV)/.deps-installed
 EXT_STAMP  := $(VENV)/.ext-built
 SYSTEM_PKGS := mpich libhdf5-mpich-dev pkg-config
 
-.PHONY: install system-deps demo test test-serial test-fallback test-mpi lint bench clean
+LAPTOP  := .venv-laptop
+LAPTOP_STAMP := $(LAPTOP)/.installed
+
+.PHONY: install system-deps demo test test-serial test-fallback test-mpi test-laptop lint bench clean
 
 install: $(EXT_STAMP)
 
@@ -56,8 +59,8 @@ demo: install
 	$(VENV)/bin/sporep-hpc similarity demo/demo.h5 --fingerprint kinetic --metric cosine --plots demo
 	$(VENV)/bin/sporep-hpc info demo/demo.h5
 
-# Serial suite, the serial-HDF5 fallback, then the MPI suite at 2 and 3 ranks.
-test: install test-serial test-fallback test-mpi
+# Serial suite, the serial-HDF5 fallback, the MPI suite at 2 and 3 ranks, then the laptop install.
+test: install test-serial test-fallback test-mpi test-laptop
 
 test-serial:
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
@@ -69,6 +72,19 @@ test-mpi:
 	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m pytest -q -m mpi tests/mpi $(PYTEST_ARGS)
 	$(MPIEXEC) -n 3 $(PY) -m mpi4py -m pytest -q -m mpi tests/mpi $(PYTEST_ARGS)
 
+# The laptop path: a plain `pip install .` with PyPI's mpich wheel and serial h5py
+# (no system MPI involved); its MPI suite runs from outside the source tree.
+$(LAPTOP_STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd sporep_hpc/*.py sporep_hpc/*/*.py)
+	test -x $(LAPTOP)/bin/python || python3 -m venv $(LAPTOP)
+	$(LAPTOP)/bin/python -m pip install -q --upgrade pip
+	$(LAPTOP)/bin/python -m pip install -q mpich mpi4py h5py pytest pytest-timeout
+	$(LAPTOP)/bin/python -m pip install -q .
+	touch $@
+
+test-laptop: $(LAPTOP_STAMP)
+	cd /tmp && $(CURDIR)/$(LAPTOP)/bin/mpiexec -n 2 $(CURDIR)/$(LAPTOP)/bin/python -m mpi4py -m pytest \
+	    -q -p no:cacheprovider -m mpi $(CURDIR)/tests/mpi $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check sporep_hpc tests benchmarks
 
@@ -78,5 +94,5 @@ bench: install
 	$(PY) benchmarks/bench_scaling.py
 
 clean:
-	rm -rf build demo bench-out .pytest_cache .ruff_cache $(EXT_STAMP) sporep_hpc/_ext/*.so ext/*.c ext/*.html
+	rm -rf build $(LAPTOP) demo bench-out .pytest_cache .ruff_cache $(EXT_STAMP) sporep_hpc/_ext/*.so ext/*.c ext/*.html
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
