@@ -104,3 +104,81 @@ def test_chiralities_cover_the_set():
     pairs = cnt.chiralities()
     assert len(pairs) == sum(n + 1 for n in range(4, 13))
     assert (4, 0) in pairs and (12, 12) in pairs and (3, 0) not in pairs
+
+
+# ---- BaTiO3 -------------------------------------------------------------------------------------------
+
+from sporep_hpc.examples import batio3, load_set  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "phase, symbol, number, short_ti_o",
+    # short Ti–O bond of each ferroelectric phase as reported in the literature for BaTiO3
+    # (tetragonal ~1.83, orthorhombic ~1.86, rhombohedral ~1.88 Å; cubic: a/2 = 2.005 Å)
+    [("cubic", "Pm-3m", 221, 2.005), ("tetragonal", "P4mm", 99, 1.83), ("orthorhombic", "Amm2", 38, 1.86),
+     ("rhombohedral", "R3m", 160, 1.88)],
+)
+def test_batio3_symmetry_and_bonds(phase, symbol, number, short_ti_o):
+    import spglib
+
+    s = batio3.polymorph(phase)
+    assert s.composition.reduced_formula == "BaTiO3" and len(s) == 5
+    # spglib on the expanded cell (independent of the code that expanded the asymmetric unit)
+    cell = (s.lattice.matrix, s.frac_coords, [site.specie.Z for site in s])
+    assert spglib.get_spacegroup(cell, symprec=1e-3) == f"{symbol} ({number})"
+    ti = next(site for site in s if site.specie.symbol == "Ti")
+    bonds = sorted(nb.nn_distance for nb in s.get_neighbors(ti, 2.5))
+    assert len(bonds) == 6  # TiO6 octahedron
+    assert bonds[0] == pytest.approx(short_ti_o, abs=0.03)
+    # formula volume of BaTiO3 ~ 64.1-64.5 Å^3 across the phases (a³ of the cubic cell ~ 4.0 Å)
+    assert 63.5 < s.volume < 65.0
+
+
+def test_batio3_set():
+    got = load_set("examples:batio3")
+    assert [i for i, _, _ in got] == [
+        "batio3_cubic", "batio3_tetragonal", "batio3_orthorhombic", "batio3_rhombohedral",
+    ]
+    assert got[3][2]["spacegroup"] == "R3m"
+
+
+# ---- AFLOW prototypes and the set registry ------------------------------------------------------------
+
+
+def test_aflow_set():
+    from sporep_hpc.examples import aflow, catalogue
+
+    entries = catalogue("aflow")
+    assert len(entries) == 288  # the prototypes of Mehl et al. (2017) as shipped with pymatgen
+    assert len({e.id for e in entries}) == 288
+    copper = load_set("aflow?strukturbericht=A1")
+    assert len(copper) == 1
+    _, s, tags = copper[0]
+    assert tags["mineral"] == "Copper" and tags["spacegroup"] == "225" and len(s) == 1
+    rocksalt = [e for e in entries if e.properties["strukturbericht"] == "B1"]
+    assert rocksalt and rocksalt[0].properties["pearson"] == "cF8"
+    assert aflow.entries()[0].build() is not aflow.entries()[0].build()  # copies, never the cached object
+
+
+def test_cnt_filters_build_only_selected():
+    got = load_set("cnt?max_atoms=40")
+    # 4(n²+nm+m²)/d_R <= 40 for 4<=n<=12: zigzag (n,0) has 4n atoms, armchair (n,n) 4n, plus (4,1) with 28
+    expected = {f"cnt_{n}_0" for n in range(4, 11)} | {f"cnt_{n}_{n}" for n in range(4, 11)} | {"cnt_4_1"}
+    assert {i for i, _, _ in got} == expected
+    assert all(len(s) <= 40 for _, s, _ in got)
+    semis = load_set("cnt?max_atoms=40&electronic=semiconducting")
+    assert semis and all(p["metallic"] == 0 and (p["n"] - p["m"]) % 3 != 0 for _, _, p in semis)
+    assert len(load_set("cnt?kind=armchair&limit=2")) == 2
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("nanotubes", "example set must be one of aflow, batio3, cnt"),
+     ("cnt?maxatoms=3", "must be one of max_atoms"),
+     ("cnt?max_atoms=-1", "non-negative integer"),
+     ("cnt?max_atoms=1&max_atoms=2", "given twice"),
+     ("", "non-empty")],
+)
+def test_bad_specs(spec, message):
+    with pytest.raises(ParameterError, match=message):
+        load_set(spec)

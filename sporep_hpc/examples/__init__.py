@@ -86,7 +86,7 @@ _SETS = {
     "cnt": ExampleSet(
         "cnt",
         "single-wall carbon nanotubes (n,m), 4<=n<=12, 0<=m<=n; label metallic = (n-m) mod 3 == 0",
-        ("n", "m", "kind", "family", "metallic"),
+        ("n", "m", "kind", "family", "metallic", "electronic"),
         _cnt_entries,
     ),
     "batio3": ExampleSet(

@@ -72,6 +72,7 @@ class NanotubeInfo:
             "diameter": self.diameter,
             "chiral_angle": self.chiral_angle,
             "metallic": int(self.metallic),
+            "electronic": "metallic" if self.metallic else "semiconducting",
             "family": self.family,
             "kind": self.kind,
         }

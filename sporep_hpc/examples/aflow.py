@@ -1,0 +1,75 @@
+"""The AFLOW crystallographic prototypes shipped with pymatgen (no download).
+
+Data: ``pymatgen/analysis/prototypes/aflow_prototypes.json.gz`` — the 288 prototypes of M. J. Mehl et al.,
+"The AFLOW Library of Crystallographic Prototypes: Part 1", Comput. Mater. Sci. 136, S1 (2017), as
+pymatgen StructureNL objects with tags ``aflow`` (prototype label), ``pearson``, ``strukturbericht``
+and ``mineral``. The file is read once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+
+from ..errors import InputError
+
+__all__ = ["DATA_FILE", "entries", "prototypes"]
+
+DATA_FILE = "aflow_prototypes.json.gz"
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple:
+    from monty.serialization import loadfn
+
+    try:
+        path = resources.files("pymatgen.analysis.prototypes").joinpath(DATA_FILE)
+        data = loadfn(str(path))
+    except (ModuleNotFoundError, FileNotFoundError, OSError) as exc:
+        raise InputError(f"pymatgen's {DATA_FILE} is not installed ({exc})") from exc
+    return tuple(data)
+
+
+def _clean(value) -> str:
+    text = "" if value in (None, "None") else str(value)
+    return text.strip()
+
+
+def _id(label: str, seen: dict) -> str:
+    base = "aflow_" + re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:58]
+    seen[base] = seen.get(base, 0) + 1
+    return base if seen[base] == 1 else f"{base}-{seen[base]}"
+
+
+def prototypes() -> list[tuple[str, object, dict]]:
+    """(id, Structure, tags) of every prototype, in the file's order.
+
+    ids are ``aflow_<prototype label>`` (a suffix ``-2``, ``-3`` for repeated labels); tags hold
+    ``aflow``, ``pearson``, ``strukturbericht``, ``mineral`` (empty string when absent), ``spacegroup``
+    (international number as str) and ``formula``.
+    """
+    return [(e.id, e.build(), dict(e.properties)) for e in entries()]
+
+
+def entries() -> list:
+    """Catalogue entries for `sporep_hpc.examples.load_set` (structures copied on build)."""
+    from . import Entry
+
+    out = []
+    seen: dict = {}
+    for item in _load():
+        snl, tags = item["snl"], item.get("tags", {})
+        structure = snl.structure
+        label = _clean(tags.get("aflow")) or structure.composition.reduced_formula
+        match = re.search(r"_(\d+)_", label)
+        props = {
+            "aflow": label,
+            "pearson": _clean(tags.get("pearson")),
+            "strukturbericht": _clean(tags.get("strukturbericht")),
+            "mineral": _clean(tags.get("mineral")),
+            "spacegroup": match.group(1) if match else "",
+            "formula": structure.composition.reduced_formula,
+        }
+        out.append(Entry(_id(label, seen), len(structure), props, structure.copy))
+    return out
