@@ -8,7 +8,8 @@ Any other basis_set_exchange basis can be named; then every contracted function 
 Primitives with an exponent below ``exp_to_discard`` (Bohr⁻²) are dropped and the
 contraction is renormalised; a contraction left without primitives is dropped.
 
-Conventions follow PySCF: functions are real solid harmonics, ordered p: x, y, z and
+Conventions follow PySCF: shells of an element are grouped by increasing l (stable, as PySCF's
+``format_basis`` sorts them), functions are real solid harmonics, ordered p: x, y, z and
 m = -l..l for l >= 2, each contracted function normalised to one. The coefficients of a
 `Shell` multiply *normalised* primitives (as basis_set_exchange and PySCF list them);
 `Shell.kernel_coefficients` folds in the primitive norms for the integral kernels.
@@ -90,18 +91,18 @@ def _valence_rule(z: int) -> tuple[tuple[int, ...], int]:
     raise KeyError(z)
 
 
-def _radial_norm(l: int, exponents: np.ndarray) -> np.ndarray:
+def _radial_norm(ang: int, exponents: np.ndarray) -> np.ndarray:
     """1/sqrt(∫ r^(2l+2) exp(-2 a r²) dr): the norm of a primitive radial function r^l exp(-a r²)."""
-    integral = math.gamma(l + 1.5) / (2.0 * (2.0 * exponents) ** (l + 1.5))
+    integral = math.gamma(ang + 1.5) / (2.0 * (2.0 * exponents) ** (ang + 1.5))
     return 1.0 / np.sqrt(integral)
 
 
-def _normalised(l: int, exponents: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+def _normalised(ang: int, exponents: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     """Rescale coefficients of normalised primitives so the contracted function has unit norm."""
-    n = _radial_norm(l, exponents)
+    n = _radial_norm(ang, exponents)
     d = coefficients * n
     p = exponents[:, None] + exponents[None, :]
-    overlap = math.gamma(l + 1.5) / (2.0 * p ** (l + 1.5))  # ∫ r^(2l+2) exp(-(a+b) r²) dr
+    overlap = math.gamma(ang + 1.5) / (2.0 * p ** (ang + 1.5))  # ∫ r^(2l+2) exp(-(a+b) r²) dr
     norm2 = float(d @ overlap @ d)
     return coefficients / math.sqrt(norm2)
 
@@ -121,7 +122,7 @@ class Shell:
         function has unit norm (read-only). This is the PySCF basis format.
     """
 
-    l: int
+    l: int  # noqa: E741 (the standard name of the angular momentum)
     exponents: np.ndarray
     coefficients: np.ndarray
 
@@ -143,7 +144,8 @@ class Shell:
 
     def to_pyscf(self) -> list:
         """This shell in PySCF's internal basis format ``[l, [exp, coef], ...]``."""
-        return [self.l, *[[float(e), float(c)] for e, c in zip(self.exponents, self.coefficients)]]
+        pairs = zip(self.exponents, self.coefficients, strict=True)
+        return [self.l, *[[float(e), float(c)] for e, c in pairs]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,16 +190,16 @@ def _shell_columns(block: dict) -> list[tuple[int, np.ndarray]]:
     ams = [int(x) for x in block["angular_momentum"]]
     columns = [np.array([float(c) for c in col]) for col in block["coefficients"]]
     if len(ams) > 1:  # SP-type block: one column per angular momentum
-        return list(zip(ams, columns))
+        return list(zip(ams, columns, strict=True))
     return [(ams[0], col) for col in columns]
 
 
-def _make_shell(l: int, exponents: np.ndarray, coefficients: np.ndarray, exp_to_discard: float) -> Shell | None:
-    keep = (exponents >= exp_to_discard) & (coefficients != 0.0)
+def _make_shell(ang: int, exps: np.ndarray, coefs: np.ndarray, exp_to_discard: float) -> Shell | None:
+    keep = (exps >= exp_to_discard) & (coefs != 0.0)
     if not keep.any():
         return None
-    e, c = exponents[keep], coefficients[keep]
-    return Shell(l, e, _normalised(l, e, c))
+    e, c = exps[keep], coefs[keep]
+    return Shell(ang, e, _normalised(ang, e, c))
 
 
 def _fetch(name: str) -> dict:
@@ -229,21 +231,22 @@ def _load(name: str, exp_to_discard: float) -> BasisSet:
             outermost: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             for block in blocks:  # the last column of the last block with that l wins
                 exps = np.array([float(x) for x in block["exponents"]])
-                for l, col in _shell_columns(block):
-                    outermost[l] = (exps, col)
-            if any(l not in outermost for l in kept_l):
+                for ang, col in _shell_columns(block):
+                    outermost[ang] = (exps, col)
+            if any(ang not in outermost for ang in kept_l):
                 continue
-            candidates = [(l, *outermost[l]) for l in kept_l]
+            candidates = [(ang, *outermost[ang]) for ang in kept_l]
             n_elec = z - core
         else:
             candidates = []
             for block in blocks:
                 exps = np.array([float(x) for x in block["exponents"]])
-                candidates += [(l, exps, col) for l, col in _shell_columns(block)]
+                candidates += [(ang, exps, col) for ang, col in _shell_columns(block)]
+            candidates.sort(key=lambda c: c[0])  # PySCF order: shells grouped by l (stable)
             n_elec = z - int(element.get("ecp_electrons", 0))
-        if any(l > L_MAX for l, _, _ in candidates):
+        if any(ang > L_MAX for ang, _, _ in candidates):
             continue  # elements needing g functions are left out: "element X not in basis"
-        made = [_make_shell(l, e, c, exp_to_discard) for l, e, c in candidates]
+        made = [_make_shell(ang, e, c, exp_to_discard) for ang, e, c in candidates]
         shells[symbol] = tuple(s for s in made if s is not None)
         valence[symbol] = n_elec
     return BasisSet(name, exp_to_discard, MappingProxyType(shells), MappingProxyType(valence))

@@ -1,0 +1,298 @@
+# cython: language_level=3
+"""Eigenvalues of A(k) c = ε B(k) c (or of A(k) alone) for a batch of k-points, OpenMP over k.
+
+Kernels only: inputs are clean (validated by sporep_hpc.operators). Matrices arrive as real and
+imaginary parts of Hermitian matrices (strided views allowed), row-major; LAPACK reads them column-major, i.e. it sees the
+complex conjugates, which have the same eigenvalues.
+
+Per k-point (complex path; the real path uses the d-routines at time-reversal-invariant k):
+  zlanhe + zpotrf + zpocon   Cholesky of B and a 1-norm estimate of its smallest eigenvalue;
+  zhegst + zheevd('N')       the zhegvd sequence, when B is safely positive definite;
+  otherwise canonical orthogonalisation: zheevd('V') on B, drop eigenvalues < lindep, X = U s^-1/2,
+  eigenvalues of X^H A X (zhemm, zgemm, zheevd), padded with NaN; the drop count is returned.
+Workspaces are queried once (lwork = -1) for n, allocated once per thread, reused for every k.
+"""
+
+from cython.parallel cimport prange, threadid
+from libc.math cimport NAN, sqrt
+from libc.stdlib cimport calloc, free, malloc
+from scipy.linalg.cython_blas cimport dgemm, dsymm, zgemm, zhemm
+from scipy.linalg.cython_lapack cimport (dlansy, dpocon, dpotrf, dsyevd, dsygst, zheevd, zhegst,
+                                         zlanhe, zpocon, zpotrf)
+
+# A positive definite B is trusted when the estimate of its smallest eigenvalue (1 / ||B^-1||_1,
+# which LAPACK's estimator gets within a small factor) exceeds lindep by this margin.
+cdef double SAFETY = 10.0
+
+
+cdef struct Work:
+    double complex* a
+    double complex* b
+    double complex* c
+    double complex* y
+    double* w
+    double complex* zwork
+    double* dwork
+    double* rwork
+    int* iwork
+    int lzwork
+    int ldwork
+    int lrwork
+    int liwork
+
+
+cdef int _query(int n, int* lz, int* ld, int* lr, int* li) noexcept nogil:
+    """Workspace sizes for zheevd('V') / dsyevd('V') of order n, and for the condition estimators."""
+    cdef double complex zdum[1]
+    cdef double ddum[1]
+    cdef double rq[1]
+    cdef double complex zq[1]
+    cdef double dq[1]
+    cdef int iq[1]
+    cdef int iq2[1]
+    cdef int m1 = -1, info = 0, nn = n if n > 0 else 1
+    zheevd("V", "L", &nn, zdum, &nn, ddum, zq, &m1, rq, &m1, iq, &m1, &info)
+    if info != 0:
+        return info
+    dsyevd("V", "L", &nn, ddum, &nn, ddum, dq, &m1, iq2, &m1, &info)
+    if info != 0:
+        return info
+    lz[0] = max(<int> zq[0].real, 2 * nn)
+    lr[0] = max(<int> rq[0], nn)
+    ld[0] = max(<int> dq[0], 3 * nn)
+    li[0] = max(max(iq[0], iq2[0]), nn)
+    return 0
+
+
+cdef int _alloc(Work* ws, int n, int lz, int ld, int lr, int li) noexcept nogil:
+    cdef size_t nn = <size_t> n * <size_t> n
+    ws.lzwork = lz
+    ws.ldwork = ld
+    ws.lrwork = lr
+    ws.liwork = li
+    ws.a = <double complex*> malloc(nn * sizeof(double complex))
+    ws.b = <double complex*> malloc(nn * sizeof(double complex))
+    ws.c = <double complex*> malloc(nn * sizeof(double complex))
+    ws.y = <double complex*> malloc(nn * sizeof(double complex))
+    ws.w = <double*> malloc(<size_t> n * sizeof(double))
+    ws.zwork = <double complex*> malloc(<size_t> lz * sizeof(double complex))
+    ws.dwork = <double*> malloc(<size_t> ld * sizeof(double))
+    ws.rwork = <double*> malloc(<size_t> lr * sizeof(double))
+    ws.iwork = <int*> malloc(<size_t> li * sizeof(int))
+    if (ws.a == NULL or ws.b == NULL or ws.c == NULL or ws.y == NULL or ws.w == NULL
+            or ws.zwork == NULL or ws.dwork == NULL or ws.rwork == NULL or ws.iwork == NULL):
+        return -1
+    return 0
+
+
+cdef void _release(Work* ws) noexcept nogil:
+    free(ws.a)
+    free(ws.b)
+    free(ws.c)
+    free(ws.y)
+    free(ws.w)
+    free(ws.zwork)
+    free(ws.dwork)
+    free(ws.rwork)
+    free(ws.iwork)
+
+
+cdef void _fill_z(double complex* dst, const double[:, :, :] re, const double[:, :, :] im,
+                  int k, int n) noexcept nogil:
+    cdef int r, c
+    for r in range(n):
+        for c in range(n):
+            dst[r * n + c] = re[k, r, c] + 1j * im[k, r, c]
+
+
+cdef void _fill_d(double* dst, const double[:, :, :] re, int k, int n) noexcept nogil:
+    cdef int r, c
+    for r in range(n):
+        for c in range(n):
+            dst[r * n + c] = re[k, r, c]
+
+
+cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :] a_im,
+                    const double[:, :, :] b_re, const double[:, :, :] b_im, int generalized,
+                    double lindep, Work* ws, double[:, ::1] w, int* dropped) noexcept nogil:
+    cdef int info = 0, i, j, m, nd, itype = 1
+    cdef double anorm, rcond = 0.0
+    cdef double complex one = 1.0, zero = 0.0
+    cdef double complex* x
+    cdef double scale
+    dropped[0] = 0
+    _fill_z(ws.a, a_re, a_im, k, n)
+    if not generalized:
+        zheevd("N", "L", &n, ws.a, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
+               ws.iwork, &ws.liwork, &info)
+        for i in range(n):
+            w[k, i] = ws.w[i]
+        return info
+    _fill_z(ws.b, b_re, b_im, k, n)
+    anorm = zlanhe("1", "L", &n, ws.b, &n, ws.rwork)
+    zpotrf("L", &n, ws.b, &n, &info)
+    if info == 0:
+        zpocon("L", &n, ws.b, &n, &anorm, &rcond, ws.zwork, ws.rwork, &info)
+        if info != 0:
+            return info
+    if info == 0 and rcond * anorm >= SAFETY * lindep:
+        zhegst(&itype, "L", &n, ws.a, &n, ws.b, &n, &info)
+        if info != 0:
+            return info
+        zheevd("N", "L", &n, ws.a, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
+               ws.iwork, &ws.liwork, &info)
+        for i in range(n):
+            w[k, i] = ws.w[i]
+        return info
+    # canonical orthogonalisation
+    info = 0
+    _fill_z(ws.b, b_re, b_im, k, n)
+    zheevd("V", "L", &n, ws.b, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
+           ws.iwork, &ws.liwork, &info)
+    if info != 0:
+        return info
+    nd = 0
+    while nd < n and ws.w[nd] < lindep:
+        nd += 1
+    dropped[0] = nd
+    m = n - nd
+    for i in range(n):
+        w[k, i] = NAN
+    if m == 0:
+        return 0
+    x = ws.b + <size_t> nd * <size_t> n
+    for j in range(m):
+        scale = 1.0 / sqrt(ws.w[nd + j])
+        for i in range(n):
+            x[<size_t> j * n + i] = x[<size_t> j * n + i] * scale
+    zhemm("L", "L", &n, &m, &one, ws.a, &n, x, &n, &zero, ws.y, &n)
+    zgemm("C", "N", &m, &m, &n, &one, x, &n, ws.y, &n, &zero, ws.c, &m)
+    zheevd("N", "L", &m, ws.c, &m, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
+           ws.iwork, &ws.liwork, &info)
+    for i in range(m):
+        w[k, i] = ws.w[i]
+    return info
+
+
+cdef int _real_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :] b_re,
+                 int generalized, double lindep, Work* ws, double[:, ::1] w, int* dropped) noexcept nogil:
+    cdef double* a = <double*> ws.a
+    cdef double* b = <double*> ws.b
+    cdef double* c = <double*> ws.c
+    cdef double* y = <double*> ws.y
+    cdef double* x
+    cdef int info = 0, i, j, m, nd, itype = 1
+    cdef double anorm, rcond = 0.0, one = 1.0, zero = 0.0, scale
+    dropped[0] = 0
+    _fill_d(a, a_re, k, n)
+    if not generalized:
+        dsyevd("N", "L", &n, a, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
+        for i in range(n):
+            w[k, i] = ws.w[i]
+        return info
+    _fill_d(b, b_re, k, n)
+    anorm = dlansy("1", "L", &n, b, &n, ws.dwork)
+    dpotrf("L", &n, b, &n, &info)
+    if info == 0:
+        dpocon("L", &n, b, &n, &anorm, &rcond, ws.dwork, ws.iwork, &info)
+        if info != 0:
+            return info
+    if info == 0 and rcond * anorm >= SAFETY * lindep:
+        dsygst(&itype, "L", &n, a, &n, b, &n, &info)
+        if info != 0:
+            return info
+        dsyevd("N", "L", &n, a, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
+        for i in range(n):
+            w[k, i] = ws.w[i]
+        return info
+    info = 0
+    _fill_d(b, b_re, k, n)
+    dsyevd("V", "L", &n, b, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
+    if info != 0:
+        return info
+    nd = 0
+    while nd < n and ws.w[nd] < lindep:
+        nd += 1
+    dropped[0] = nd
+    m = n - nd
+    for i in range(n):
+        w[k, i] = NAN
+    if m == 0:
+        return 0
+    x = b + <size_t> nd * <size_t> n
+    for j in range(m):
+        scale = 1.0 / sqrt(ws.w[nd + j])
+        for i in range(n):
+            x[<size_t> j * n + i] *= scale
+    dsymm("L", "L", &n, &m, &one, a, &n, x, &n, &zero, y, &n)
+    dgemm("T", "N", &m, &m, &n, &one, x, &n, y, &n, &zero, c, &m)
+    dsyevd("N", "L", &m, c, &m, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
+    for i in range(m):
+        w[k, i] = ws.w[i]
+    return info
+
+
+cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Hermitian
+                   const double[:, :, :] a_im,    # IN (n_k, n, n) Im A(k)
+                   const double[:, :, :] b_re,    # IN (n_k, n, n) Re B(k), Hermitian positive
+                   const double[:, :, :] b_im,    # IN (n_k, n, n) Im B(k)
+                   const signed char[::1] real_k,   # IN (n_k,) 1: A(k), B(k) real (2k ≡ 0)
+                   int generalized,                 # IN 0: eigenvalues of A(k) only, B unused
+                   double lindep,                   # IN drop B eigenvalues below this
+                   double[:, ::1] w,                # OUT (n_k, n) ascending, NaN-padded
+                   int[::1] n_dropped,              # OUT (n_k,) B eigenvalues dropped
+                   int[::1] info,                   # OUT (n_k,) LAPACK info per k
+                   int n_threads) noexcept nogil:
+    """Eigenvalues for all k-points; returns 0, or the first nonzero info in k order."""
+    cdef int n_k = w.shape[0], n = w.shape[1]
+    cdef int lz = 0, ld = 0, lr = 0, li = 0, status, k, nd, t, n_ws
+    cdef Work* ws
+    cdef Work* mine
+    cdef int ok = 0
+    if n_k == 0 or n == 0:
+        return 0
+    status = _query(n, &lz, &ld, &lr, &li)
+    if status != 0:
+        return status
+    n_ws = n_threads if n_threads > 0 else 1
+    ws = <Work*> calloc(n_ws, sizeof(Work))  # one workspace per thread, reused for every k
+    if ws == NULL:
+        return -1000
+    for t in range(n_ws):
+        ok = ok | _alloc(&ws[t], n, lz, ld, lr, li)
+    if ok == 0:
+        for k in prange(n_k, schedule="static", num_threads=n_ws):
+            nd = 0
+            mine = &ws[threadid()]
+            if real_k[k]:
+                info[k] = _real_k(k, n, a_re, b_re, generalized, lindep, mine, w, &nd)
+            else:
+                info[k] = _complex_k(k, n, a_re, a_im, b_re, b_im, generalized, lindep, mine, w, &nd)
+            n_dropped[k] = nd
+    for t in range(n_ws):
+        _release(&ws[t])
+    free(ws)
+    if ok != 0:
+        return -1000
+    for k in range(n_k):
+        if info[k] != 0:
+            return info[k]
+    return 0
+
+
+def eig_batch_py(a_re, a_im, b_re, b_im, real_k, int generalized, double lindep, w, n_dropped, info,
+                 int n_threads):
+    """Python face of `eig_batch` (arguments as there); returns the kernel status."""
+    cdef const double[:, :, :] v_ar = a_re
+    cdef const double[:, :, :] v_ai = a_im
+    cdef const double[:, :, :] v_br = b_re
+    cdef const double[:, :, :] v_bi = b_im
+    cdef const signed char[::1] v_real = real_k
+    cdef double[:, ::1] v_w = w
+    cdef int[::1] v_nd = n_dropped
+    cdef int[::1] v_info = info
+    cdef int status
+    with nogil:
+        status = eig_batch(v_ar, v_ai, v_br, v_bi, v_real, generalized, lindep, v_w, v_nd, v_info,
+                           n_threads)
+    return status

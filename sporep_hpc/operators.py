@@ -1,0 +1,522 @@
+"""Operator spectra: periodic Gaussian-orbital overlap and kinetic operators and their eigenvalues.
+
+DESIGN.md §3 "Operators": for lattice translations T (Bohr),
+    S_μν(k) = Σ_T e^{ik·T} ⟨χ_μ(r − R_μ) | χ_ν(r − R_ν − T)⟩,
+    T_μν(k) = Σ_T e^{ik·T} ⟨χ_μ(r − R_μ) | −½∇² | χ_ν(r − R_ν − T)⟩,
+the same convention as PySCF's ``Cell.pbc_intor(..., kpts=...)``. Atoms are used where the structure
+puts them (no wrapping), so the matrices equal PySCF's for the same Cartesian coordinates.
+
+Pipeline (all numerics in ext/): real-space blocks S_T, T_T for every translation within the screening
+radius (`integrals.lattice_blocks`, Obara–Saika, OpenMP over shell pairs), then all k-points at once
+with one real GEMM on the stacked phases cos(2πk·n), sin(2πk·n) (`integrals.bloch_phase`; the blocks
+are real, so this is the complex GEMM without its zero imaginary half), then the eigenvalues
+(`eigensolve.eig_batch`, OpenMP over k-points, real LAPACK path at time-reversal-invariant k).
+
+Screening: a primitive pair contributes at most
+    |c_a c_b| (π/p)^{3/2} e^{−μR²} (|PA| + p^{−½})^{l_a} (|PB| + p^{−½})^{l_b}   (× a kinetic factor)
+to a matrix element (p = a + b, μ = ab/p, R the centre distance); pairs (and translations) whose bound
+is below `precision` are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ._validation import check_choice, check_interval
+from .basis import DEFAULT_BASIS, BasisSet, load_basis
+from .errors import InputError, ParameterError
+from .threads import resolve_threads
+
+__all__ = [
+    "BOHR_ANGSTROM",
+    "HARTREE_EV",
+    "OPERATORS",
+    "SpectrumStats",
+    "operator_matrices",
+    "operator_spectrum",
+    "spectrum_with_stats",
+]
+
+HARTREE_EV = 27.211386245988  # CODATA 2018
+BOHR_ANGSTROM = 0.529177210903  # CODATA 2018
+OPERATORS = ("kinetic", "overlap")
+
+
+def _kernels():
+    try:
+        from ._ext import eigensolve, integrals
+    except ImportError as exc:  # pragma: no cover - build problem
+        raise ImportError("sporep_hpc kernels not built: run `make build`") from exc
+    return integrals, eigensolve
+
+
+# ----------------------------------------------------------------------------- spherical harmonics
+def _cart_powers() -> np.ndarray:
+    """(20, 3) int32 cartesian powers for l = 0..3 in PySCF order (lx descending, then ly)."""
+    rows = [
+        (lx, ly, ang - lx - ly)
+        for ang in range(4)
+        for lx in range(ang, -1, -1)
+        for ly in range(ang - lx, -1, -1)
+    ]
+    return np.array(rows, dtype=np.int32)
+
+
+def _poly(norm: float, terms: dict[tuple[int, int, int], float]) -> dict[tuple[int, int, int], float]:
+    return {key: norm * value for key, value in terms.items()}
+
+
+def _cart_to_sph() -> np.ndarray:
+    """(4, 7, 10) real solid harmonics (unit norm on the sphere) in cartesian monomials, PySCF order."""
+    pows = _cart_powers()
+    out = np.zeros((4, 7, 10))
+    q = 1.0 / math.pi
+    # polynomials {(lx, ly, lz): coefficient}, m = -l..l (p: x, y, z as PySCF); no Condon-Shortley sign
+    table = {
+        0: [_poly(math.sqrt(q / 4), {(0, 0, 0): 1.0})],
+        1: [_poly(math.sqrt(3 * q / 4), {key: 1.0}) for key in ((1, 0, 0), (0, 1, 0), (0, 0, 1))],
+        2: [
+            _poly(math.sqrt(15 * q / 4), {(1, 1, 0): 1.0}),
+            _poly(math.sqrt(15 * q / 4), {(0, 1, 1): 1.0}),
+            _poly(math.sqrt(5 * q / 16), {(0, 0, 2): 2.0, (2, 0, 0): -1.0, (0, 2, 0): -1.0}),
+            _poly(math.sqrt(15 * q / 4), {(1, 0, 1): 1.0}),
+            _poly(math.sqrt(15 * q / 16), {(2, 0, 0): 1.0, (0, 2, 0): -1.0}),
+        ],
+        3: [
+            _poly(math.sqrt(35 * q / 32), {(2, 1, 0): 3.0, (0, 3, 0): -1.0}),
+            _poly(math.sqrt(105 * q / 4), {(1, 1, 1): 1.0}),
+            _poly(math.sqrt(21 * q / 32), {(0, 1, 2): 4.0, (2, 1, 0): -1.0, (0, 3, 0): -1.0}),
+            _poly(math.sqrt(7 * q / 16), {(0, 0, 3): 2.0, (2, 0, 1): -3.0, (0, 2, 1): -3.0}),
+            _poly(math.sqrt(21 * q / 32), {(1, 0, 2): 4.0, (3, 0, 0): -1.0, (1, 2, 0): -1.0}),
+            _poly(math.sqrt(105 * q / 16), {(2, 0, 1): 1.0, (0, 2, 1): -1.0}),
+            _poly(math.sqrt(35 * q / 32), {(3, 0, 0): 1.0, (1, 2, 0): -3.0}),
+        ],
+    }
+    for ang, rows in table.items():
+        off = ang * (ang + 1) * (ang + 2) // 6
+        index = {tuple(pows[off + c]): c for c in range((ang + 1) * (ang + 2) // 2)}
+        for m, poly in enumerate(rows):
+            for key, value in poly.items():
+                out[ang, m, index[key]] = value
+    return out
+
+
+_POWS = _cart_powers()
+_C2S = _cart_to_sph()
+
+
+# ----------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class _Cell:
+    """A structure in kernel units: lattice rows and atom positions in Bohr, element symbols, a label."""
+
+    lattice: np.ndarray  # (3, 3) Bohr, rows
+    coords: np.ndarray  # (n_atoms, 3) Bohr
+    symbols: tuple[str, ...]
+    label: str
+
+
+def _as_cell(structure: Any) -> _Cell:
+    """Coerce a pymatgen Structure (Å) into a `_Cell` (Bohr); InputError if it cannot be used."""
+    try:
+        lattice = np.array(structure.lattice.matrix, dtype=np.float64)
+        coords = np.array(structure.cart_coords, dtype=np.float64).reshape(-1, 3)
+        ordered = structure.is_ordered
+        species = [site.specie for site in structure] if ordered else []
+    except AttributeError as exc:
+        raise InputError(f"structure must be a pymatgen Structure; got {type(structure).__name__}") from exc
+    if not ordered:
+        raise InputError("structure: partial occupancy (disordered sites) is not supported")
+    if len(coords) == 0:
+        raise InputError("structure has no atoms")
+    symbols = tuple(getattr(sp, "symbol", str(sp)) for sp in species)
+    label = "".join(f"{e}{n if n > 1 else ''}" for e, n in Counter(symbols).items())  # e.g. 'BaTiO3'
+    if lattice.shape != (3, 3) or not np.all(np.isfinite(lattice)) or abs(np.linalg.det(lattice)) < 1e-8:
+        raise InputError(f"structure {label!r}: degenerate or non-finite lattice")
+    if not np.all(np.isfinite(coords)):
+        raise InputError(f"structure {label!r}: non-finite atom positions")
+    return _Cell(lattice / BOHR_ANGSTROM, coords / BOHR_ANGSTROM, symbols, label)
+
+
+def _as_kpoints(kpoints: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
+    k = np.ascontiguousarray(kpoints, dtype=np.float64)
+    if k.ndim == 1 and k.size == 3:
+        k = k.reshape(1, 3)
+    if k.ndim != 2 or k.shape[1] != 3 or k.shape[0] == 0:
+        raise ParameterError(f"kpoints must have shape (n_k, 3), fractional; got {np.shape(kpoints)}")
+    if not np.all(np.isfinite(k)):
+        raise ParameterError("kpoints must be finite")
+    if weights is None:
+        w = np.full(len(k), 1.0 / len(k))
+    else:
+        w = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
+        if w.shape != (len(k),) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+            raise ParameterError(f"weights must be {len(k)} positive numbers; got {np.shape(weights)}")
+    return k, w
+
+
+# ----------------------------------------------------------------------------- shell tables
+@dataclass(frozen=True)
+class _Shells:
+    """Kernel shell table of one structure."""
+
+    table: np.ndarray  # (n_shells, 5) int32: atom, l, first primitive, n_prim, first AO
+    exps: np.ndarray  # (n_prim_total,) Bohr⁻²
+    coefs: np.ndarray  # (n_prim_total,) bare-primitive coefficients
+    kinds: np.ndarray  # (n_shells,) int: index of (element, shell) kind
+    kind_shells: tuple  # Shell per kind
+    n_ao: int
+
+
+def _shell_table(cell: _Cell, basis: BasisSet) -> _Shells:
+    rows, exps, coefs, kinds, kind_shells = [], [], [], [], []
+    kind_index: dict[tuple[str, int], int] = {}
+    p0 = ao = 0
+    for atom, sym in enumerate(cell.symbols):
+        try:
+            shells = basis.element(sym)
+        except InputError as exc:
+            raise InputError(f"structure {cell.label!r}: {exc}") from exc
+        for i, sh in enumerate(shells):
+            key = (sym, i)
+            if key not in kind_index:
+                kind_index[key] = len(kind_shells)
+                kind_shells.append(sh)
+            kinds.append(kind_index[key])
+            n = len(sh.exponents)
+            rows.append((atom, sh.l, p0, n, ao))
+            exps.append(sh.exponents)
+            coefs.append(sh.kernel_coefficients)
+            p0 += n
+            ao += sh.n_functions
+    if not rows:
+        raise InputError(f"structure {cell.label!r}: no basis functions")
+    return _Shells(
+        np.array(rows, dtype=np.int32).reshape(-1, 5),
+        np.ascontiguousarray(np.concatenate(exps)),
+        np.ascontiguousarray(np.concatenate(coefs)),
+        np.array(kinds, dtype=np.int64),
+        tuple(kind_shells),
+        ao,
+    )
+
+
+def _log_bound(sa, sb, r: np.ndarray, kinetic: bool) -> np.ndarray:
+    """log of the primitive-pair bound (module docstring) at distances r: shape (n_pa, n_pb, n_r)."""
+    a = sa.exponents[:, None, None]
+    b = sb.exponents[None, :, None]
+    ca = np.abs(sa.kernel_coefficients)[:, None, None]
+    cb = np.abs(sb.kernel_coefficients)[None, :, None]
+    p = a + b
+    sq = 1.0 / np.sqrt(p)
+    pa = b * r / p + sq
+    pb = a * r / p + sq
+    out = np.log(ca * cb) + 1.5 * np.log(np.pi / p) - a * b / p * r * r
+    out = out + sa.l * np.log(pa) + sb.l * np.log(pb)
+    if kinetic:
+        out = out + np.log(1.0 + b * (2 * sb.l + 3) + 2.0 * b * b * (pb + sq) ** 2)
+    return out
+
+
+_R_GRID = np.arange(0.0, 200.0, 0.25)  # Bohr
+
+
+@lru_cache(maxsize=4096)
+def _kind_rcut(sa_id: int, sb_id: int, log_cut: float, kinetic: bool, _shells: tuple) -> float:
+    sa, sb = _shells
+    lb = _log_bound(sa, sb, _R_GRID, kinetic).max(axis=(0, 1))
+    above = np.nonzero(lb >= log_cut)[0]
+    if len(above) == 0:
+        return 0.0
+    if above[-1] == len(_R_GRID) - 1:
+        raise ParameterError("precision too small: screening radius beyond 200 Bohr")
+    return float(_R_GRID[above[-1] + 1])
+
+
+def _pair_rcut(shells: _Shells, precision: float, kinetic: bool) -> np.ndarray:
+    """(n_kinds, n_kinds) screening radius per pair of shell kinds, Bohr."""
+    n = len(shells.kind_shells)
+    out = np.zeros((n, n))
+    log_cut = math.log(precision)
+    for i in range(n):
+        for j in range(n):
+            si, sj = shells.kind_shells[i], shells.kind_shells[j]
+            out[i, j] = _kind_rcut(id(si), id(sj), log_cut, kinetic, (si, sj))
+    return out
+
+
+def _translations(cell: _Cell, rcut: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer translations n (n_T, 3) with some atom pair within rcut, and the index of -n for each."""
+    from scipy.spatial import cKDTree
+
+    lat = cell.lattice
+    diffs = (cell.coords[None, :, :] - cell.coords[:, None, :]).reshape(-1, 3)  # R_A - R_B
+    diffs = np.unique(np.round(diffs, 10), axis=0)
+    dmax = float(np.max(np.linalg.norm(diffs, axis=1))) if len(diffs) else 0.0
+    inv_cols = np.linalg.norm(np.linalg.inv(lat), axis=0)  # |n_i| <= |T| * ||inv(L)[:, i]||
+    nmax = np.floor((rcut + dmax) * inv_cols + 1e-9).astype(int)
+    grids = np.meshgrid(*[np.arange(-m, m + 1) for m in nmax], indexing="ij")
+    cand = np.stack([g.ravel() for g in grids], axis=1)
+    tvec = cand @ lat
+    dist, _ = cKDTree(diffs).query(tvec, k=1, distance_upper_bound=rcut * (1 + 1e-12) + 1e-9)
+    keep = cand[np.isfinite(dist)]
+    # symmetrise (the atom-pair set is symmetric, but guard against rounding at the boundary)
+    keep = np.unique(np.concatenate([keep, -keep]), axis=0)
+    index = {tuple(v): i for i, v in enumerate(keep.tolist())}
+    neg = np.array([index[tuple((-v).tolist())] for v in keep], dtype=np.int32)
+    return np.ascontiguousarray(keep, dtype=np.int64), neg
+
+
+# ----------------------------------------------------------------------------- real-space blocks
+@dataclass(frozen=True)
+class _Blocks:
+    ints: np.ndarray  # (n_T, 3) integer translations
+    blocks: np.ndarray  # (n_op, n_T, n_ao, n_ao) real-space blocks, Hartree (op 0: S, 1: T)
+    n_ao: int
+
+
+def _real_space_blocks(
+    cell: _Cell, basis: BasisSet, precision: float, kinetic: bool, n_threads: int
+) -> _Blocks:
+    integrals, _ = _kernels()
+    shells = _shell_table(cell, basis)
+    kind_rcut = _pair_rcut(shells, precision, kinetic)
+    n_sh = len(shells.table)
+    ii, jj = np.triu_indices(n_sh)
+    pairs = np.ascontiguousarray(np.stack([ii, jj], axis=1), dtype=np.int32)
+    pair_r = kind_rcut[shells.kinds[ii], shells.kinds[jj]]
+    rcut = float(pair_r.max())
+    ints, neg = _translations(cell, rcut)
+    trans = np.ascontiguousarray(ints @ cell.lattice)
+    n_op = 2 if kinetic else 1
+    blocks = np.zeros((n_op, len(ints), shells.n_ao, shells.n_ao))
+    s_view = blocks[0]
+    t_view = blocks[1] if kinetic else s_view
+    status = integrals.lattice_blocks_py(
+        np.ascontiguousarray(cell.coords), shells.table, shells.exps, shells.coefs, pairs,
+        np.ascontiguousarray(pair_r * pair_r), trans, neg, _C2S, _POWS, float(precision), int(kinetic),
+        s_view, t_view, n_threads,
+    )
+    if status != 0:  # pragma: no cover - the kernel has no failure mode today
+        raise InputError(f"structure {cell.label!r}: integral kernel failed (status {status})")
+    nonzero = np.any(blocks != 0.0, axis=(0, 2, 3))
+    if not nonzero.all():
+        ints, blocks = ints[nonzero], np.ascontiguousarray(blocks[:, nonzero])
+    return _Blocks(ints, blocks, shells.n_ao)
+
+
+def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
+    """(n_op, n_k, 2, n_ao, n_ao): Re and Im of Σ_T e^{2πi k·n_T} X_T for every operator X."""
+    integrals, _ = _kernels()
+    n_op, n_t, n, _ = rs.blocks.shape
+    x = kpoints @ rs.ints.T.astype(np.float64)  # (n_k, n_T), exact phase argument in turns
+    x -= np.round(x)
+    phases = np.empty((2 * len(kpoints), n_t))
+    phases[0::2] = np.cos(2.0 * np.pi * x)
+    phases[1::2] = np.sin(2.0 * np.pi * x)
+    out = np.empty((n_op, len(kpoints), 2, n, n))
+    status = integrals.bloch_phase_py(
+        rs.blocks.reshape(n_op, n_t, -1), phases, out.reshape(n_op, 2 * len(kpoints), -1), n_threads
+    )
+    if status != 0:
+        raise InputError("no lattice translations survived screening")
+    return out
+
+
+def _blas_single_thread():
+    """Keep BLAS single-threaded inside our OpenMP regions (threads are decided by n_threads)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+# ----------------------------------------------------------------------------- public API
+def _check_common(operator: str, precision: float, lindep: float) -> None:
+    check_choice("operator", operator, OPERATORS)
+    check_interval("precision", precision, 0.0, 1e-3, closed="right")
+    check_interval("lindep", lindep, 0.0, 1.0, closed="left")
+
+
+def operator_matrices(
+    structure: Any,
+    kpoints: Any,
+    basis: str | BasisSet = DEFAULT_BASIS,
+    exp_to_discard: float = 0.1,
+    precision: float = 1e-12,
+    n_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlap and kinetic matrices at the given k-points (for checks against other codes).
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+        Lattice and positions in Å (positions used as given, not wrapped).
+    kpoints : array_like of shape (n_k, 3), fractional (reciprocal-lattice units)
+    basis, exp_to_discard, precision, n_threads
+        As in `operator_spectrum`.
+
+    Returns
+    -------
+    overlap : ndarray of shape (n_k, n_ao, n_ao), complex128, dimensionless
+    kinetic : ndarray of shape (n_k, n_ao, n_ao), complex128, Hartree
+    """
+    check_interval("precision", precision, 0.0, 1e-3, closed="right")
+    cell = _as_cell(structure)
+    k, _ = _as_kpoints(kpoints, None)
+    bs = basis if isinstance(basis, BasisSet) else load_basis(basis, exp_to_discard)
+    nt = resolve_threads(n_threads)
+    with _blas_single_thread():
+        rs = _real_space_blocks(cell, bs, float(precision), True, nt)
+        ph = _phased(rs, k, nt)
+    mats = ph[:, :, 0] + 1j * ph[:, :, 1]
+    return mats[0], mats[1]
+
+
+@dataclass(frozen=True)
+class SpectrumStats:
+    """Sizes and timings of one operator spectrum (for the MPI driver's cost model and logs).
+
+    Attributes
+    ----------
+    n_ao : int
+        Basis functions per cell (= bands).
+    n_kpoints : int
+    n_translations : int
+        Lattice translations kept after screening.
+    n_dropped : int
+        Largest number of overlap eigenvalues below `lindep` dropped at one k-point (0: none).
+    t_integrals : float, s
+        Real-space blocks and Bloch phases.
+    t_eigen : float, s
+        Eigenvalue solves.
+    """
+
+    n_ao: int
+    n_kpoints: int
+    n_translations: int
+    n_dropped: int
+    t_integrals: float
+    t_eigen: float
+
+
+def spectrum_with_stats(
+    structure: Any,
+    operator: str = "kinetic",
+    basis: str | BasisSet = DEFAULT_BASIS,
+    kpoints: Any = None,
+    weights: Any = None,
+    kdensity: float = 0.15,
+    exp_to_discard: float = 0.1,
+    precision: float = 1e-12,
+    lindep: float = 1e-8,
+    n_threads: int | None = None,
+):
+    """`operator_spectrum` and its `SpectrumStats` (same arguments): (BandStructure, SpectrumStats)."""
+    from .bands import BandStructure
+
+    _check_common(operator, precision, lindep)
+    cell = _as_cell(structure)
+    bs = basis if isinstance(basis, BasisSet) else load_basis(basis, exp_to_discard)
+    if kpoints is None:
+        if weights is not None:
+            raise ParameterError("weights given without kpoints")
+        from .kpoints import irreducible_kpoints
+
+        kpoints, weights = irreducible_kpoints(structure, kdensity=kdensity)
+    k, w = _as_kpoints(kpoints, weights)
+    nt = resolve_threads(n_threads)
+    n_electrons = sum(bs.valence[s] for s in cell.symbols if s in bs.valence)
+    kinetic = operator == "kinetic"
+    _, eigensolve = _kernels()
+    with _blas_single_thread():
+        t0 = time.perf_counter()
+        rs = _real_space_blocks(cell, bs, float(precision), kinetic, nt)
+        ph = _phased(rs, k, nt)
+        t1 = time.perf_counter()
+        real_k = np.all(np.abs(2.0 * k - np.round(2.0 * k)) < 1e-12, axis=1).astype(np.int8)
+        n = rs.n_ao
+        eig = np.empty((len(k), n))
+        dropped = np.zeros(len(k), dtype=np.int32)
+        info = np.zeros(len(k), dtype=np.int32)
+        if kinetic:
+            a_re, a_im, b_re, b_im = ph[1, :, 0], ph[1, :, 1], ph[0, :, 0], ph[0, :, 1]
+        else:
+            a_re, a_im = ph[0, :, 0], ph[0, :, 1]
+            b_re, b_im = a_re, a_im
+        status = eigensolve.eig_batch_py(a_re, a_im, b_re, b_im, real_k, int(kinetic), float(lindep),
+                                         eig, dropped, info, nt)
+        t2 = time.perf_counter()
+    if status != 0:
+        bad = int(np.nonzero(info)[0][0]) if np.any(info) else 0
+        raise InputError(
+            f"structure {cell.label!r}: eigensolver failed at k-point {bad} {k[bad].tolist()} "
+            f"(LAPACK info {status})"
+        )
+    if kinetic:
+        eig = eig * HARTREE_EV
+    bands = BandStructure(eig[None], w, n_electrons=n_electrons or None, kpoints=k)
+    stats = SpectrumStats(n, len(k), len(rs.ints), int(dropped.max()), t1 - t0, t2 - t1)
+    return bands, stats
+
+
+def operator_spectrum(
+    structure: Any,
+    operator: str = "kinetic",
+    basis: str | BasisSet = DEFAULT_BASIS,
+    kpoints: Any = None,
+    weights: Any = None,
+    kdensity: float = 0.15,
+    exp_to_discard: float = 0.1,
+    precision: float = 1e-12,
+    lindep: float = 1e-8,
+    n_threads: int | None = None,
+):
+    """Spectrum of the kinetic (or overlap) operator of a crystal in a Gaussian basis.
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+        Ordered crystal, Å.
+    operator : {"kinetic", "overlap"}
+        "kinetic": eigenvalues of T(k) c = ε S(k) c, in eV. "overlap": eigenvalues of S(k), which are
+        dimensionless numbers (stored unscaled in the eV-labelled eigenvalue field).
+    basis : str or BasisSet
+        "ano-valence" (default) or any basis_set_exchange name.
+    kpoints : array_like of shape (n_k, 3), fractional, optional
+        Default: the irreducible Monkhorst-Pack points for `kdensity` (sporep_hpc.kpoints).
+    weights : array_like of shape (n_k,), optional
+        Default with explicit kpoints: uniform.
+    kdensity : float, Å⁻¹
+        k-point spacing when `kpoints` is None.
+    exp_to_discard : float, Bohr⁻²
+        Primitives with smaller exponents are dropped (basis loading).
+    precision : float in (0, 1e-3]
+        Screening threshold of the lattice sums (bound on a neglected primitive-pair contribution).
+    lindep : float in [0, 1)
+        Overlap eigenvalues below this are dropped (canonical orthogonalisation); the missing
+        eigenvalues are NaN at the top of each k-point's list.
+    n_threads : int, optional
+        OpenMP threads (default: `sporep_hpc.threads.resolve_threads`).
+
+    Returns
+    -------
+    BandStructure
+        eigenvalues of shape (1, n_k, n_ao), ascending per k; weights; kpoints; n_electrons = the valence
+        electrons of the basis (`sporep_hpc.basis.valence_electrons`).
+
+    Raises
+    ------
+    InputError
+        Unusable structure, element missing from the basis, or an eigensolver failure (names the k-point).
+    ParameterError
+        Invalid operator, precision, lindep, kpoints or weights.
+    """
+    return spectrum_with_stats(structure, operator, basis, kpoints, weights, kdensity, exp_to_discard,
+                               precision, lindep, n_threads)[0]

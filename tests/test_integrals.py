@@ -1,0 +1,204 @@
+"""Overlap and kinetic matrices S(k), T(k) against PySCF's `Cell.pbc_intor` with the same primitives.
+
+Reference: PySCF (libcint + its own lattice sums), which shares no code with ext/integrals.pyx. The
+agreement target is DESIGN.md §3: 1e-8 Hartree. PySCF's lattice-sum precision is set tighter (1e-13)
+than ours (1e-12) so the difference measures our truncation, not PySCF's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+pytest.importorskip("pyscf")
+from pymatgen.core import Lattice, Structure
+
+from sporep_hpc.basis import atomic_number, load_basis
+from sporep_hpc.operators import BOHR_ANGSTROM, _cart_to_sph, operator_matrices
+
+TOL = 1e-8  # Hartree (DESIGN.md §3); the overlap is dimensionless and held to the same number
+
+GENERAL_K = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.13, -0.27, 0.31], [0.41, 0.22, -0.05]])
+
+
+# ----------------------------------------------------------------------------- structures (Å)
+def si_diamond() -> Structure:
+    a = 5.431
+    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Si", "Si"],
+                     [[0, 0, 0], [0.25, 0.25, 0.25]])
+
+
+def batio3_cubic() -> Structure:
+    return Structure(Lattice.cubic(4.00), ["Ba", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def rutile_tio2() -> Structure:
+    u = 0.3049
+    return Structure(Lattice.tetragonal(4.594, 2.959), ["Ti", "Ti", "O", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [u, u, 0], [1 - u, 1 - u, 0], [0.5 + u, 0.5 - u, 0.5],
+                      [0.5 - u, 0.5 + u, 0.5]])
+
+
+def ceo2_fluorite() -> Structure:
+    a = 5.411
+    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Ce", "O", "O"],
+                     [[0, 0, 0], [0.25, 0.25, 0.25], [0.75, 0.75, 0.75]])
+
+
+def triclinic() -> Structure:
+    lat = Lattice.from_parameters(3.9, 4.4, 5.1, 77.0, 96.0, 104.0)
+    return Structure(lat, ["Al", "P", "N", "H"],
+                     [[0.05, 0.1, 0.02], [0.52, 0.43, 0.47], [0.21, 0.77, 0.64], [0.81, 0.33, 0.86]])
+
+
+def _rolled_tube(n: int, m: int, bond: float = 1.42, vacuum: float = 8.0) -> Structure:
+    """Fallback (n, m) nanotube from the standard roll-up construction (used if examples.cnt is absent)."""
+    a1 = bond * math.sqrt(3) * np.array([1.0, 0.0])
+    a2 = bond * math.sqrt(3) * np.array([0.5, math.sqrt(3) / 2])
+    ch = n * a1 + m * a2
+    d_r = math.gcd(2 * n + m, 2 * m + n)
+    t = ((2 * m + n) // d_r) * a1 - ((2 * n + m) // d_r) * a2
+    lc, lt = np.linalg.norm(ch), np.linalg.norm(t)
+    basis = [np.zeros(2), (a1 + a2) / 3.0]
+    frac = []
+    big = 2 * (n + m + 5)
+    for i in range(-big, big):
+        for j in range(-big, big):
+            for b in basis:
+                r = i * a1 + j * a2 + b
+                u, v = r @ ch / lc**2, r @ t / lt**2
+                if -1e-9 <= u < 1 - 1e-9 and -1e-9 <= v < 1 - 1e-9:
+                    frac.append((u, v))
+    radius = lc / (2 * math.pi)
+    box = 2 * radius + vacuum
+    coords = [[box / 2 + radius * math.cos(2 * math.pi * u), box / 2 + radius * math.sin(2 * math.pi * u),
+               v * lt] for u, v in frac]
+    return Structure(Lattice.from_parameters(box, box, lt, 90, 90, 90), ["C"] * len(coords), coords,
+                     coords_are_cartesian=True)
+
+
+def nanotube(n: int, m: int) -> Structure:
+    try:
+        from sporep_hpc.examples.cnt import nanotube as make
+    except ImportError:
+        return _rolled_tube(n, m)
+    return make(n, m, vacuum=8.0)
+
+
+STRUCTURES = {
+    "Si": si_diamond,
+    "BaTiO3": batio3_cubic,
+    "TiO2-rutile": rutile_tio2,
+    "CeO2": ceo2_fluorite,
+    "triclinic": triclinic,
+}
+
+
+# ----------------------------------------------------------------------------- PySCF reference
+def pyscf_cell(structure: Structure, basis, precision: float = 1e-13):
+    """A PySCF Cell with the same lattice, Cartesian positions (Bohr) and primitives as ours."""
+    from pyscf.pbc import gto
+
+    symbols = [site.specie.symbol for site in structure]
+    cell = gto.Cell()
+    cell.a = structure.lattice.matrix / BOHR_ANGSTROM
+    cell.unit = "B"
+    cell.atom = [(s, xyz) for s, xyz in zip(symbols, structure.cart_coords / BOHR_ANGSTROM, strict=True)]
+    cell.basis = basis.to_pyscf(symbols)
+    cell.spin = sum(atomic_number(s) for s in symbols) % 2
+    cell.precision = precision
+    cell.verbose = 0
+    cell.build()
+    return cell
+
+
+def pyscf_matrices(structure: Structure, kpoints: np.ndarray, basis) -> tuple[np.ndarray, np.ndarray]:
+    cell = pyscf_cell(structure, basis)
+    kabs = cell.get_abs_kpts(kpoints)
+    s = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kabs))
+    t = np.asarray(cell.pbc_intor("int1e_kin", hermi=1, kpts=kabs))
+    return s, t
+
+
+@pytest.fixture(scope="module")
+def basis():
+    return load_basis("ano-valence", 0.1)
+
+
+# ----------------------------------------------------------------------------- tests
+def test_cart_to_sph_matches_pyscf():
+    # PySCF's own cartesian -> spherical matrices (libcint), up to one overall factor per l that PySCF
+    # keeps in its cartesian normalisation: the angular shapes, signs and m order must be identical.
+    from pyscf import gto
+
+    ours = _cart_to_sph()
+    for ang in range(4):
+        ref = gto.cart2sph(ang, normalized="sp")  # (n_cart, 2l+1)
+        mine = ours[ang, : 2 * ang + 1, : (ang + 1) * (ang + 2) // 2].T
+        scale = np.linalg.lstsq(mine.reshape(-1, 1), ref.reshape(-1), rcond=None)[0][0]
+        assert_allclose(mine * scale, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_matrices_match_pyscf(name, basis):
+    structure = STRUCTURES[name]()
+    s, t = operator_matrices(structure, GENERAL_K, basis=basis)
+    s_ref, t_ref = pyscf_matrices(structure, GENERAL_K, basis)
+    assert s.shape == s_ref.shape
+    assert_allclose(s, s_ref, rtol=0, atol=TOL)
+    assert_allclose(t, t_ref, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("chirality", [(6, 6), (10, 0)])
+def test_nanotube_matrices_match_pyscf(chirality, basis):
+    structure = nanotube(*chirality)
+    k = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.37]])  # along the tube axis (c)
+    s, t = operator_matrices(structure, k, basis=basis)
+    s_ref, t_ref = pyscf_matrices(structure, k, basis)
+    assert_allclose(s, s_ref, rtol=0, atol=TOL)
+    assert_allclose(t, t_ref, rtol=0, atol=TOL)
+
+
+def test_other_bse_basis_with_sp_shells_matches_pyscf():
+    # 6-31G has SP blocks (one exponent list, s and p columns) and keeps every contraction
+    b = load_basis("6-31G", 0.0)
+    structure = si_diamond()
+    s, t = operator_matrices(structure, GENERAL_K[:2], basis=b)
+    s_ref, t_ref = pyscf_matrices(structure, GENERAL_K[:2], b)
+    assert s.shape[1] == 2 * 13  # 6-31G Si: 4s 3p -> 4 + 9 = 13 functions per atom
+    assert_allclose(s, s_ref, rtol=0, atol=TOL)
+    assert_allclose(t, t_ref, rtol=0, atol=TOL)
+
+
+def test_matrices_hermitian_and_thread_independent(basis):
+    structure = rutile_tio2()
+    s1, t1 = operator_matrices(structure, GENERAL_K, basis=basis, n_threads=1)
+    s2, t2 = operator_matrices(structure, GENERAL_K, basis=basis, n_threads=2)
+    # each shell pair is computed by one thread: bitwise identical whatever the thread count
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(t1, t2)
+    assert_allclose(s1, np.conj(np.swapaxes(s1, 1, 2)), rtol=0, atol=1e-14)
+    assert_allclose(t1, np.conj(np.swapaxes(t1, 1, 2)), rtol=0, atol=1e-13)
+
+
+def test_isolated_gaussians_analytic():
+    # Two normalised s primitives exp(-a r²), exp(-b r²) at distance R in a huge cell (no image within
+    # screening range): S = (2√(ab)/(a+b))^{3/2} e^{-μR²}, T = μ(3 - 2μR²) S with μ = ab/(a+b) (textbook).
+    from sporep_hpc.basis import BasisSet, Shell
+
+    a, b_exp, r_bohr = 0.8, 0.5, 1.7
+    shells = {"H": (Shell(0, [a], [1.0]),), "He": (Shell(0, [b_exp], [1.0]),)}
+    bs = BasisSet("analytic", 0.0, shells, {"H": 1, "He": 2})
+    length = 60.0
+    st = Structure(Lattice.cubic(length), ["H", "He"], [[1, 1, 1], [1 + r_bohr * BOHR_ANGSTROM, 1, 1]],
+                   coords_are_cartesian=True)
+    s, t = operator_matrices(st, [[0.2, 0.1, 0.0]], basis=bs)
+    mu = a * b_exp / (a + b_exp)
+    s_ab = (2 * math.sqrt(a * b_exp) / (a + b_exp)) ** 1.5 * math.exp(-mu * r_bohr**2)
+    t_ab = mu * (3 - 2 * mu * r_bohr**2) * s_ab
+    assert_allclose(s[0], [[1, s_ab], [s_ab, 1]], rtol=0, atol=1e-14)
+    assert_allclose(t[0], [[1.5 * a, t_ab], [t_ab, 1.5 * b_exp]], rtol=0, atol=1e-13)
