@@ -1,0 +1,90 @@
+"""`sporep-hpc info store.h5`: what is in a store (or, before assembly, in its journal)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("info", help="summarise a store", description="Summarise a sporep-hpc store.")
+    p.add_argument("store", help="the HDF5 store (or a store whose run is still in its journal)")
+    p.add_argument("--failures", type=int, default=20, help="list at most this many failures (default 20)")
+    p.set_defaults(run=info_command)
+
+
+def describe_store(path: str | Path, max_failures: int = 20) -> str:
+    """Multi-line description of a store."""
+    import numpy as np
+
+    from ..store import STATUS_DONE, STATUS_FAILED, open_store
+
+    lines = []
+    with open_store(path) as store:
+        attrs = store.attrs
+        params = store.parameters
+        status = store.status
+        n = len(store)
+        lines.append(f"store {path}")
+        lines.append(
+            f"  schema {attrs.get('schema_version')}  sporep-hpc {attrs.get('sporep_hpc_version')}  "
+            f"created {attrs.get('created')}  ranks {attrs.get('n_ranks')}"
+        )
+        run = {k: v for k, v in params.items() if k != "fingerprint_specs"}
+        lines.append("  parameters " + json.dumps(run, sort_keys=True))
+        lines.append(
+            f"  structures {n}: {int(np.sum(status == STATUS_DONE))} done, "
+            f"{int(np.sum(status == STATUS_FAILED))} failed, {int(np.sum(status == 0))} pending"
+        )
+        f = store.file
+        n_k = int(f["spectra/kpoints"].shape[0])
+        n_e = int(f["spectra/eigenvalues"].shape[0])
+        n_atoms = store.structures()["n_atoms"]
+        if n:
+            lines.append(f"  atoms per structure {int(n_atoms.min())}..{int(n_atoms.max())}; "
+                         f"k-points {n_k} in all; eigenvalues {n_e} in all")
+        for name in store.fingerprint_names:
+            values, _, fattrs = store.fingerprints(name)
+            extra = ", ".join(f"{k}={v}" for k, v in fattrs.items() if k != "spec")
+            lines.append(f"  fingerprint {name}: {values.shape[1]} features ({extra})")
+        for group in ("similarity", "models"):
+            if group in f:
+                lines.append(f"  /{group}: {', '.join(sorted(f[group])) or '(empty)'}")
+        errors = store.errors
+        failed = [(i, errors[i]) for i in range(n) if status[i] == STATUS_FAILED]
+        if failed:
+            lines.append("  failures:")
+            ids = store.ids
+            for i, err in failed[:max_failures]:
+                lines.append(f"    {ids[i]}: {err}")
+            if len(failed) > max_failures:
+                lines.append(f"    ... and {len(failed) - max_failures} more")
+    return "\n".join(lines)
+
+
+def describe_journal(path: str | Path) -> str:
+    """Multi-line description of a run's journal (store not assembled yet)."""
+    from ..parallel.journal import journal_dir, scan_journal
+
+    jdir = journal_dir(path)
+    refs = scan_journal(jdir)
+    done = sum(r.status == 1 for r in refs.values())
+    shards = sorted(p.name for p in jdir.glob("rank-*.h5"))
+    return (
+        f"store {path} not assembled yet; journal {jdir}: {len(refs)} structures finished "
+        f"({done} done, {len(refs) - done} failed) in {len(shards)} shard(s)"
+    )
+
+
+def info_command(args) -> int:
+    from ..errors import StoreError
+    from ..parallel.journal import journal_dir
+
+    path = Path(args.store)
+    if not path.exists() and journal_dir(path).is_dir():
+        print(describe_journal(path))
+        return 0
+    if not path.exists():
+        raise StoreError(f"{path}: no such store")
+    print(describe_store(path, args.failures))
+    return 0

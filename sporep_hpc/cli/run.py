@@ -1,0 +1,125 @@
+"""`sporep-hpc run`: compute spectra and fingerprints of many structures into one HDF5 store.
+
+Launch under MPI as ``mpiexec -n N sporep-hpc run ...`` (or ``python -m mpi4py -m sporep_hpc run``).
+Threads per rank are fixed here, before numpy/BLAS are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ..threads import threads_per_rank
+
+log = logging.getLogger("sporep_hpc")
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+DESCRIPTION = """\
+Compute operator spectra and SOREP fingerprints of crystal structures and write one HDF5 store.
+
+Inputs: structure files (CIF, POSCAR/CONTCAR, *.vasp, pymatgen JSON, extended XYZ), directories
+(searched recursively), built-in sets (examples:cnt?max_atoms=120, examples:batio3, examples:aflow),
+imported band structures (*.npz, vasprun*.xml, our own *.h5 stores).
+
+Progress is journaled in <store>.journal/: rerunning the same command resumes a killed or signalled
+run (SIGTERM/SIGUSR1 stop cleanly after the current task, exit code 5). Changed parameters are
+refused unless --restart fresh.
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="compute spectra and fingerprints into a store (MPI)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", help="files, directories, examples:<spec>, band files")
+    p.add_argument("-o", "--output", required=True, help="the HDF5 store to write")
+    p.add_argument("--config", help="TOML file with run settings (flags override it)")
+    g = p.add_argument_group("parameters (stored with the results; a restart must keep them)")
+    g.add_argument("--operator", help="kinetic (default) or overlap")
+    g.add_argument("--basis", help="Gaussian basis (default ano-valence)")
+    g.add_argument("--kdensity", type=float, help="k-point spacing in 1/Å (default 0.15)")
+    g.add_argument("--exp-to-discard", type=float, dest="exp_to_discard", help="Bohr^-2 (default 0.1)")
+    g.add_argument("--precision", type=float, help="lattice-sum threshold (default 1e-12)")
+    g.add_argument("--lindep", type=float, help="overlap eigenvalue cut-off (default 1e-8)")
+    g.add_argument("--fingerprints", help="comma-separated fingerprint presets (default kinetic)")
+    g.add_argument("--max-atoms", type=int, dest="max_atoms", help="larger structures fail (default 200)")
+    g.add_argument("--min-distance", type=float, dest="min_distance", help="Å (default 0.5)")
+    e = p.add_argument_group("execution (never changes the results)")
+    e.add_argument("--schedule", help="dynamic (RMA counter, default) or static (LPT)")
+    e.add_argument("--threads", type=int, help="threads per rank (default: cores / ranks per node)")
+    e.add_argument("--restart", help="auto (resume from the journal, default) or fresh")
+    e.add_argument("--progress-interval", type=float, dest="progress_interval", help="seconds (default 10)")
+    e.add_argument("--keep-journal", action="store_true", default=None, dest="keep_journal")
+    e.add_argument("--dry-run", action="store_true", help="print the task plan and exit")
+    p.set_defaults(run=run_command)
+
+
+def _overrides(args) -> dict:
+    keys = (
+        "operator", "basis", "kdensity", "exp_to_discard", "precision", "lindep", "fingerprints",
+        "max_atoms", "min_distance", "schedule", "threads", "restart", "progress_interval", "keep_journal",
+    )
+    return {k: getattr(args, k) for k in keys}
+
+
+def set_thread_environment(n_threads: int) -> None:
+    """Export the OpenMP/BLAS thread counts for this rank (effective for libraries not yet loaded)."""
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(n_threads)
+    if "numpy" in sys.modules:
+        log.debug("numpy was imported before the thread count was set; BLAS may ignore OMP_NUM_THREADS")
+
+
+def check_launch(comm) -> None:
+    """Warn when COMM_WORLD does not match SLURM's task count (srun/mpirun mix-up)."""
+    ntasks = os.environ.get("SLURM_NTASKS")
+    if ntasks and ntasks.isdigit() and int(ntasks) != comm.size and comm.rank == 0:
+        log.warning(
+            "MPI has %d rank(s) but SLURM_NTASKS=%s: launched with the wrong launcher? "
+            "(several serial copies of one job would each write the same store)",
+            comm.size, ntasks,
+        )
+
+
+def run_command(args) -> int:
+    from mpi4py import MPI
+
+    from ..config import build_config, load_toml
+    from . import setup_logging
+
+    comm = MPI.COMM_WORLD
+    setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
+    check_launch(comm)
+    config = build_config(load_toml(args.config) if args.config else None, _overrides(args))
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    ranks_on_node = node.size
+    node.Free()
+    n_threads = config.execution.threads
+    if n_threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        n_threads = int(env) if env.isdigit() and int(env) > 0 else threads_per_rank(ranks_on_node)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if ranks_on_node * n_threads > cores and comm.rank == 0:
+        log.warning("%d ranks x %d threads on %d cores: oversubscribed", ranks_on_node, n_threads, cores)
+    set_thread_environment(n_threads)
+
+    from ..parallel.driver import StopFlag, handle_signals, run
+
+    stop = StopFlag()
+    with handle_signals(stop):
+        report = run(
+            args.inputs, args.output, config, comm, n_threads=n_threads, dry_run=args.dry_run, stop=stop
+        )
+    comm.Barrier()  # rank 0 has printed the summary before any rank exits
+    if report.exit_code and "mpi4py.run" in sys.modules and not MPI.Is_finalized():
+        # under `python -m mpi4py`, a non-zero exit would call MPI_Abort; every rank agreed on this
+        # code, so finalize first and let the process exit normally with it
+        MPI.Finalize()
+    return report.exit_code

@@ -1,0 +1,384 @@
+"""The MPI driver of `sporep-hpc run`: plan, self-schedule, journal, assemble.
+
+`run` is collective over the communicator it is given (no hidden COMM_WORLD):
+
+1. rank 0 resolves the inputs (ids unique) and broadcasts them;
+2. every rank plans a block of structures (validation, n_ao, n_k, cost); allgather;
+3. rank 0 prepares the journal (parameters checked, finished ids read);
+4. tasks not in the journal run largest first, handed out by an RMA counter
+   (``schedule="dynamic"``) or by a greedy LPT assignment (``"static"``); every rank
+   computes and appends each result to its own shard, flushed per task;
+5. the ranks write the store collectively (mpio) from the journal, each a contiguous
+   block of rows, or rank 0 alone when h5py lacks MPI; temporary name, then rename.
+
+Every collective is reached by every rank in the same order; a failure on one rank
+is agreed on (allgather) before the next collective step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import RunConfig
+from ..errors import SporepError, StoreError
+from ..store import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    FingerprintMeta,
+    StoreHeader,
+    failed_result,
+    mpio_available,
+    write_store,
+)
+from ..structures import InputRecord
+from .journal import (
+    JournalShard,
+    journal_dir,
+    load_entries,
+    prepare_journal,
+    remove_journal,
+    scan_journal,
+)
+from .progress import Progress, RunReport, plan_table, summary_table
+from .schedule import TaskCounter, block_range, largest_first, lpt_assign
+from .tasks import PHASES, FingerprintSet, PlanEntry, TaskTimes, compute_record, plan_records, resolve_inputs
+
+log = logging.getLogger("sporep_hpc.run")
+
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+# ---------------------------------------------------------------------------- signals
+@dataclass
+class StopFlag:
+    """Set by a signal handler (or a test); the task loop checks it between tasks."""
+
+    requested: bool = False
+    signum: int = 0
+
+    def set(self, signum: int = 0) -> None:
+        self.requested = True
+        self.signum = signum
+
+
+@contextmanager
+def handle_signals(stop: StopFlag, names: Sequence[str] = STOP_SIGNALS):
+    """Within the block, SIGTERM/SIGUSR1 set `stop` instead of killing the process (main thread only)."""
+    previous = {}
+
+    def handler(signum, frame):
+        if not stop.requested:
+            log.warning("received %s: finishing the current task, then stopping", signal.Signals(signum).name)
+        stop.set(signum)
+
+    for name in names:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not in the main thread
+                break
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------- agreement helpers
+def _root_call(comm: Any, fn: Callable[[], Any]) -> Any:
+    """Run `fn` on rank 0 and broadcast its value; a SporepError there is raised on every rank."""
+    value, error = None, None
+    if comm.rank == 0:
+        try:
+            value = fn()
+        except SporepError as exc:
+            error = exc
+    value, error = comm.bcast((value, error), root=0)
+    if error is not None:
+        raise error
+    return value
+
+
+def _all_call(comm: Any, fn: Callable[[], Any]) -> Any:
+    """Run `fn` on every rank; if it raised a SporepError on any rank, raise the first on all ranks."""
+    value, error = None, None
+    try:
+        value = fn()
+    except SporepError as exc:
+        error = exc
+    errors = comm.allgather(error)
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+    return value
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------- the run
+def run(
+    inputs: Iterable[str],
+    output: str | Path,
+    config: RunConfig,
+    comm: Any,
+    *,
+    n_threads: int = 1,
+    dry_run: bool = False,
+    stop: StopFlag | None = None,
+    on_task_done: Callable[[int], None] | None = None,
+) -> RunReport:
+    """Compute spectra and fingerprints of `inputs` into the store `output` (collective over `comm`).
+
+    Parameters
+    ----------
+    inputs : iterable of str
+        Files, directories, ``examples:<spec>`` sets, imported band files.
+    output : path
+        The store to write (replaced atomically when complete).
+    config : RunConfig
+        Parameters (what) and execution options (how).
+    comm : mpi4py communicator
+        Ranks that share the work.
+    n_threads : int
+        OpenMP threads per rank for the kernels.
+    dry_run : bool
+        Plan only: rank 0 logs the task plan; nothing is computed or written.
+    stop : StopFlag, optional
+        Checked between tasks (the CLI connects it to SIGTERM/SIGUSR1).
+    on_task_done : callable(n_finished_on_this_rank), optional
+        Called after each task is journaled (tests use it to simulate a kill).
+
+    Returns
+    -------
+    RunReport
+        Identical on every rank; ``exit_code`` is 0, 4 (some failed) or 5 (stopped).
+    """
+    t_start = time.perf_counter()
+    params = config.parameters
+    execution = config.execution
+    stop = stop or StopFlag()
+    output = Path(output).resolve() if comm.rank == 0 else None
+    output = Path(comm.bcast(str(output) if output else None, root=0))
+    inputs = list(inputs)
+
+    # validation before any work: fingerprints and basis name raise ParameterError on every rank alike
+    def _check_parameters():
+        from ..basis import load_basis
+
+        load_basis(params.basis, params.exp_to_discard)
+        return FingerprintSet.from_parameters(params)
+
+    fingerprints = _all_call(comm, _check_parameters)
+    records: list[InputRecord] = _root_call(comm, lambda: resolve_inputs(inputs))
+    n = len(records)
+    if n == 0:
+        raise _no_inputs(inputs)
+
+    lo, hi = block_range(n, comm.size, comm.rank)
+    local_plan = _all_call(comm, lambda: plan_records(records, params, lo, hi))
+    plan: list[PlanEntry] = [e for block in comm.allgather(local_plan) for e in block]
+
+    if dry_run:
+        costs = [e.cost for e in plan]
+        assignment = lpt_assign(costs, comm.size)
+        per_rank = [sum(costs[i] for i in tasks) for tasks in assignment]
+        if comm.rank == 0:
+            log.info("%s", plan_table(plan, per_rank, n_threads))
+        n_failed = sum(e.kind == "failed" for e in plan)
+        return RunReport(
+            n, 0, n_failed, 0, [(e.id, e.error) for e in plan if e.kind == "failed"],
+            time.perf_counter() - t_start, {}, [], False, "", comm.size, n_threads,
+        )
+
+    jdir = journal_dir(output)
+
+    def _prepare():
+        note = prepare_journal(jdir, params, execution.restart)
+        return note, {id: ref.status for id, ref in scan_journal(jdir).items()}
+
+    note, journaled = _root_call(comm, _prepare)
+    todo = [e for e in plan if e.kind != "failed" and e.id not in journaled]
+    n_skipped = sum(e.kind != "failed" and e.id in journaled for e in plan)
+    if comm.rank == 0:
+        log.info(
+            "%s; %d structures: %d to compute, %d from the journal, %d failed validation; "
+            "%d ranks x %d threads, %s schedule",
+            note, n, len(todo), n_skipped, sum(e.kind == "failed" for e in plan), comm.size, n_threads,
+            execution.schedule,
+        )
+    params_json = params.to_json()
+    costs = [e.cost for e in todo]
+    order = largest_first(costs)
+
+    busy = TaskTimes()
+    n_mine = 0
+    progress = Progress(len(todo), execution.progress_interval, active=comm.rank == 0)
+    shard = _all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
+    counter = TaskCounter(comm)
+    try:
+        if execution.schedule == "static":
+            mine = iter(lpt_assign(costs, comm.size)[comm.rank])
+        else:
+            mine = None
+        while True:
+            if stop.requested:
+                counter.request_stop()
+                break
+            if counter.stop_requested():
+                break
+            t = next(mine, len(todo)) if mine is not None else counter.next_task()
+            if t >= len(todo):
+                break
+            entry = todo[order[t] if mine is None else t]
+            result, times = compute_record(entry.index, records[entry.index], params, fingerprints, n_threads)
+            t0 = time.perf_counter()
+            shard.append(result, times)
+            busy = busy + times + TaskTimes(io=time.perf_counter() - t0)
+            n_mine += 1
+            counter.task_finished(result.status == STATUS_DONE)
+            if result.status != STATUS_DONE:
+                log.warning("%s", result.error)
+            if on_task_done is not None:
+                on_task_done(n_mine)
+            if comm.rank == 0:
+                _, done, failed, *_ = counter.snapshot()
+                progress.update(done, failed)
+        if stop.requested:
+            counter.request_stop()
+        counter.rank_finished()
+        if comm.rank == 0:  # report progress until every rank has left its loop
+            while True:
+                _, done, failed, finished_ranks, _ = counter.snapshot()
+                progress.update(done, failed)
+                if finished_ranks >= comm.size:
+                    break
+                if stop.requested:
+                    counter.request_stop()
+                time.sleep(0.05)
+            progress.update(done, failed, force=True)
+            progress.close()
+        stopped = counter.stop_requested()
+    finally:
+        shard.close()
+    stopped = comm.allreduce(stopped or stop.requested)
+    counter.free()
+    all_times = comm.allgather(busy.as_tuple())
+    phase_times = {p: sum(t[k] for t in all_times) for k, p in enumerate(PHASES)}
+    busy_times = [sum(t) for t in all_times]
+
+    if stopped:
+        report = RunReport(n, 0, 0, n_skipped, [], time.perf_counter() - t_start, phase_times, busy_times,
+                           True, "", comm.size, n_threads)
+        if comm.rank == 0:
+            log.warning("%s", summary_table(report))
+        return report
+
+    t_io = time.perf_counter()
+    failures = _assemble(output, jdir, records, plan, params, fingerprints, comm, execution.keep_journal)
+    phase_times["io"] += time.perf_counter() - t_io
+    n_failed = len(failures)
+    report = RunReport(
+        n, n - n_failed, n_failed, n_skipped, failures, time.perf_counter() - t_start, phase_times,
+        busy_times, False, str(output), comm.size, n_threads,
+    )
+    if comm.rank == 0:
+        log.info("%s", summary_table(report))
+    return report
+
+
+def _no_inputs(inputs: Sequence[str]) -> SporepError:
+    from ..errors import InputError
+
+    return InputError(f"no structures found in {', '.join(map(str, inputs)) or 'the (empty) input list'}")
+
+
+def store_parameters_json(params: Any, fingerprints: FingerprintSet) -> str:
+    """The root ``parameters`` attribute: run parameters plus the full fingerprint specifications."""
+    data = asdict(params)
+    data["fingerprint_specs"] = {name: json.loads(s.to_json()) for name, s in fingerprints.specs.items()}
+    return json.dumps(data, sort_keys=True)
+
+
+def fingerprint_meta(fingerprints: FingerprintSet) -> dict[str, FingerprintMeta]:
+    """Store metadata (energies, attrs) of each fingerprint."""
+    out = {}
+    for name, spec in fingerprints.specs.items():
+        spec_json = spec.to_json()
+        data = json.loads(spec_json)
+        attrs: dict[str, Any] = {"spec": spec_json}
+        for key in ("reference", "window", "windows", "smearing", "width", "order"):
+            if key in data:
+                attrs[key] = data[key] if isinstance(data[key], (str, int, float)) else json.dumps(data[key])
+        out[name] = FingerprintMeta(energies=spec.energies, attrs=attrs)
+    return out
+
+
+def _rows(lo: int, hi: int, refs: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry]):
+    """StructureResults of rows [lo, hi): from the journal, or failed rows from the plan."""
+    wanted = {i: refs[plan[i].id] for i in range(lo, hi) if plan[i].kind != "failed" and plan[i].id in refs}
+    loaded = load_entries(wanted)
+    rows = []
+    for i in range(lo, hi):
+        e = plan[i]
+        if i in loaded:
+            rows.append(loaded[i][0])
+        elif e.kind == "failed":
+            rows.append(failed_result(i, e.id, e.error, records[i].structure))
+        else:
+            why = f"structure {e.id!r}: missing from the journal"
+            rows.append(failed_result(i, e.id, why, records[i].structure))
+    return rows
+
+
+def _assemble(output, jdir, records, plan, params, fingerprints, comm, keep_journal) -> list[tuple[str, str]]:
+    """Write the store from the journal (mpio on all ranks, or rank 0 alone); return the failures."""
+    n = len(plan)
+    tmp = output.with_name(output.name + ".partial")
+    refs = _root_call(comm, lambda: scan_journal(jdir))
+    header = StoreHeader(
+        parameters_json=store_parameters_json(params, fingerprints),
+        created=comm.bcast(_utc_now() if comm.rank == 0 else None, root=0),
+        n_ranks=comm.size,
+        version=__version__,
+    )
+    meta = fingerprint_meta(fingerprints)
+    if comm.size > 1 and mpio_available():
+        lo, hi = block_range(n, comm.size, comm.rank)
+        rows = _all_call(comm, lambda: _rows(lo, hi, refs, records, plan))
+        write_store(tmp, rows, lo, n, header, meta, comm)
+        local_failures = [(r.id, r.error) for r in rows if r.status == STATUS_FAILED]
+        failures = [f for block in comm.allgather(local_failures) for f in block]
+    else:
+        if comm.size > 1 and comm.rank == 0:
+            log.info("h5py without MPI (or SPOREP_FORCE_SERIAL_HDF5=1): rank 0 assembles the store")
+
+        def _serial():
+            rows = _rows(0, n, refs, records, plan)
+            write_store(tmp, rows, 0, n, header, meta, None)
+            return [(r.id, r.error) for r in rows if r.status == STATUS_FAILED]
+
+        failures = _root_call(comm, _serial)
+
+    def _finish():
+        if not tmp.is_file():
+            raise StoreError(f"{tmp} was not written")
+        os.replace(tmp, output)
+        if not keep_journal:
+            remove_journal(jdir)
+
+    _root_call(comm, _finish)
+    return failures

@@ -1,0 +1,229 @@
+"""Per-rank journal shards: ``<store>.journal/rank-<r>.h5``, one entry per finished structure.
+
+Each entry is a group ``/entries/<seq>`` holding a StructureResult (status done or
+failed + message) and its phase times; the attribute ``complete`` is written last
+and the file flushed, so an entry cut by a kill is ignored on reading. The journal's
+``parameters.json`` records the run parameters; a journal made with other parameters
+is refused (see `prepare_journal`). A shard that HDF5 cannot open after a crash is
+moved aside (``*.corrupt-<n>``) and its structures are recomputed.
+
+Shards are written by one rank each (serial HDF5, no MPI): no collective here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..config import RunParameters, diff_parameters
+from ..errors import ParameterError, StoreError
+from ..store.schema import StructureResult
+from .tasks import PHASES, TaskTimes
+
+log = logging.getLogger(__name__)
+
+PARAMETERS_FILE = "parameters.json"
+_ARRAYS = ("cell", "numbers", "positions", "kpoints", "weights", "eigenvalues")
+_SCALARS = ("n_electrons", "fermi_energy", "vbm", "cbm", "band_gap")
+
+
+def journal_dir(store_path: str | Path) -> Path:
+    """``<store>.journal`` next to the store."""
+    p = Path(store_path)
+    return p.with_name(p.name + ".journal")
+
+
+def shard_path(directory: Path, rank: int) -> Path:
+    return directory / f"rank-{rank}.h5"
+
+
+@dataclass(frozen=True)
+class EntryRef:
+    """Where a journal entry lives: shard file, group name, and its status."""
+
+    shard: str
+    group: str
+    status: int
+
+
+def prepare_journal(directory: Path, params: RunParameters, restart: str) -> str:
+    """Create or check the journal directory (rank 0 only, before any shard is opened).
+
+    With ``restart="fresh"`` an existing journal is removed. With ``"auto"`` an existing
+    journal must have been made with the same parameters.
+
+    Returns
+    -------
+    str
+        A short note for the log ("new journal", "resuming ...").
+
+    Raises
+    ------
+    ParameterError
+        The journal was made with different parameters (lists them) and restart is "auto".
+    """
+    if restart == "fresh" and directory.exists():
+        shutil.rmtree(directory)
+    pfile = directory / PARAMETERS_FILE
+    if pfile.is_file():
+        try:
+            old = RunParameters.from_json(pfile.read_text())
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreError(f"{pfile} is unreadable ({exc}); rerun with --restart fresh") from exc
+        changes = diff_parameters(old, params)
+        if changes:
+            raise ParameterError(
+                f"the journal {directory} was made with other parameters ({'; '.join(changes)}); "
+                "rerun with the same parameters to resume, or with --restart fresh to start over"
+            )
+        return f"resuming from journal {directory}"
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = pfile.with_suffix(".tmp")
+    tmp.write_text(params.to_json())
+    tmp.replace(pfile)
+    return f"new journal {directory}"
+
+
+def scan_journal(directory: Path) -> dict[str, EntryRef]:
+    """{id: EntryRef} of the complete entries of every shard (rank 0 only).
+
+    Shards are read in name order and the first complete entry of an id wins.
+    Unreadable shards are moved aside with a warning.
+    """
+    found: dict[str, EntryRef] = {}
+    if not directory.is_dir():
+        return found
+    for shard in sorted(directory.glob("rank-*.h5")):
+        try:
+            with h5py.File(shard, "r") as f:
+                entries = f.get("entries")
+                for name in sorted(entries) if entries is not None else []:
+                    attrs = entries[name].attrs
+                    if not attrs.get("complete", 0):
+                        continue
+                    id = attrs["id"]
+                    id = id.decode() if isinstance(id, bytes) else str(id)
+                    found.setdefault(id, EntryRef(str(shard), f"entries/{name}", int(attrs["status"])))
+        except OSError as exc:
+            n = len(list(directory.glob(shard.name + ".corrupt-*")))
+            aside = shard.with_name(f"{shard.name}.corrupt-{n}")
+            log.warning("journal shard %s is unreadable (%s); moved to %s, its structures are recomputed",
+                        shard, exc, aside.name)
+            shard.replace(aside)
+    return found
+
+
+class JournalShard:
+    """This rank's shard, opened for appending (a context manager)."""
+
+    def __init__(self, directory: Path, rank: int, params_json: str):
+        self.path = shard_path(directory, rank)
+        try:
+            self.file = h5py.File(self.path, "a")
+        except OSError as exc:
+            raise StoreError(f"cannot open journal shard {self.path}: {exc}") from exc
+        self.file.attrs["parameters"] = params_json
+        self.entries = self.file.require_group("entries")
+        self._seq = len(self.entries)
+
+    def append(self, result: StructureResult, times: TaskTimes) -> None:
+        """Write one finished structure and flush (the entry is complete only after this returns)."""
+        name = f"{self._seq:08d}"
+        while name in self.entries:  # an incomplete entry from a killed run
+            self._seq += 1
+            name = f"{self._seq:08d}"
+        g = self.entries.create_group(name)
+        self._seq += 1
+        for key in _ARRAYS:
+            g.create_dataset(key, data=np.asarray(getattr(result, key)))
+        fp = g.create_group("fingerprints")
+        for key, vec in result.fingerprints.items():
+            fp.create_dataset(key, data=np.asarray(vec, dtype=np.float64))
+        a = g.attrs
+        a["id"] = result.id
+        a["status"] = int(result.status)
+        a["error"] = result.error
+        a["formula"] = result.formula
+        for key in _SCALARS:
+            a[key] = float(getattr(result, key))
+        a["times"] = json.dumps(dict(zip(PHASES, times.as_tuple(), strict=True)))
+        a["complete"] = 1
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file.id.valid:
+            self.file.close()
+
+    def __enter__(self) -> JournalShard:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_entry(f: h5py.File, group: str, index: int) -> tuple[StructureResult, TaskTimes]:
+    """The StructureResult (with global `index`) and times stored in one entry."""
+    g = f[group]
+    a = g.attrs
+
+    def text(key):
+        v = a[key]
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    arrays = {key: g[key][()] for key in _ARRAYS}
+    fps = {key: g["fingerprints"][key][()] for key in g["fingerprints"]}
+    times = json.loads(text("times"))
+    return (
+        StructureResult(
+            index=index,
+            id=text("id"),
+            status=int(a["status"]),
+            error=text("error"),
+            formula=text("formula"),
+            fingerprints=fps,
+            **arrays,
+            **{key: float(a[key]) for key in _SCALARS},
+        ),
+        TaskTimes(*(float(times.get(p, 0.0)) for p in PHASES)),
+    )
+
+
+def load_entries(refs: Mapping[int, EntryRef]) -> dict[int, tuple[StructureResult, TaskTimes]]:
+    """Read the entries {global index: EntryRef}, opening each shard once (read-only)."""
+    by_shard: dict[str, list[tuple[int, EntryRef]]] = {}
+    for index, ref in refs.items():
+        by_shard.setdefault(ref.shard, []).append((index, ref))
+    out = {}
+    for shard, items in sorted(by_shard.items()):
+        try:
+            with h5py.File(shard, "r") as f:
+                for index, ref in items:
+                    out[index] = read_entry(f, ref.group, index)
+        except (OSError, KeyError) as exc:
+            raise StoreError(f"cannot read journal shard {shard}: {exc}") from exc
+    return out
+
+
+def remove_journal(directory: Path) -> None:
+    """Delete the journal (after the store was renamed into place)."""
+    if directory.is_dir():
+        shutil.rmtree(directory)
+
+
+def finished_ids(refs: Mapping[str, EntryRef]) -> set[str]:
+    return set(refs)
+
+
+def summarize_times(entries: Iterable[tuple[StructureResult, TaskTimes]]) -> dict[str, Any]:
+    total = TaskTimes()
+    for _, t in entries:
+        total = total + t
+    return dict(zip(PHASES, total.as_tuple(), strict=True))

@@ -1,0 +1,163 @@
+"""Rank 0's progress line (bar on a TTY, plain lines in a batch log) and the end-of-run summary table."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+log = logging.getLogger("sporep_hpc.progress")
+
+
+def format_duration(seconds: float) -> str:
+    """``1h02m03s`` / ``2m03s`` / ``4.2s``."""
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def progress_line(done: int, failed: int, total: int, elapsed: float) -> str:
+    """``37/120 structures (2 failed) 1.85/s ETA 44.9s``."""
+    finished = done + failed
+    rate = finished / elapsed if elapsed > 0 else 0.0
+    eta = (total - finished) / rate if rate > 0 else float("inf")
+    failed_txt = f" ({failed} failed)" if failed else ""
+    return f"{finished}/{total} structures{failed_txt} {rate:.2f}/s ETA {format_duration(eta)}"
+
+
+class Progress:
+    """Prints progress at most every `interval` seconds; only the instance on rank 0 is `active`."""
+
+    def __init__(self, total: int, interval: float = 10.0, active: bool = True, stream: TextIO | None = None):
+        self.total = total
+        self.interval = interval
+        self.active = active and total > 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self._last = float("-inf")
+        self._shown = (-1, -1)
+
+    def update(self, done: int, failed: int, force: bool = False) -> None:
+        if not self.active:
+            return
+        now = time.perf_counter()
+        wait = 0.5 if self.tty else self.interval
+        if not force and (now - self._last < wait or (done, failed) == self._shown):
+            return
+        self._last, self._shown = now, (done, failed)
+        line = progress_line(done, failed, self.total, now - self.start)
+        if self.tty:
+            width = 30
+            filled = int(width * (done + failed) / self.total)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line}   ")
+            self.stream.flush()
+        else:
+            log.info("progress: %s", line)
+
+    def close(self) -> None:
+        if self.active and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run did (identical on every rank).
+
+    Attributes
+    ----------
+    n_total, n_done, n_failed, n_skipped : int
+        Structures in the input; done; failed; already in the journal (not recomputed).
+    failures : list of (id, reason)
+    wall_time : float, s
+    phase_times : dict of phase -> seconds summed over ranks (integrals, eigen, dos, io, other)
+    busy_times : list of float, s
+        Per-rank time spent in tasks this run.
+    stopped : bool
+        True when a signal ended the run before assembly (exit code 5).
+    store : str
+        The written store ("" when stopped or dry run).
+    n_ranks, threads : int
+    """
+
+    n_total: int
+    n_done: int
+    n_failed: int
+    n_skipped: int
+    failures: Sequence[tuple[str, str]] = field(default_factory=list)
+    wall_time: float = 0.0
+    phase_times: dict = field(default_factory=dict)
+    busy_times: Sequence[float] = field(default_factory=list)
+    stopped: bool = False
+    store: str = ""
+    n_ranks: int = 1
+    threads: int = 1
+
+    @property
+    def load_imbalance(self) -> float:
+        """max / mean of the per-rank busy times (1.0 is perfect balance)."""
+        busy = [b for b in self.busy_times]
+        mean = sum(busy) / len(busy) if busy else 0.0
+        return max(busy) / mean if mean > 0 else 1.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 4 some structures failed, 5 stopped by a signal."""
+        return 5 if self.stopped else (4 if self.n_failed else 0)
+
+
+def summary_table(report: RunReport, max_failures: int = 20) -> str:
+    """Multi-line end-of-run summary."""
+    lines = [
+        "run summary",
+        f"  structures     {report.n_total:>8d}",
+        f"  done           {report.n_done:>8d}",
+        f"  failed         {report.n_failed:>8d}",
+        f"  from journal   {report.n_skipped:>8d}",
+        f"  ranks x threads {report.n_ranks} x {report.threads}",
+        f"  wall time      {format_duration(report.wall_time):>8s}",
+        "  time per phase (summed over ranks):",
+    ]
+    for phase, t in report.phase_times.items():
+        lines.append(f"    {phase:<10s} {format_duration(t):>10s}")
+    if report.busy_times:
+        lines.append(
+            f"  load imbalance (max/mean busy time) {report.load_imbalance:.3f} "
+            f"[busy per rank: {', '.join(format_duration(b) for b in report.busy_times)}]"
+        )
+    if report.failures:
+        lines.append("  failures:")
+        for id, reason in list(report.failures)[:max_failures]:
+            lines.append(f"    {id}: {reason}")
+        if len(report.failures) > max_failures:
+            lines.append(f"    ... and {len(report.failures) - max_failures} more (see `sporep-hpc info`)")
+    if report.stopped:
+        lines.append("  STOPPED by a signal: the journal is consistent; rerun the same command to resume")
+    elif report.store:
+        lines.append(f"  store          {report.store}")
+    return "\n".join(lines)
+
+
+def plan_table(entries: Sequence[Any], per_rank_cost: Sequence[float], n_threads: int) -> str:
+    """The dry-run task plan: one line per structure and the estimated cost per rank."""
+    head = ("index", "id", "kind", "atoms", "n_ao", "n_k", "cost")
+    lines = ["{:>6s}  {:<32s} {:<9s} {:>5s} {:>5s} {:>5s} {:>10s}  note".format(*head)]
+    for e in entries:
+        lines.append(
+            f"{e.index:>6d}  {e.id[:32]:<32s} {e.kind:<9s} {e.n_atoms:>5d} {e.n_ao:>5d} {e.n_k:>5d} "
+            f"{e.cost:>10.3g}  {e.error}"
+        )
+    total = sum(per_rank_cost)
+    lines.append(f"estimated cost per rank ({len(per_rank_cost)} ranks x {n_threads} threads, static LPT):")
+    for r, c in enumerate(per_rank_cost):
+        share = c / total if total else 0.0
+        lines.append(f"  rank {r:>4d}  {c:>12.4g}  ({share:6.1%})")
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""Reading a store: `open_store` (Python API), `to_dataframe` (pandas), `read_band_structures`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+from .h5 import open_h5
+from .schema import SCHEMA_VERSION, SPECTRA_SCALARS, STATUS_DONE, from_fixed
+
+
+class Store:
+    """Read access to a store written by `sporep-hpc run` (a context manager).
+
+    Parameters
+    ----------
+    path : path
+        The HDF5 store.
+    mode : {"r", "r+"}
+        "r+" lets post-processing add /similarity and /models groups.
+    comm : mpi4py communicator or None
+        Open collectively with mpio on `comm` (size > 1 and MPI-enabled h5py).
+    """
+
+    def __init__(self, path: Any, mode: str = "r", comm: Any = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no such store")
+        self.file = open_h5(self.path, mode, comm)
+        version = self.file.attrs.get("schema_version")
+        if version is None or "structures" not in self.file:
+            self.file.close()
+            raise StoreError(f"{self.path} is not a sporep-hpc store (no schema_version or /structures)")
+        version = version.decode() if isinstance(version, bytes) else str(version)
+        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            self.file.close()
+            raise StoreError(f"{self.path}: schema_version {version} is not readable by {SCHEMA_VERSION}")
+        self.schema_version = version
+        self._cache: dict[str, np.ndarray] = {}
+
+    # context manager ------------------------------------------------------
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (collective when opened with mpio)."""
+        if self.file.id.valid:
+            self.file.close()
+
+    # helpers --------------------------------------------------------------
+    def _get(self, key: str) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = self.file[key][()]
+        return self._cache[key]
+
+    # root -----------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes (strings decoded)."""
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self.file.attrs.items()}
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Run parameters (decoded JSON)."""
+        return json.loads(self.attrs["parameters"])
+
+    def __len__(self) -> int:
+        return int(self.file["structures/id"].shape[0])
+
+    @property
+    def ids(self) -> list[str]:
+        """Structure ids in row order."""
+        return [from_fixed(x) for x in self._get("structures/id")]
+
+    def index_of(self, id: str) -> int:
+        """Row of structure `id` (StoreError if absent)."""
+        try:
+            return self.ids.index(id)
+        except ValueError as exc:
+            raise StoreError(f"{self.path}: no structure with id {id!r}") from exc
+
+    @property
+    def status(self) -> np.ndarray:
+        """(N,) int8: 1 done, -1 failed, 0 pending."""
+        return self._get("structures/status")
+
+    @property
+    def errors(self) -> list[str]:
+        """One-line failure reasons in row order ("" for successful rows)."""
+        return [from_fixed(x) for x in self._get("structures/error")]
+
+    def structures(self) -> dict[str, Any]:
+        """The /structures table as arrays: id, formula, n_atoms, cell, status, error."""
+        return {
+            "id": self.ids,
+            "formula": [from_fixed(x) for x in self._get("structures/formula")],
+            "n_atoms": self._get("structures/n_atoms"),
+            "cell": self._get("structures/cell"),
+            "status": self.status,
+            "error": self.errors,
+        }
+
+    def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cell (3,3) Å, numbers (n,), positions (n,3) Å) of row `i`."""
+        off = self._get("structures/atoms_offset")
+        a, b = int(off[i]), int(off[i + 1])
+        return (
+            self.file["structures/cell"][i],
+            self.file["structures/numbers"][a:b],
+            self.file["structures/positions"][a:b],
+        )
+
+    def structure(self, i: int):
+        """Row `i` as a pymatgen Structure."""
+        from pymatgen.core import Lattice, Structure
+
+        cell, numbers, positions = self.atoms(i)
+        return Structure(Lattice(cell), numbers.tolist(), positions, coords_are_cartesian=True)
+
+    # spectra --------------------------------------------------------------
+    def spectrum(self, i: int) -> dict[str, Any]:
+        """Row `i` of /spectra: kpoints (n_k,3), weights (n_k,), eigenvalues (n_spin,n_k,n_bands) eV, ..."""
+        koff = self._get("spectra/kpoints_offset")
+        boff = self._get("spectra/bands_offset")
+        ka, kb = int(koff[i]), int(koff[i + 1])
+        ba, bb = int(boff[i]), int(boff[i + 1])
+        n_bands = int(self._get("spectra/n_bands")[i])
+        n_k = kb - ka
+        flat = self.file["spectra/eigenvalues"][ba:bb]
+        n_spin = flat.size // (n_k * n_bands) if n_k * n_bands else 1
+        out = {
+            "kpoints": self.file["spectra/kpoints"][ka:kb],
+            "weights": self.file["spectra/weights"][ka:kb],
+            "eigenvalues": flat.reshape(n_spin, n_k, n_bands),
+        }
+        for name in SPECTRA_SCALARS:
+            out[name] = float(self._get(f"spectra/{name}")[i])
+        return out
+
+    def band_structure(self, i: int):
+        """Row `i` as a sporep_hpc.bands.BandStructure (StoreError for a failed row)."""
+        from ..bands import BandStructure
+
+        if self.status[i] != STATUS_DONE:
+            raise StoreError(f"{self.path}: structure {self.ids[i]!r} has no spectrum (failed or pending)")
+        sp = self.spectrum(i)
+        return BandStructure(
+            sp["eigenvalues"],
+            sp["weights"],
+            n_electrons=sp["n_electrons"],
+            fermi_energy=sp["fermi_energy"],
+            kpoints=sp["kpoints"],
+        )
+
+    # fingerprints ---------------------------------------------------------
+    @property
+    def fingerprint_names(self) -> list[str]:
+        """Names under /fingerprints (sorted)."""
+        return sorted(self.file["fingerprints"]) if "fingerprints" in self.file else []
+
+    def fingerprints(self, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """(values (N, n_features), energies (n_features,) eV, attrs) of fingerprint `name`.
+
+        Rows of failed structures are NaN.
+        """
+        if name not in self.fingerprint_names:
+            valid = ", ".join(self.fingerprint_names) or "none"
+            raise StoreError(f"{self.path}: no fingerprint {name!r}; stored: {valid}")
+        grp = self.file[f"fingerprints/{name}"]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in grp.attrs.items()}
+        return grp["values"][()], grp["energies"][()], attrs
+
+
+def open_store(path: Any, mode: str = "r", comm: Any = None) -> Store:
+    """Open a store for reading (or "r+" to add post-processing groups). See `Store`."""
+    return Store(path, mode, comm)
+
+
+def to_dataframe(path_or_store: Any):
+    """One row per structure: id, formula, n_atoms, status, error, n_kpoints, n_bands, and /spectra scalars.
+
+    Returns
+    -------
+    pandas.DataFrame indexed by id.
+    """
+    import pandas as pd
+
+    own = not isinstance(path_or_store, Store)
+    store = open_store(path_or_store) if own else path_or_store
+    try:
+        table = store.structures()
+        table.pop("cell")
+        koff = store._get("spectra/kpoints_offset")
+        table["n_kpoints"] = np.diff(koff)
+        table["n_bands"] = store._get("spectra/n_bands")
+        for name in SPECTRA_SCALARS:
+            table[name] = store._get(f"spectra/{name}")
+        return pd.DataFrame(table).set_index("id")
+    finally:
+        if own:
+            store.close()
+
+
+def read_band_structures(path: Any) -> dict[str, Any]:
+    """{id: BandStructure} of every successfully computed structure of a store."""
+    with open_store(path) as store:
+        ids, status = store.ids, store.status
+        return {id: store.band_structure(i) for i, id in enumerate(ids) if status[i] == STATUS_DONE}

@@ -1,0 +1,143 @@
+"""The HDF5 store layout (DESIGN.md §5): version, dataset names, fixed-width strings, one result row.
+
+The schema lives here and nowhere else. All energies are eV, lengths Å.
+
+```
+/                 attrs: schema_version, sporep_hpc_version, created, parameters (JSON), n_ranks
+/structures/      id S64, formula S64, n_atoms, cell (N,3,3) Å, status (0 pending, 1 done, -1 failed),
+                  error S256, atoms_offset (N+1), numbers (M), positions (M,3) Å
+/spectra/         kpoints_offset (N+1), kpoints (K,3) fractional, weights (K), bands_offset (N+1),
+                  n_bands (N), eigenvalues (flat: n_spin*n_k*n_bands per structure, C order), n_electrons,
+                  fermi_energy, vbm, cbm, band_gap (N) eV
+/fingerprints/<name>/  values (N, n_features), energies (n_features) eV;
+                  attrs reference, window, smearing, spec (JSON)
+```
+n_spin of structure i is ``(bands_offset[i+1]-bands_offset[i]) / (n_k * n_bands[i])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SCHEMA_VERSION = "1.0"
+
+ID_WIDTH = 64
+FORMULA_WIDTH = 64
+ERROR_WIDTH = 256
+TRUNCATION_MARK = "...[truncated]"
+
+STATUS_PENDING = 0
+STATUS_DONE = 1
+STATUS_FAILED = -1
+
+#: /spectra scalar columns (one float64 per structure, eV except n_electrons).
+SPECTRA_SCALARS = ("n_electrons", "fermi_energy", "vbm", "cbm", "band_gap")
+
+UNITS = {
+    "structures/cell": "angstrom",
+    "structures/positions": "angstrom",
+    "spectra/kpoints": "fractional (reciprocal lattice)",
+    "spectra/weights": "1 (sum 1 per structure)",
+    "spectra/eigenvalues": "eV",
+    "spectra/n_electrons": "electrons",
+    "spectra/fermi_energy": "eV",
+    "spectra/vbm": "eV",
+    "spectra/cbm": "eV",
+    "spectra/band_gap": "eV",
+}
+
+
+def to_fixed(text: str, width: int) -> bytes:
+    """UTF-8 bytes of `text`, at most `width` long; longer text is cut and ends with TRUNCATION_MARK."""
+    raw = text.encode("utf-8")
+    if len(raw) <= width:
+        return raw
+    mark = TRUNCATION_MARK.encode()
+    return raw[: width - len(mark)].decode("utf-8", "ignore").encode("utf-8") + mark
+
+
+def from_fixed(raw: bytes | np.bytes_) -> str:
+    """Inverse of `to_fixed` (trailing NULs removed)."""
+    return bytes(raw).rstrip(b"\0").decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class StructureResult:
+    """Everything the store holds for one structure (one row).
+
+    Attributes
+    ----------
+    index : int
+        Global structure index (row of the store).
+    id : str
+        Stable structure id.
+    status : int
+        STATUS_DONE or STATUS_FAILED.
+    error : str
+        One-line reason when failed, else "".
+    formula : str
+        Reduced formula ("" when unknown, e.g. imported bands without structure).
+    cell : ndarray of shape (3, 3), float64, Å
+        Lattice vectors as rows (zeros when unknown).
+    numbers : ndarray of shape (n_atoms,), int64
+        Atomic numbers.
+    positions : ndarray of shape (n_atoms, 3), float64, Å
+        Cartesian positions.
+    kpoints : ndarray of shape (n_k, 3), float64, fractional
+    weights : ndarray of shape (n_k,), float64, sum 1
+    eigenvalues : ndarray of shape (n_spin, n_k, n_bands), float64, eV
+    n_electrons, fermi_energy, vbm, cbm, band_gap : float
+        Electrons; eV (NaN when failed).
+    fingerprints : dict of str to ndarray of shape (n_features,), float64
+        One vector per fingerprint name (empty when failed).
+    """
+
+    index: int
+    id: str
+    status: int
+    error: str = ""
+    formula: str = ""
+    cell: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
+    numbers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    kpoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    eigenvalues: np.ndarray = field(default_factory=lambda: np.zeros((1, 0, 0)))
+    n_electrons: float = float("nan")
+    fermi_energy: float = float("nan")
+    vbm: float = float("nan")
+    cbm: float = float("nan")
+    band_gap: float = float("nan")
+    fingerprints: dict = field(default_factory=dict)
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def n_kpoints(self) -> int:
+        return len(self.weights)
+
+    @property
+    def n_bands(self) -> int:
+        return int(self.eigenvalues.shape[2])
+
+
+def structure_fields(structure) -> dict:
+    """The /structures fields of a pymatgen Structure (formula, cell, numbers, positions)."""
+    if structure is None:
+        return {}
+    return {
+        "formula": structure.composition.reduced_formula,
+        "cell": np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64),
+        "numbers": np.asarray(structure.atomic_numbers, dtype=np.int64),
+        "positions": np.ascontiguousarray(structure.cart_coords, dtype=np.float64).reshape(-1, 3),
+    }
+
+
+def failed_result(index: int, id: str, error: str, structure=None) -> StructureResult:
+    """A failed row (structure fields filled when the structure was read)."""
+    fields_ = structure_fields(structure)
+    return StructureResult(index=index, id=id, status=STATUS_FAILED, error=error, **fields_)

@@ -1,0 +1,162 @@
+"""Pure pieces of the MPI driver: block ranges, LPT, cost model, journal, progress, one-rank RMA counter."""
+
+import itertools
+import math
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from sporep_hpc.config import RunParameters
+from sporep_hpc.errors import ParameterError
+from sporep_hpc.parallel.journal import (
+    JournalShard,
+    journal_dir,
+    load_entries,
+    prepare_journal,
+    scan_journal,
+)
+from sporep_hpc.parallel.progress import RunReport, format_duration, progress_line, summary_table
+from sporep_hpc.parallel.schedule import TaskCounter, block_range, largest_first, lpt_assign, lpt_makespan
+from sporep_hpc.parallel.tasks import COST_INTEGRAL_WEIGHT, COST_LATTICE_RADIUS, TaskTimes, cost_model
+from sporep_hpc.store import STATUS_DONE, StructureResult, failed_result
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 10, 11])
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 16])
+def test_block_range_matches_array_split(n, size):
+    # reference: numpy.array_split gives the same first-ranks-get-one-more distribution
+    parts = np.array_split(np.arange(n), size)
+    for rank in range(size):
+        lo, hi = block_range(n, size, rank)
+        np.testing.assert_array_equal(np.arange(lo, hi), parts[rank])
+
+
+def test_block_range_rejects_bad_arguments():
+    with pytest.raises(ParameterError, match="rank must be an integer in"):
+        block_range(5, 2, 2)
+    with pytest.raises(ParameterError, match="size must be"):
+        block_range(5, 0, 0)
+
+
+def brute_force_makespan(costs, size):
+    best = math.inf
+    for assignment in itertools.product(range(size), repeat=len(costs)):
+        loads = [0.0] * size
+        for c, r in zip(costs, assignment, strict=True):
+            loads[r] += c
+        best = min(best, max(loads))
+    return best
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_lpt_within_graham_bound_of_optimum(rng, size):
+    # reference: exhaustive optimum; Graham (1969): LPT <= (4/3 - 1/(3m)) OPT
+    for _ in range(10):
+        costs = list(rng.uniform(0.1, 10, rng.integers(1, 8)))
+        assignment = lpt_assign(costs, size)
+        assert sorted(i for tasks in assignment for i in tasks) == list(range(len(costs)))
+        opt = brute_force_makespan(costs, size)
+        assert lpt_makespan(costs, assignment) <= (4 / 3 - 1 / (3 * size)) * opt + 1e-12
+
+
+def test_lpt_is_deterministic_with_ties():
+    assert lpt_assign([1, 1, 1, 1], 2) == [[0, 2], [1, 3]]
+    assert largest_first([1, 3, 3, 2]) == [1, 2, 3, 0]
+    assert lpt_assign([], 3) == [[], [], []]
+
+
+def test_cost_model_terms():
+    # hand-computed: n_ao^3 n_k + w n_ao^2 (4/3 pi R^3 / V)
+    n_t = 4 / 3 * math.pi * COST_LATTICE_RADIUS**3 / 100.0
+    assert cost_model(10, 4, 100.0) == pytest.approx(1000 * 4 + COST_INTEGRAL_WEIGHT * 100 * n_t)
+    assert cost_model(20, 4, 100.0) > cost_model(10, 8, 100.0)  # cubic in n_ao, linear in n_k
+    assert cost_model(1, 1, 1e9) == pytest.approx(1 + COST_INTEGRAL_WEIGHT)  # at least one translation
+
+
+def result(i, rng):
+    eig = np.sort(rng.normal(size=(1, 3, 4)), axis=2)
+    return StructureResult(
+        index=i, id=f"id/{i}", status=STATUS_DONE, formula="Si", cell=np.eye(3), numbers=np.array([14]),
+        positions=np.zeros((1, 3)), kpoints=rng.uniform(size=(3, 3)), weights=np.full(3, 1 / 3),
+        eigenvalues=eig, n_electrons=4.0, fermi_energy=0.5, vbm=0.1, cbm=0.9, band_gap=0.8,
+        fingerprints={"kinetic": rng.uniform(size=6)},
+    )
+
+
+def test_journal_round_trip_and_incomplete_entries(tmp_path, rng):
+    jdir = journal_dir(tmp_path / "store.h5")
+    assert jdir.name == "store.h5.journal"
+    params = RunParameters()
+    assert prepare_journal(jdir, params, "auto").startswith("new journal")
+    written = {i: result(i, rng) for i in range(3)}
+    with JournalShard(jdir, 0, params.to_json()) as shard:
+        shard.append(written[0], TaskTimes(1.0, 2.0, 3.0, 0.0, 0.5))
+        shard.append(failed_result(7, "bad", "structure 'bad': no"), TaskTimes())
+    with JournalShard(jdir, 1, params.to_json()) as shard:
+        shard.append(written[1], TaskTimes())
+        shard.append(written[2], TaskTimes())
+        # an entry cut by a kill: no "complete" attribute
+        shard.entries.create_group("99999999").attrs["id"] = "id/cut"
+    refs = scan_journal(jdir)
+    assert sorted(refs) == ["bad", "id/0", "id/1", "id/2"]
+    loaded = load_entries({10 + i: refs[f"id/{i}"] for i in range(3)})
+    for i in range(3):
+        got, _ = loaded[10 + i]
+        assert got.index == 10 + i and got.id == f"id/{i}"
+        for key in ("eigenvalues", "kpoints", "weights", "positions", "cell", "numbers"):
+            np.testing.assert_array_equal(getattr(got, key), getattr(written[i], key))
+        np.testing.assert_array_equal(got.fingerprints["kinetic"], written[i].fingerprints["kinetic"])
+        assert (got.vbm, got.cbm, got.band_gap, got.n_electrons) == (0.1, 0.9, 0.8, 4.0)
+    assert loaded[10][1] == TaskTimes(1.0, 2.0, 3.0, 0.0, 0.5)
+    bad, _ = load_entries({0: refs["bad"]})[0]
+    assert bad.status == -1 and bad.error == "structure 'bad': no"
+    # appending after a restart continues past the cut entry
+    with JournalShard(jdir, 1, params.to_json()) as shard:
+        shard.append(result(5, rng), TaskTimes())
+    assert "id/5" in scan_journal(jdir)
+
+
+def test_journal_parameters_checked_and_fresh_restart(tmp_path):
+    jdir = tmp_path / "s.h5.journal"
+    prepare_journal(jdir, RunParameters(kdensity=0.2), "auto")
+    assert prepare_journal(jdir, RunParameters(kdensity=0.2), "auto").startswith("resuming")
+    with pytest.raises(ParameterError, match=r"other parameters \(kdensity: 0.2 -> 0.3\).*--restart fresh"):
+        prepare_journal(jdir, RunParameters(kdensity=0.3), "auto")
+    (jdir / "rank-0.h5").write_bytes(b"junk")
+    assert prepare_journal(jdir, RunParameters(kdensity=0.3), "fresh").startswith("new journal")
+    assert not (jdir / "rank-0.h5").exists()
+
+
+def test_corrupt_shard_is_moved_aside(tmp_path):
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    (jdir / "rank-0.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
+    assert scan_journal(jdir) == {}
+    assert (jdir / "rank-0.h5.corrupt-0").exists() and not (jdir / "rank-0.h5").exists()
+    with h5py.File(jdir / "rank-0.h5", "w"):
+        pass  # the rank can start a new shard
+    assert scan_journal(jdir) == {}
+
+
+def test_progress_and_summary_text():
+    assert format_duration(4.24) == "4.2s" and format_duration(123) == "2m03s"
+    assert format_duration(3723) == "1h02m03s"
+    assert progress_line(8, 2, 20, 5.0) == "10/20 structures (2 failed) 2.00/s ETA 5.0s"
+    report = RunReport(5, 4, 1, 0, [("x", "structure 'x': bad")], 2.0, {"eigen": 1.0}, [1.0, 3.0])
+    text = summary_table(report)
+    assert "x: structure 'x': bad" in text and "load imbalance (max/mean busy time) 1.500" in text
+    assert report.exit_code == 4
+    assert RunReport(1, 1, 0, 0).exit_code == 0 and RunReport(1, 0, 0, 0, stopped=True).exit_code == 5
+
+
+def test_task_counter_on_one_rank():
+    with TaskCounter(MPI.COMM_SELF, start=3) as counter:
+        assert [counter.next_task() for _ in range(3)] == [3, 4, 5]
+        counter.task_finished(True)
+        counter.task_finished(False)
+        counter.rank_finished()
+        assert not counter.stop_requested()
+        counter.request_stop()
+        assert counter.snapshot() == (6, 1, 1, 1, 1)
