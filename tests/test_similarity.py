@@ -175,3 +175,55 @@ def test_errors(rng):
         sim.cluster(rng.random((3, 3)))
     with pytest.raises(ParameterError, match="window offsets"):
         sim.pairwise_distances(x, metric="wasserstein", energies=np.arange(5.0), window_offsets=[0, 3, 3, 5])
+
+
+# ---- store round trip ---------------------------------------------------------------------------------
+
+
+def make_store(path, values, energies, ids=None, failed=(), attrs=None, name="kinetic"):
+    """A minimal store with one fingerprint (rows in `failed` are failed structures)."""
+    from sporep_hpc.store import FingerprintMeta, StoreHeader, StructureResult, failed_result, write_store
+
+    ids = ids or [f"s{i}" for i in range(len(values))]
+    rows = []
+    for i, (sid, vec) in enumerate(zip(ids, values, strict=True)):
+        if i in failed:
+            rows.append(failed_result(i, sid, "synthetic failure"))
+        else:
+            rows.append(StructureResult(index=i, id=sid, status=1, fingerprints={name: np.asarray(vec)}))
+    header = StoreHeader(parameters_json="{}", created="2026-01-01T00:00:00+00:00", n_ranks=1, version="test")
+    meta = {name: FingerprintMeta(np.asarray(energies, dtype=float), attrs or {"reference": "vbm"})}
+    write_store(path, rows, 0, len(rows), header, meta)
+    return path
+
+
+@pytest.mark.parametrize("metric", sim.METRICS)
+def test_compute_similarity_store(tmp_path, dos_like, metric):
+    from sporep_hpc.store.analysis import read_similarity
+
+    e, x = dos_like
+    path = make_store(tmp_path / "s.h5", x, e, failed=(7,))
+    res = sim.compute_similarity(path, "kinetic", metric, tile=6)
+    keep = [i for i in range(len(x)) if i != 7]
+    assert res.ids == [f"s{i}" for i in keep] and list(res.index) == keep
+    rec = read_similarity(path, res.name)
+    ref = sim.pairwise_distances(x[keep], metric=metric, energies=e)
+    np.testing.assert_array_equal(rec.distance, rec.distance.T)
+    np.testing.assert_allclose(rec.distance, ref, rtol=0, atol=ATOL)
+    assert rec.attrs["metric"] == metric and rec.attrs["fingerprint"] == "kinetic"
+    assert rec.linkage.shape == (len(keep) - 1, 4) and rec.attrs["linkage_method"] == "average"
+    assert rec.ids == res.ids
+    # a second run with another tile size replaces the group and gives the same matrix
+    sim.compute_similarity(path, "kinetic", metric, tile=100)
+    np.testing.assert_allclose(read_similarity(path, res.name).distance, rec.distance, rtol=0, atol=ATOL)
+
+
+def test_compute_similarity_errors(tmp_path, dos_like):
+    from sporep_hpc.errors import StoreError
+
+    e, x = dos_like
+    path = make_store(tmp_path / "s.h5", x[:5], e)
+    with pytest.raises(StoreError, match="no fingerprint 'overlap'"):
+        sim.compute_similarity(path, "overlap", "cosine")
+    with pytest.raises(StoreError, match="no such store"):
+        sim.compute_similarity(tmp_path / "missing.h5", "kinetic", "cosine")

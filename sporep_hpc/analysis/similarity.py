@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import check_choice, check_interval
-from ..errors import ParameterError
+from ..errors import ParameterError, SporepError, StoreError
 from ..threads import resolve_threads
 
 log = logging.getLogger(__name__)
@@ -485,12 +485,18 @@ def compute_similarity(
     )
     linkage = None
     if 2 <= index.size <= max_linkage:
+        problem = ""
         if comm is None or comm.rank == 0:
-            record = store_analysis.read_similarity(path, name)
-            linkage = cluster(record.distance, linkage_method)
-            store_analysis.write_linkage(path, name, linkage, linkage_method)
-        if comm is not None:
-            linkage = comm.bcast(linkage, root=0)
+            try:
+                record = store_analysis.read_similarity(path, name)
+                linkage = cluster(record.distance, linkage_method)
+                store_analysis.write_linkage(path, name, linkage, linkage_method)
+            except (SporepError, OSError, ValueError) as exc:
+                problem = str(exc)
+        if comm is not None:  # every rank learns the outcome: none waits for a failed rank 0
+            linkage, problem = comm.bcast((linkage, problem), root=0)
+        if problem:
+            raise StoreError(f"{path}: clustering of similarity {name!r} failed: {problem}")
     elif index.size > max_linkage:
         log.warning(
             "similarity %s: n=%d > max_linkage=%d, no clustering stored", name, index.size, max_linkage
