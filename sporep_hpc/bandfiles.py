@@ -76,7 +76,8 @@ def _read_npz(p: Path) -> dict[str, Any]:
         raise InputError(f"{str(p)!r}: cannot read .npz archive: {exc}") from exc
     missing = [key for key in ("bands", "weights") if key not in fields]
     if missing:
-        raise InputError(f"{str(p)!r}: missing key(s) {', '.join(missing)} (have {', '.join(sorted(fields))})")
+        have = ", ".join(sorted(fields))
+        raise InputError(f"{str(p)!r}: missing key(s) {', '.join(missing)} (have {have})")
     for key in ("n_electrons", "fermi_energy"):
         if key in fields:
             fields[key] = float(fields[key])
@@ -118,13 +119,17 @@ def _electrons_from_occupations(bands: BandStructure, occupations: Any, p: Path)
     if occ.ndim == 2:
         occ = occ[None]
     if occ.shape != bands.eigenvalues.shape:
-        raise InputError(f"{str(p)!r}: occupations shape {occ.shape} differs from bands {bands.eigenvalues.shape}")
+        raise InputError(
+            f"{str(p)!r}: occupations shape {occ.shape} differs from bands {bands.eigenvalues.shape}"
+        )
     total = float(np.einsum("skn,k->", np.nan_to_num(occ), bands.weights))
     nearest = round(total)
     return float(nearest) if abs(total - nearest) <= _ELECTRON_ROUNDING else total
 
 
-def _build(p: Path, fields: dict[str, Any], n_electrons: float | None, keep_fermi_energy: bool) -> BandStructure:
+def _build(
+    p: Path, fields: dict[str, Any], n_electrons: float | None, keep_fermi_energy: bool
+) -> BandStructure:
     try:
         bare = BandStructure(fields["bands"], fields["weights"], kpoints=fields.get("kpoints"))
     except InputError as exc:
