@@ -68,7 +68,10 @@ def main() -> None:
         err = float(np.max(np.abs(new - reference) / np.maximum(1.0, np.abs(reference))))
         if err > 1e-12:
             raise SystemExit(f"kernel and numpy disagree: max relative error {err:.2e}")
-        t_new = median_time(lambda nt=n_threads: bands.dos(energies, "gaussian", SIGMA, n_threads=nt), args.repeat)
+        def candidate(nt=n_threads):
+            return bands.dos(energies, "gaussian", SIGMA, n_threads=nt)
+
+        t_new = median_time(candidate, args.repeat)
         print(f"{'dos':<12} {size:<16} {n_threads:>7d} {t_ref:>10.4f} {t_new:>10.4f} {t_ref / t_new:>8.1f}")
 
 
