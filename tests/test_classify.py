@@ -1,0 +1,190 @@
+"""Random-forest screening: metrics against scikit-learn's own CV tools, importances, store round trip."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sporep_hpc.analysis import classify as cl
+from sporep_hpc.errors import InputError, ParameterError
+
+# small forests keep the suite fast; the checks below do not depend on the forest size
+FAST = cl.ClassifierConfig(n_estimators=25, cv_folds=4, n_repeats=3, seed=3, train_sizes=(0.5, 1.0))
+
+
+def _two_class_data(rng, n=48, f=20, informative=7, imbalance=0.25):
+    """Class 1 has a 6-sigma bump on feature `informative`; the rest is noise. ~25 % minority class."""
+    y = (rng.random(n) < imbalance).astype(int)
+    y[:3], y[3:6] = 1, 0  # both classes present with >= 3 members
+    x = rng.normal(0.0, 1.0, size=(n, f))
+    x[:, informative] += 6.0 * y
+    labels = np.where(y == 1, "metallic", "semiconducting")
+    return x, labels, np.linspace(0.0, 10.0, f)
+
+
+def test_metrics_match_sklearn_cross_validation(rng):
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, make_scorer
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_validate
+
+    x, labels, e = _two_class_data(rng)
+    res = cl.evaluate(x, labels, e, FAST)
+    classes, y = np.unique(labels, return_inverse=True)
+    assert res.classes == tuple(classes)
+    # reference: scikit-learn's own CV drivers with the same estimator and the same folds
+    cv = StratifiedKFold(FAST.cv_folds, shuffle=True, random_state=FAST.seed)
+    est = cl.make_estimator(FAST)
+    ref = cross_validate(
+        est, x, y, cv=cv,
+        scoring={
+            "accuracy": "accuracy",
+            "balanced_accuracy_adjusted": make_scorer(balanced_accuracy_score, adjusted=True),
+            "f1": "f1_macro", "precision": "precision_macro", "recall": "recall_macro", "roc_auc": "roc_auc",
+        },
+    )
+    for key in ("accuracy", "balanced_accuracy_adjusted", "f1", "precision", "recall", "roc_auc"):
+        np.testing.assert_allclose(res.metrics[key]["folds"], ref[f"test_{key}"], rtol=0, atol=1e-12)
+        assert res.metrics[key]["mean"] == pytest.approx(np.mean(ref[f"test_{key}"]), abs=1e-12)
+    oof = cross_val_predict(est, x, y, cv=cv)
+    np.testing.assert_array_equal(res.confusion, confusion_matrix(y, oof))
+    assert res.confusion.sum() == len(y)
+
+
+def test_separable_signal_and_importances(rng):
+    x, labels, e = _two_class_data(rng, n=60)
+    res = cl.evaluate(x, labels, e, FAST)
+    # a 6-sigma bump on one feature: the classes are separable (overlap ~ erfc(3/√2)/2 ≈ 0.1 %)
+    assert res.metrics["balanced_accuracy_adjusted"]["mean"] > 0.8
+    assert res.metrics["roc_auc"]["mean"] > 0.95
+    # both importances single out the informative feature (index 7 = energy 3.68 eV)
+    assert int(np.argmax(res.impurity_importance)) == 7
+    assert int(np.argmax(res.permutation_importance)) == 7
+    assert res.impurity_importance.sum() == pytest.approx(1.0, abs=1e-9)
+    noise = np.delete(res.permutation_importance, 7)
+    assert np.all(np.abs(noise) < 0.5 * res.permutation_importance[7])
+    lc = res.learning_curve
+    assert np.shape(lc["test_scores"]) == (2, res.n_folds)
+    # the full-size point of the learning curve is the fold's plain balanced accuracy: (adjusted + 1) / 2
+    # for two classes (scikit-learn's definition of the adjusted score)
+    adjusted = np.array(res.metrics["balanced_accuracy_adjusted"]["folds"])
+    np.testing.assert_allclose(lc["test_scores"][-1], (adjusted + 1) / 2, rtol=0, atol=1e-12)
+    assert lc["train_sizes"][0] < lc["train_sizes"][1]
+
+
+def test_random_labels_score_at_chance(rng):
+    x = rng.normal(size=(80, 10))
+    labels = np.array(["a", "b"] * 40)
+    rng.shuffle(labels)
+    res = cl.evaluate(x, labels, np.arange(10.0), FAST)
+    # no signal: adjusted balanced accuracy is 0 in expectation; 4 folds of 20 give a spread of ~0.2
+    assert abs(res.metrics["balanced_accuracy_adjusted"]["mean"]) < 0.35
+
+
+def test_deterministic(rng):
+    x, labels, e = _two_class_data(rng, n=24, f=6, informative=2)
+    a = cl.evaluate(x, labels, e, FAST)
+    b = cl.evaluate(x, labels, e, FAST)
+    assert a.metrics == b.metrics
+    np.testing.assert_array_equal(a.permutation_importance, b.permutation_importance)
+    np.testing.assert_array_equal(a.impurity_importance, b.impurity_importance)
+
+
+def test_multiclass(rng):
+    x = rng.normal(size=(45, 6))
+    y = np.repeat([0, 1, 2], 15)
+    x[np.arange(45), y] += 5.0
+    res = cl.evaluate(x, np.array(["x", "y", "z"])[y], np.arange(6.0), FAST)
+    assert res.confusion.shape == (3, 3) and res.metrics["roc_auc"]["mean"] > 0.95
+
+
+def test_evaluate_errors(rng):
+    x = rng.normal(size=(6, 3))
+    with pytest.raises(ParameterError, match="at least 2 classes"):
+        cl.evaluate(x, ["a"] * 6, np.arange(3.0), FAST)
+    with pytest.raises(ParameterError, match="at least 2 labelled"):
+        cl.evaluate(x, ["a"] * 5 + ["b"], np.arange(3.0), FAST)
+    with pytest.raises(ParameterError, match="n_estimators must be"):
+        cl.ClassifierConfig(n_estimators=0)
+    with pytest.raises(ParameterError, match="balancing must be one of"):
+        cl.ClassifierConfig(balancing="smote")
+
+
+def test_fewer_folds_than_requested(rng, caplog):
+    x, labels, e = _two_class_data(rng, n=20)
+    labels[:] = "semiconducting"
+    labels[:3] = "metallic"  # 3 members: 3 folds, not 4
+    res = cl.evaluate(x, labels, e, FAST)
+    assert res.n_folds == 3
+
+
+def test_read_labels(tmp_path):
+    csv_file = tmp_path / "labels.csv"
+    csv_file.write_text("label,id\nmetal,a\ninsulator,b\n")
+    assert cl.read_labels(csv_file) == {"a": "metal", "b": "insulator"}
+    bare = tmp_path / "bare.csv"
+    bare.write_text("a,1\nb,0\n\n")
+    assert cl.read_labels(bare) == {"a": "1", "b": "0"}
+    js = tmp_path / "labels.json"
+    js.write_text(json.dumps([{"id": "a", "label": "x"}, {"id": "b", "label": "y"}]))
+    assert cl.read_labels(js) == {"a": "x", "b": "y"}
+    js.write_text(json.dumps({"a": 1}))
+    assert cl.read_labels(js) == {"a": "1"}
+    clash = tmp_path / "clash.csv"
+    clash.write_text("id,label\na,1\na,2\n")
+    with pytest.raises(InputError, match="two labels"):
+        cl.read_labels(clash)
+    with pytest.raises(InputError, match="does not exist"):
+        cl.read_labels(tmp_path / "none.csv")
+
+
+def test_property_labels_from_examples():
+    labels, source = cl.labels_for_ids(["cnt_5_5", "cnt_8_0", "x"], "property:electronic")
+    # (5,5): n - m = 0 -> metallic; (8,0): 8 mod 3 = 2 -> semiconducting (zone folding)
+    assert labels == ["metallic", "semiconducting", None] and source == "property:electronic"
+    with pytest.raises(InputError, match="no structure"):
+        cl.labels_for_ids(["x"], "property:electronic")
+
+
+# ---- store round trip ---------------------------------------------------------------------------------
+
+
+def _store(path, x, spec, ids):
+    from sporep_hpc.store import FingerprintMeta, StoreHeader, StructureResult, write_store
+
+    rows = [StructureResult(index=i, id=sid, status=1, fingerprints={"fp": v}) for i, (sid, v) in
+            enumerate(zip(ids, x, strict=True))]
+    header = StoreHeader("{}", "2026-01-01T00:00:00+00:00", 1, "test")
+    meta = {"fp": FingerprintMeta(spec.energies, {"spec": spec.to_json()})}
+    write_store(path, rows, 0, len(rows), header, meta)
+    return path
+
+
+def test_store_round_trip(tmp_path, rng):
+    from sporep_hpc.fingerprints import FingerprintSpec, Window
+    from sporep_hpc.store.analysis import load_model
+
+    x, labels, _ = _two_class_data(rng, n=40, f=20)
+    spec = FingerprintSpec("fp", (Window("zero", 0.0, 10.0, 20, "gaussian", 0.5),))
+    ids = [f"s{i}" for i in range(len(x))]
+    path = _store(tmp_path / "train.h5", x, spec, ids)
+    label_file = tmp_path / "labels.csv"
+    lines = [f"{i},{lab}" for i, lab in zip(ids[:-4], labels[:-4], strict=True)]
+    label_file.write_text("id,label\n" + "\n".join(lines))
+    res = cl.classify_store(path, "fp", label_file, name="m1", config=FAST)
+    assert len(res.ids) == 36  # the last 4 are unlabelled
+    rec = load_model(path, "m1")
+    assert rec.attrs["fingerprint"] == "fp" and rec.attrs["classes"] == list(res.classes)
+    assert rec.attrs["metrics"]["metrics"]["accuracy"]["mean"] == res.metrics["accuracy"]["mean"]
+    np.testing.assert_array_equal(rec.energies, spec.energies)
+    # predict on another store with the same fingerprint parameters: same answers as the in-memory model
+    x2 = rng.normal(size=(5, 20))
+    other = _store(tmp_path / "other.h5", x2, spec, [f"t{i}" for i in range(5)])
+    pred = cl.predict_store(other, path, model="m1")
+    assert pred.ids == [f"t{i}" for i in range(5)]
+    assert pred.labels == res.estimator.predict(x2)
+    np.testing.assert_allclose(pred.probabilities, res.estimator.predict_proba(x2), rtol=0, atol=0)
+    np.testing.assert_allclose(pred.probabilities.sum(axis=1), 1.0, atol=1e-12)
+    # another smearing width: refused
+    spec_b = FingerprintSpec("fp", (Window("zero", 0.0, 10.0, 20, "gaussian", 0.3),))
+    bad = _store(tmp_path / "bad.h5", x2, spec_b, [f"t{i}" for i in range(5)])
+    with pytest.raises(ParameterError, match="incompatible: window 0 width"):
+        cl.predict_store(bad, path, model="m1")
