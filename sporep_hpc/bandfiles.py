@@ -91,7 +91,8 @@ def _read_vasprun(p: Path) -> dict[str, Any]:
     except ImportError as exc:  # pragma: no cover - pymatgen is a dependency
         raise InputError("reading vasprun.xml needs pymatgen") from exc
     try:
-        run = Vasprun(str(p), parse_dos=False, parse_eigen=True, parse_projected_eigen=False,
+        # parse_dos=True only because pymatgen reads the Fermi energy from the DOS block
+        run = Vasprun(str(p), parse_dos=True, parse_eigen=True, parse_projected_eigen=False,
                       parse_potcar_file=False, exception_on_bad_xml=True)
     except Exception as exc:  # pymatgen raises many types (ParseError, KeyError, ValueError, ...)
         raise InputError(f"{str(p)!r}: cannot parse vasprun.xml: {type(exc).__name__}: {exc}") from exc
