@@ -115,11 +115,17 @@ class BandStructure:
         The k-points (informational).
     """
 
-    eigenvalues: np.ndarray
-    weights: np.ndarray
+    eigenvalues: np.ndarray = field(repr=False)
+    weights: np.ndarray = field(repr=False)
     n_electrons: float | None = None
     fermi_energy: float | None = None
-    kpoints: np.ndarray | None = field(default=None)
+    kpoints: np.ndarray | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"BandStructure(n_spin={self.n_spin}, n_k={self.n_kpoints}, n_bands={self.n_bands}, "
+            f"n_electrons={self.n_electrons}, fermi_energy={self.fermi_energy})"
+        )
 
     def __post_init__(self) -> None:
         eig = _as_eigenvalues(self.eigenvalues)

@@ -197,3 +197,16 @@ def test_non_finite_positions_rejected_before_spglib():
 
     with pytest.raises(InputError, match="non-finite"):
         irreducible_kpoints(Fake(), grid=(2, 2, 2))
+
+
+@pytest.mark.parametrize(
+    ("grid", "shift"), [((4, 4, 4), (0, 0, 0)), ((3, 4, 5), (1, 0, 1)), ((6, 2, 3), (1, 1, 1))]
+)
+def test_full_grid_matches_spglib_order(grid, shift):
+    # spglib documents k = (2 · grid_address + is_shift) / (2 · mesh) in its own point order
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _, address = spglib.get_ir_reciprocal_mesh(grid, (np.eye(3) * 4, [[0, 0, 0]], [1]), is_shift=shift)
+    assert_array_equal(full_grid(grid, shift), (2 * address + np.array(shift)) / (2 * np.array(grid)))
