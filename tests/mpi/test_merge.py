@@ -1,0 +1,180 @@
+"""`sporep-hpc merge` under MPI (1, 2 and 3 ranks): split -> run the chunks -> merge equals one run.
+
+The reference for the merged store is a store written by one `run` over the whole list (the journal
+and assembly path of sporep_hpc.parallel, which shares no code with the merge's reader), compared
+dataset by dataset with raw h5py. Runs are deterministic (DESIGN §4), so the comparison is exact up
+to 1e-12 (the tolerance the driver's own rank-count tests use).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+import sporep_hpc.merge as merge_module
+from sporep_hpc.config import build_config
+from sporep_hpc.errors import StoreError
+from sporep_hpc.jobs import read_list
+from sporep_hpc.merge import MERGED_FROM, merge_stores
+from sporep_hpc.parallel.driver import run
+from sporep_hpc.split import expected_ids, split_list
+
+pytestmark = pytest.mark.mpi
+
+# Root attributes that legitimately differ between a merged store and one run.
+VOLATILE_ATTRS = {"created", "n_ranks", MERGED_FROM}
+
+
+def _config(**overrides):
+    return build_config(None, {"kdensity": 0.3, "progress_interval": 1e6, **overrides})
+
+
+def _on_root(comm, fn):
+    """Run `fn` on rank 0 only (file set-up), then synchronise."""
+    if comm.rank == 0:
+        fn()
+    comm.Barrier()
+
+
+def _write_inputs(directory: Path) -> None:
+    si = Structure(Lattice([[0, 2.715, 2.715], [2.715, 0, 2.715], [2.715, 2.715, 0]]), ["Si", "Si"],
+                   [[0, 0, 0], [0.25, 0.25, 0.25]])  # fmt: skip
+    nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    c1 = Structure(Lattice.cubic(3.0), ["C"], [[0, 0, 0]])
+    close = Structure(Lattice.cubic(4.0), ["C", "C"], [[0, 0, 0], [0.05, 0, 0]])  # 0.2 Å apart: fails
+    (directory / "db").mkdir()
+    si.to(filename=str(directory / "db" / "si.cif"))
+    nacl.to(filename=str(directory / "db" / "nacl.cif"))
+    c1.to(filename=str(directory / "db" / "c1.cif"))
+    close.to(filename=str(directory / "db" / "close.cif"))
+    (directory / "db" / "broken.cif").write_text("data_broken\n_cell_length_a oops\n")
+    entries = ["db/si.cif", "examples:batio3", "db/close.cif", "db/nacl.cif", "db/broken.cif", "db/c1.cif"]
+    lines = [e if e.startswith("examples:") else str(directory / e) for e in entries]
+    (directory / "list.txt").write_text("".join(line + "\n" for line in lines))
+
+
+def _datasets(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+        )
+        out["@attrs"] = {k: v for k, v in f.attrs.items() if k not in VOLATILE_ATTRS}
+    return out
+
+
+def _assert_same_store(path: Path, reference: Path) -> None:
+    got, ref = _datasets(path), _datasets(reference)
+    assert got.pop("@attrs") == ref.pop("@attrs")
+    assert sorted(got) == sorted(ref)
+    for name, value in ref.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(got[name], value, rtol=0, atol=1e-12, equal_nan=True, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+@pytest.fixture
+def database(comm, shared_tmp_path):
+    _on_root(comm, lambda: _write_inputs(shared_tmp_path))
+    return shared_tmp_path
+
+
+def test_split_run_chunks_merge_equals_one_run(comm, database):
+    config = _config()
+    listing = database / "list.txt"
+    _on_root(comm, lambda: split_list(listing, 2, config.parameters))
+    chunks = sorted((database / "list.chunks").glob("chunk-*.txt"))
+    assert len(chunks) == 2
+    stores = []
+    for k, chunk in enumerate(chunks):
+        store = database / f"chunk-{k:04d}.h5"
+        run(read_list(chunk), store, config, comm)
+        stores.append(store)
+    reference = database / "one-run.h5"
+    report = run(read_list(listing), reference, config, comm)
+    assert (report.n_done, report.n_failed) == (7, 2)  # close.cif (atoms too close), broken.cif (unreadable)
+    order = expected_ids(database / "list.chunks" / "split.json")
+    merged = database / "merged.h5"
+    result = merge_stores(stores, merged, comm, order=order)
+    assert (result.n_rows, result.n_done, result.n_failed) == (report.n_total, report.n_done, report.n_failed)
+    if comm.rank == 0:
+        _assert_same_store(merged, reference)
+    comm.Barrier()
+
+
+def test_collective_and_serial_paths_with_more_ranks_than_rows(comm, database, monkeypatch):
+    """Two one-row stores on up to 3 ranks (a rank owns no row); rank 0 alone (h5py without MPI) agrees."""
+    config = _config()
+    si, c1 = str(database / "db/si.cif"), str(database / "db/c1.cif")
+    a, b, reference = database / "a.h5", database / "b.h5", database / "ref.h5"
+    run([si], a, config, comm)
+    run([c1], b, config, comm)
+    assert run([si, c1], reference, config, comm).n_done == 2
+    report = merge_stores([a, b], database / "parallel.h5", comm)
+    assert report.parallel == (comm.size > 1 and merge_module.mpio_available())
+    assert (report.n_rows, report.n_done, report.n_failed) == (2, 2, 0)
+    monkeypatch.setattr(merge_module, "mpio_available", lambda: False)
+    assert not merge_stores([a, b], database / "serial.h5", comm).parallel
+    if comm.rank == 0:
+        _assert_same_store(database / "parallel.h5", reference)
+        _assert_same_store(database / "serial.h5", reference)
+    comm.Barrier()
+
+
+def _expect_error_on_every_rank(comm, match, fn):
+    with pytest.raises(StoreError, match=match) as info:
+        fn()
+    messages = comm.allgather(str(info.value))
+    assert len(set(messages)) == 1, messages
+
+
+def test_refusals_name_the_problem(comm, database):
+    si, nacl = str(database / "db/si.cif"), str(database / "db/nacl.cif")
+    a, b, c = database / "a.h5", database / "b.h5", database / "c.h5"
+    run([si], a, _config(), comm)
+    run([nacl], b, _config(), comm)
+    run([nacl], c, _config(kdensity=0.25), comm)
+    _expect_error_on_every_rank(
+        comm,
+        r"different parameters: kdensity is 0.3 in .*a.h5 but 0.25 in .*c.h5",
+        lambda: merge_stores([a, c], database / "x.h5", comm),
+    )
+    _on_root(comm, lambda: shutil.copy(a, database / "a2.h5"))
+    _expect_error_on_every_rank(
+        comm,
+        r"duplicate id 'si': row 0 of .*a.h5 and row 0 of .*a2.h5",
+        lambda: merge_stores([a, database / "a2.h5"], database / "x.h5", comm),
+    )
+    _expect_error_on_every_rank(
+        comm,
+        r"1 expected id\(s\) missing \(e.g. \['c1'\]",
+        lambda: merge_stores([a, b], database / "x.h5", comm, order=["si", "nacl", "c1"]),
+    )
+    merge_stores([a, b], database / "ab.h5", comm)
+    _expect_error_on_every_rank(
+        comm, r"ab.h5 exists \(use --force", lambda: merge_stores([a, b], database / "ab.h5", comm)
+    )
+    merge_stores([b, a], database / "ab.h5", comm, force=True)  # replaced, in the new order
+    if comm.rank == 0:
+        with h5py.File(database / "ab.h5", "r") as f:
+            assert [x.decode() for x in f["structures/id"][()]] == ["nacl", "si"]
+
+    def _mark_pending():
+        shutil.copy(b, database / "pending.h5")
+        with h5py.File(database / "pending.h5", "r+") as f:
+            f["structures/status"][0] = 0
+
+    _on_root(comm, _mark_pending)
+    _expect_error_on_every_rank(
+        comm,
+        r"1 row\(s\) pending",
+        lambda: merge_stores([a, database / "pending.h5"], database / "x.h5", comm),
+    )
+    assert not (database / "x.h5").exists()
+    comm.Barrier()
