@@ -156,10 +156,12 @@ class BandStructure:
 
     @property
     def n_kpoints(self) -> int:
+        """Number of k-points n_k."""
         return self.eigenvalues.shape[1]
 
     @property
     def n_bands(self) -> int:
+        """Number of band slots n_bands (padded bands included)."""
         return self.eigenvalues.shape[2]
 
     @property

@@ -79,9 +79,11 @@ class Window:
 
     @property
     def smearing_params(self) -> Smearing:
+        """The window's smearing as a `Smearing`."""
         return Smearing(self.smearing, self.width, self.order)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready parameters (keys are the constructor arguments)."""
         return {
             "reference": self.reference, "e_min": self.e_min, "e_max": self.e_max,
             "n_energies": self.n_energies, "smearing": self.smearing, "width": self.width,
@@ -133,6 +135,7 @@ class FingerprintSpec:
         return tuple(slice(int(a), int(b)) for a, b in itertools.pairwise(bounds))
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready parameters: name and the list of window dicts."""
         return {"name": self.name, "windows": [w.to_dict() for w in self.windows]}
 
     def to_json(self) -> str:
