@@ -4,12 +4,13 @@ real-space lattice blocks per translation, and Bloch phases for all k-points in 
 
 Kernels only: inputs are clean (validated by sporep_hpc.operators), units are Bohr and Hartree.
 
-Shell table columns (int32): atom, l, first primitive, n_prim, first AO.
+Shell table columns (int32): atom, l, n_prim, first AO. Primitive-pair table (float64, per pair of
+shell kinds): a, b, 1/p, μ = ab/p, c_a c_b (π/p)^{3/2}, r²_max (screening radius²).
 Cartesian order per l (PySCF): lx from l down to 0, then ly from l - lx down to 0.
 """
 
 from cython.parallel cimport parallel, prange
-from libc.math cimport exp, sqrt, fabs, M_PI
+from libc.math cimport exp
 from scipy.linalg.cython_blas cimport dgemm
 
 cdef enum:
@@ -22,9 +23,17 @@ cdef enum:
 cdef enum:
     SH_ATOM = 0
     SH_L = 1
-    SH_P0 = 2
-    SH_NP = 3
-    SH_AO = 4
+    SH_NP = 2
+    SH_AO = 3
+
+# primitive-pair table columns
+cdef enum:
+    PP_A = 0
+    PP_B = 1
+    PP_INVP = 2
+    PP_MU = 3
+    PP_PREF = 4
+    PP_RMAX2 = 5
 
 
 cdef inline int _ncart(int l) noexcept nogil:
@@ -34,14 +43,6 @@ cdef inline int _ncart(int l) noexcept nogil:
 cdef inline int _cart_offset(int l) noexcept nogil:
     # number of cartesian functions of all lower l: 0, 1, 4, 10
     return l * (l + 1) * (l + 2) // 6
-
-
-cdef inline double _ipow(double x, int n) noexcept nogil:
-    cdef double r = 1.0
-    cdef int i
-    for i in range(n):
-        r *= x
-    return r
 
 
 cdef void _table1d(double pa, double pb, double inv2p, int imax, int jmax,
@@ -68,17 +69,15 @@ cdef void _kin1d(double b, int imax, int jmax, double[JDIM][JDIM] s,
                 k[i][j] -= 0.5 * j * (j - 1) * s[i][j - 2]
 
 
-cdef int _pair_blocks(int ish, int jsh, int mirror,
+cdef int _pair_blocks(int ish, int jsh, int pp0, int mirror,
                       const double[:, ::1] atom_xyz,
                       const int[:, ::1] shells,
-                      const double[::1] exps,
-                      const double[::1] coefs,
+                      const double[:, ::1] prim_pairs,
                       double rcut2,
                       const double[:, ::1] trans,
                       const int[::1] neg,
                       const double[:, :, ::1] c2s,
                       const int[:, ::1] cart_pows,
-                      double prim_cut,
                       int want_kinetic,
                       double[:, :, ::1] s_out,
                       double[:, :, ::1] t_out) noexcept nogil:
@@ -96,8 +95,7 @@ cdef int _pair_blocks(int ish, int jsh, int mirror,
     cdef int la = shells[ish, SH_L], lb = shells[jsh, SH_L]
     cdef int na = _ncart(la), nb = _ncart(lb), ma = 2 * la + 1, mb = 2 * lb + 1
     cdef int oa = _cart_offset(la), ob = _cart_offset(lb)
-    cdef int pa0 = shells[ish, SH_P0], npa = shells[ish, SH_NP]
-    cdef int pb0 = shells[jsh, SH_P0], npb = shells[jsh, SH_NP]
+    cdef int n_pp = shells[ish, SH_NP] * shells[jsh, SH_NP]
     cdef int aoa = shells[ish, SH_AO], aob = shells[jsh, SH_AO]
     cdef int jmax = lb + 2 if want_kinetic else lb
     cdef double ax = atom_xyz[shells[ish, SH_ATOM], 0]
@@ -106,9 +104,9 @@ cdef int _pair_blocks(int ish, int jsh, int mirror,
     cdef double bx0 = atom_xyz[shells[jsh, SH_ATOM], 0]
     cdef double by0 = atom_xyz[shells[jsh, SH_ATOM], 1]
     cdef double bz0 = atom_xyz[shells[jsh, SH_ATOM], 2]
-    cdef double abx, aby, abz, r2, r, a, b, ca, cb, p, inv_p, mu, pref, bound, pa_len, pb_len, sq
-    cdef double sval, tval, acc_s, acc_t
-    cdef int t, ip, jp, c, d, m, n, ix, iy, iz, jx, jy, jz, any_prim
+    cdef double abx, aby, abz, r2, a, b, inv_p, pref, half_inv_p
+    cdef double sval, tval, acc_s, acc_t, sxy, kin
+    cdef int t, row, c, d, m, n, ix, iy, iz, jx, jy, jz, any_prim
     cdef int n_t = trans.shape[0]
 
     for t in range(n_t):
@@ -118,52 +116,41 @@ cdef int _pair_blocks(int ish, int jsh, int mirror,
         r2 = abx * abx + aby * aby + abz * abz
         if r2 > rcut2:
             continue
-        r = sqrt(r2)
         for c in range(na):
             for d in range(nb):
                 sc[c][d] = 0.0
                 tc[c][d] = 0.0
         any_prim = 0
-        for ip in range(npa):
-            a = exps[pa0 + ip]
-            ca = coefs[pa0 + ip]
-            for jp in range(npb):
-                b = exps[pb0 + jp]
-                cb = coefs[pb0 + jp]
-                p = a + b
-                inv_p = 1.0 / p
-                mu = a * b * inv_p
-                pref = ca * cb * (M_PI * inv_p) * sqrt(M_PI * inv_p) * exp(-mu * r2)
-                # bound on |cartesian integral|: |P-A| + width, |P-B| + width to the powers l
-                sq = sqrt(inv_p)
-                pa_len = b * r * inv_p + sq
-                pb_len = a * r * inv_p + sq
-                bound = fabs(pref) * _ipow(pa_len, la) * _ipow(pb_len, lb)
-                if want_kinetic:
-                    bound *= 1.0 + b * (2 * lb + 3) + 2.0 * b * b * (pb_len + sq) * (pb_len + sq)
-                if bound < prim_cut:
-                    continue
-                any_prim = 1
-                _table1d(-b * abx * inv_p, a * abx * inv_p, 0.5 * inv_p, la, jmax, sx)
-                _table1d(-b * aby * inv_p, a * aby * inv_p, 0.5 * inv_p, la, jmax, sy)
-                _table1d(-b * abz * inv_p, a * abz * inv_p, 0.5 * inv_p, la, jmax, sz)
-                if want_kinetic:
-                    _kin1d(b, la, lb, sx, kx)
-                    _kin1d(b, la, lb, sy, ky)
-                    _kin1d(b, la, lb, sz, kz)
-                for c in range(na):
-                    ix = cart_pows[oa + c, 0]
-                    iy = cart_pows[oa + c, 1]
-                    iz = cart_pows[oa + c, 2]
-                    for d in range(nb):
-                        jx = cart_pows[ob + d, 0]
-                        jy = cart_pows[ob + d, 1]
-                        jz = cart_pows[ob + d, 2]
-                        sc[c][d] += pref * sx[ix][jx] * sy[iy][jy] * sz[iz][jz]
-                        if want_kinetic:
-                            tc[c][d] += pref * (kx[ix][jx] * sy[iy][jy] * sz[iz][jz]
-                                                + sx[ix][jx] * ky[iy][jy] * sz[iz][jz]
-                                                + sx[ix][jx] * sy[iy][jy] * kz[iz][jz])
+        # primitive pairs are sorted by decreasing screening radius: stop at the first one out of range
+        for row in range(pp0, pp0 + n_pp):
+            if r2 > prim_pairs[row, PP_RMAX2]:
+                break
+            any_prim = 1
+            a = prim_pairs[row, PP_A]
+            b = prim_pairs[row, PP_B]
+            inv_p = prim_pairs[row, PP_INVP]
+            half_inv_p = 0.5 * inv_p
+            pref = prim_pairs[row, PP_PREF] * exp(-prim_pairs[row, PP_MU] * r2)
+            _table1d(-b * abx * inv_p, a * abx * inv_p, half_inv_p, la, jmax, sx)
+            _table1d(-b * aby * inv_p, a * aby * inv_p, half_inv_p, la, jmax, sy)
+            _table1d(-b * abz * inv_p, a * abz * inv_p, half_inv_p, la, jmax, sz)
+            if want_kinetic:
+                _kin1d(b, la, lb, sx, kx)
+                _kin1d(b, la, lb, sy, ky)
+                _kin1d(b, la, lb, sz, kz)
+            for c in range(na):
+                ix = cart_pows[oa + c, 0]
+                iy = cart_pows[oa + c, 1]
+                iz = cart_pows[oa + c, 2]
+                for d in range(nb):
+                    jx = cart_pows[ob + d, 0]
+                    jy = cart_pows[ob + d, 1]
+                    jz = cart_pows[ob + d, 2]
+                    sxy = sx[ix][jx] * sy[iy][jy]
+                    sc[c][d] += pref * sxy * sz[iz][jz]
+                    if want_kinetic:
+                        kin = (kx[ix][jx] * sy[iy][jy] + sx[ix][jx] * ky[iy][jy]) * sz[iz][jz] + sxy * kz[iz][jz]
+                        tc[c][d] += pref * kin
         if not any_prim:
             continue
         # cartesian -> spherical: C_a sc C_b^T
@@ -194,31 +181,30 @@ cdef int _pair_blocks(int ish, int jsh, int mirror,
 
 
 cdef int lattice_blocks(const double[:, ::1] atom_xyz,    # IN (n_atoms, 3) Bohr
-                        const int[:, ::1] shells,         # IN (n_shells, 5) atom, l, p0, n_prim, ao0
-                        const double[::1] exps,           # IN (n_prim_total,) Bohr⁻²
-                        const double[::1] coefs,          # IN (n_prim_total,) bare-primitive coefficients
-                        const int[:, ::1] pairs,          # IN (n_pairs, 2) shell pairs, first <= second
+                        const int[:, ::1] shells,         # IN (n_shells, 4) atom, l, n_prim, first AO
+                        const int[:, ::1] pairs,          # IN (n_pairs, 3) shell I <= shell J, first pp row
                         const double[::1] pair_rcut2,     # IN (n_pairs,) squared screening radius, Bohr²
+                        const double[:, ::1] prim_pairs,  # IN (n_pp, 6) a, b, 1/p, μ, c_a c_b (π/p)^1.5, r²_max
                         const double[:, ::1] trans,       # IN (n_T, 3) lattice translations, Bohr
                         const int[::1] neg,               # IN (n_T,) index of -T in trans
                         const double[:, :, ::1] c2s,      # IN (4, 7, 10) cartesian -> spherical
                         const int[:, ::1] cart_pows,      # IN (20, 3) cartesian powers, l = 0..3
-                        double prim_cut,                  # IN skip primitive pairs bounded below this
                         int want_kinetic,                 # IN 0: overlap only
                         double[:, :, ::1] s_out,          # OUT (n_T, n_ao, n_ao) zero-initialised
                         double[:, :, ::1] t_out,          # OUT (n_T, n_ao, n_ao) zero-initialised
                         int n_threads) noexcept nogil:
     """S_T[μ, ν] = <χ_μ(r - R_μ) | χ_ν(r - R_ν - T)> and the kinetic analogue for every T.
 
-    Each shell pair (I <= J) is computed by one thread (static schedule) and writes its own
-    blocks (I, J, T) and (J, I, -T): results do not depend on the thread count.
+    The n_prim(I) * n_prim(J) primitive-pair rows of a shell pair start at pairs[q, 2], sorted by
+    decreasing r²_max (beyond which the pair's contribution is below the screening threshold).
+    Each shell pair is computed by one thread and writes its own blocks (I, J, T) and (J, I, -T):
+    results do not depend on the thread count.
     """
     cdef Py_ssize_t q
     cdef int n_pairs = pairs.shape[0]
     for q in prange(n_pairs, schedule="static", chunksize=1, num_threads=n_threads):
-        _pair_blocks(pairs[q, 0], pairs[q, 1], pairs[q, 0] != pairs[q, 1], atom_xyz, shells, exps,
-                     coefs, pair_rcut2[q], trans, neg, c2s, cart_pows, prim_cut, want_kinetic,
-                     s_out, t_out)
+        _pair_blocks(pairs[q, 0], pairs[q, 1], pairs[q, 2], pairs[q, 0] != pairs[q, 1], atom_xyz, shells,
+                     prim_pairs, pair_rcut2[q], trans, neg, c2s, cart_pows, want_kinetic, s_out, t_out)
     return 0
 
 
@@ -247,15 +233,14 @@ cdef int bloch_phase(const double[:, :, ::1] blocks,  # IN (n_op, n_T, m) real-s
     return 0
 
 
-def lattice_blocks_py(atom_xyz, shells, exps, coefs, pairs, pair_rcut2, trans, neg, c2s, cart_pows,
-                      double prim_cut, int want_kinetic, s_out, t_out, int n_threads):
+def lattice_blocks_py(atom_xyz, shells, pairs, pair_rcut2, prim_pairs, trans, neg, c2s, cart_pows,
+                      int want_kinetic, s_out, t_out, int n_threads):
     """Python face of `lattice_blocks` (arguments as there); returns the kernel status."""
     cdef const double[:, ::1] v_xyz = atom_xyz
     cdef const int[:, ::1] v_sh = shells
-    cdef const double[::1] v_e = exps
-    cdef const double[::1] v_c = coefs
     cdef const int[:, ::1] v_pairs = pairs
     cdef const double[::1] v_r = pair_rcut2
+    cdef const double[:, ::1] v_pp = prim_pairs
     cdef const double[:, ::1] v_t = trans
     cdef const int[::1] v_neg = neg
     cdef const double[:, :, ::1] v_c2s = c2s
@@ -264,8 +249,8 @@ def lattice_blocks_py(atom_xyz, shells, exps, coefs, pairs, pair_rcut2, trans, n
     cdef double[:, :, ::1] v_k = t_out
     cdef int status
     with nogil:
-        status = lattice_blocks(v_xyz, v_sh, v_e, v_c, v_pairs, v_r, v_t, v_neg, v_c2s, v_pow,
-                                prim_cut, want_kinetic, v_s, v_k, n_threads)
+        status = lattice_blocks(v_xyz, v_sh, v_pairs, v_r, v_pp, v_t, v_neg, v_c2s, v_pow, want_kinetic,
+                                v_s, v_k, n_threads)
     return status
 
 

@@ -128,9 +128,16 @@ class Shell:
 
     def __post_init__(self):
         for name in ("exponents", "coefficients"):
-            a = np.array(getattr(self, name), dtype=np.float64)
+            a = np.array(getattr(self, name), dtype=np.float64).reshape(-1)
             a.setflags(write=False)
             object.__setattr__(self, name, a)
+        if self.exponents.shape != self.coefficients.shape or len(self.exponents) == 0:
+            raise ParameterError("exponents and coefficients must be equally long and non-empty")
+        if not 0 <= self.l <= L_MAX:
+            raise ParameterError(f"l must be an integer in [0, {L_MAX}]; got {self.l!r}")
+        bare = self.coefficients * _radial_norm(self.l, self.exponents)
+        bare.setflags(write=False)
+        object.__setattr__(self, "_bare", bare)
 
     @property
     def n_functions(self) -> int:
@@ -140,7 +147,7 @@ class Shell:
     @property
     def kernel_coefficients(self) -> np.ndarray:
         """Coefficients of the bare primitives r^l exp(-a r²) (primitive radial norms folded in)."""
-        return self.coefficients * _radial_norm(self.l, self.exponents)
+        return self._bare
 
     def to_pyscf(self) -> list:
         """This shell in PySCF's internal basis format ``[l, [exp, coef], ...]``."""

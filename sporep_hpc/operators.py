@@ -167,18 +167,16 @@ def _as_kpoints(kpoints: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
 class _Shells:
     """Kernel shell table of one structure."""
 
-    table: np.ndarray  # (n_shells, 5) int32: atom, l, first primitive, n_prim, first AO
-    exps: np.ndarray  # (n_prim_total,) Bohr⁻²
-    coefs: np.ndarray  # (n_prim_total,) bare-primitive coefficients
-    kinds: np.ndarray  # (n_shells,) int: index of (element, shell) kind
-    kind_shells: tuple  # Shell per kind
+    table: np.ndarray  # (n_shells, 4) int32: atom, l, n_prim, first AO
+    kinds: np.ndarray  # (n_shells,) int64: index into kind_shells
+    kind_shells: tuple  # one Shell per (element, shell index) kind
     n_ao: int
 
 
 def _shell_table(cell: _Cell, basis: BasisSet) -> _Shells:
-    rows, exps, coefs, kinds, kind_shells = [], [], [], [], []
+    rows, kinds, kind_shells = [], [], []
     kind_index: dict[tuple[str, int], int] = {}
-    p0 = ao = 0
+    ao = 0
     for atom, sym in enumerate(cell.symbols):
         try:
             shells = basis.element(sym)
@@ -190,66 +188,66 @@ def _shell_table(cell: _Cell, basis: BasisSet) -> _Shells:
                 kind_index[key] = len(kind_shells)
                 kind_shells.append(sh)
             kinds.append(kind_index[key])
-            n = len(sh.exponents)
-            rows.append((atom, sh.l, p0, n, ao))
-            exps.append(sh.exponents)
-            coefs.append(sh.kernel_coefficients)
-            p0 += n
+            rows.append((atom, sh.l, len(sh.exponents), ao))
             ao += sh.n_functions
     if not rows:
         raise InputError(f"structure {cell.label!r}: no basis functions")
-    return _Shells(
-        np.array(rows, dtype=np.int32).reshape(-1, 5),
-        np.ascontiguousarray(np.concatenate(exps)),
-        np.ascontiguousarray(np.concatenate(coefs)),
-        np.array(kinds, dtype=np.int64),
-        tuple(kind_shells),
-        ao,
-    )
+    return _Shells(np.array(rows, dtype=np.int32).reshape(-1, 4), np.array(kinds, dtype=np.int64),
+                   tuple(kind_shells), ao)
 
 
-def _log_bound(sa, sb, r: np.ndarray, kinetic: bool) -> np.ndarray:
-    """log of the primitive-pair bound (module docstring) at distances r: shape (n_pa, n_pb, n_r)."""
-    a = sa.exponents[:, None, None]
-    b = sb.exponents[None, :, None]
-    ca = np.abs(sa.kernel_coefficients)[:, None, None]
-    cb = np.abs(sb.kernel_coefficients)[None, :, None]
+@lru_cache(maxsize=8192)
+def _prim_pairs(sa, sb, precision: float, kinetic: bool) -> np.ndarray:
+    """(n_pa * n_pb, 6) primitive-pair table of a bra/ket shell pair, by decreasing screening radius.
+
+    Columns a, b, 1/p, μ, c_a c_b (π/p)^{3/2}, r²_max, where r_max bounds the centre distance beyond
+    which the pair's bound (module docstring) is below `precision`. r_max is the largest root of
+    μr² = C + L(r) (C: log prefactor over precision, L: the polynomial and kinetic logs, increasing
+    in r), found by fixed-point iteration from above, which stays above the root at every step.
+    """
+    a = np.repeat(sa.exponents, len(sb.exponents))
+    b = np.tile(sb.exponents, len(sa.exponents))
+    ca = np.repeat(sa.kernel_coefficients, len(sb.exponents))
+    cb = np.tile(sb.kernel_coefficients, len(sa.exponents))
     p = a + b
+    mu = a * b / p
+    pref = ca * cb * (np.pi / p) ** 1.5
     sq = 1.0 / np.sqrt(p)
-    pa = b * r / p + sq
-    pb = a * r / p + sq
-    out = np.log(ca * cb) + 1.5 * np.log(np.pi / p) - a * b / p * r * r
-    out = out + sa.l * np.log(pa) + sb.l * np.log(pb)
-    if kinetic:
-        out = out + np.log(1.0 + b * (2 * sb.l + 3) + 2.0 * b * b * (pb + sq) ** 2)
-    return out
+    c0 = np.log(np.abs(pref) + 1e-300) - math.log(precision)
+
+    def logs(r):
+        out = sa.l * np.log(b * r / p + sq) + sb.l * np.log(a * r / p + sq)
+        if kinetic:
+            out = out + np.log(1.0 + b * (2 * sb.l + 3) + 2.0 * b * b * (a * r / p + 2 * sq) ** 2)
+        return out
+
+    r = np.full_like(p, 1e3)
+    for _ in range(30):
+        r = np.sqrt(np.maximum(c0 + logs(r), 0.0) / mu)
+    rmax2 = (r * (1 + 1e-6) + 1e-6) ** 2
+    table = np.stack([a, b, 1.0 / p, mu, pref, rmax2], axis=1)
+    table = np.ascontiguousarray(table[np.argsort(-rmax2, kind="stable")])
+    table.setflags(write=False)
+    return table
 
 
-_R_GRID = np.arange(0.0, 200.0, 0.25)  # Bohr
-
-
-@lru_cache(maxsize=4096)
-def _kind_rcut(sa_id: int, sb_id: int, log_cut: float, kinetic: bool, _shells: tuple) -> float:
-    sa, sb = _shells
-    lb = _log_bound(sa, sb, _R_GRID, kinetic).max(axis=(0, 1))
-    above = np.nonzero(lb >= log_cut)[0]
-    if len(above) == 0:
-        return 0.0
-    if above[-1] == len(_R_GRID) - 1:
-        raise ParameterError("precision too small: screening radius beyond 200 Bohr")
-    return float(_R_GRID[above[-1] + 1])
-
-
-def _pair_rcut(shells: _Shells, precision: float, kinetic: bool) -> np.ndarray:
-    """(n_kinds, n_kinds) screening radius per pair of shell kinds, Bohr."""
-    n = len(shells.kind_shells)
-    out = np.zeros((n, n))
-    log_cut = math.log(precision)
-    for i in range(n):
-        for j in range(n):
-            si, sj = shells.kind_shells[i], shells.kind_shells[j]
-            out[i, j] = _kind_rcut(id(si), id(sj), log_cut, kinetic, (si, sj))
-    return out
+def _pair_tables(shells: _Shells, precision: float, kinetic: bool):
+    """Shell pairs (I <= J) with their primitive-pair rows; returns (pairs, pair_rcut2, prim_pairs)."""
+    n_sh = len(shells.table)
+    ii, jj = np.triu_indices(n_sh)
+    n_kind = len(shells.kind_shells)
+    code = shells.kinds[ii] * n_kind + shells.kinds[jj]
+    used, inverse = np.unique(code, return_inverse=True)
+    tables, offsets, rcut2 = [], np.zeros(len(used), dtype=np.int64), np.zeros(len(used))
+    start = 0
+    for u, c in enumerate(used.tolist()):
+        t = _prim_pairs(shells.kind_shells[c // n_kind], shells.kind_shells[c % n_kind], precision, kinetic)
+        tables.append(t)
+        offsets[u] = start
+        rcut2[u] = t[0, 5]
+        start += len(t)
+    pairs = np.ascontiguousarray(np.stack([ii, jj, offsets[inverse]], axis=1), dtype=np.int32)
+    return pairs, np.ascontiguousarray(rcut2[inverse]), np.ascontiguousarray(np.concatenate(tables))
 
 
 def _translations(cell: _Cell, rcut: float) -> tuple[np.ndarray, np.ndarray]:
@@ -258,20 +256,19 @@ def _translations(cell: _Cell, rcut: float) -> tuple[np.ndarray, np.ndarray]:
 
     lat = cell.lattice
     diffs = (cell.coords[None, :, :] - cell.coords[:, None, :]).reshape(-1, 3)  # R_A - R_B
-    diffs = np.unique(np.round(diffs, 10), axis=0)
-    dmax = float(np.max(np.linalg.norm(diffs, axis=1))) if len(diffs) else 0.0
+    dmax = float(np.sqrt(np.max(np.einsum("ij,ij->i", diffs, diffs))))
     inv_cols = np.linalg.norm(np.linalg.inv(lat), axis=0)  # |n_i| <= |T| * ||inv(L)[:, i]||
-    nmax = np.floor((rcut + dmax) * inv_cols + 1e-9).astype(int)
+    nmax = np.floor((rcut + dmax) * inv_cols + 1e-9).astype(np.int64)
     grids = np.meshgrid(*[np.arange(-m, m + 1) for m in nmax], indexing="ij")
     cand = np.stack([g.ravel() for g in grids], axis=1)
-    tvec = cand @ lat
-    dist, _ = cKDTree(diffs).query(tvec, k=1, distance_upper_bound=rcut * (1 + 1e-12) + 1e-9)
-    keep = cand[np.isfinite(dist)]
-    # symmetrise (the atom-pair set is symmetric, but guard against rounding at the boundary)
-    keep = np.unique(np.concatenate([keep, -keep]), axis=0)
-    index = {tuple(v): i for i, v in enumerate(keep.tolist())}
-    neg = np.array([index[tuple((-v).tolist())] for v in keep], dtype=np.int32)
-    return np.ascontiguousarray(keep, dtype=np.int64), neg
+    dist, _ = cKDTree(diffs).query(cand @ lat, k=1, distance_upper_bound=rcut * (1 + 1e-12) + 1e-9)
+    # the candidate box is symmetric and enumerated in lexicographic order, so the kept set is made
+    # symmetric by adding the mirror of each kept point; -n then sits at the mirrored box index
+    box = np.isfinite(dist)
+    box = box | box[::-1]
+    index = np.cumsum(box) - 1
+    neg = index[::-1][box].astype(np.int32)
+    return np.ascontiguousarray(cand[box]), neg
 
 
 # ----------------------------------------------------------------------------- real-space blocks
@@ -287,22 +284,16 @@ def _real_space_blocks(
 ) -> _Blocks:
     integrals, _ = _kernels()
     shells = _shell_table(cell, basis)
-    kind_rcut = _pair_rcut(shells, precision, kinetic)
-    n_sh = len(shells.table)
-    ii, jj = np.triu_indices(n_sh)
-    pairs = np.ascontiguousarray(np.stack([ii, jj], axis=1), dtype=np.int32)
-    pair_r = kind_rcut[shells.kinds[ii], shells.kinds[jj]]
-    rcut = float(pair_r.max())
-    ints, neg = _translations(cell, rcut)
+    pairs, pair_r2, prim_pairs = _pair_tables(shells, precision, kinetic)
+    ints, neg = _translations(cell, math.sqrt(float(pair_r2.max())))
     trans = np.ascontiguousarray(ints @ cell.lattice)
     n_op = 2 if kinetic else 1
     blocks = np.zeros((n_op, len(ints), shells.n_ao, shells.n_ao))
     s_view = blocks[0]
     t_view = blocks[1] if kinetic else s_view
     status = integrals.lattice_blocks_py(
-        np.ascontiguousarray(cell.coords), shells.table, shells.exps, shells.coefs, pairs,
-        np.ascontiguousarray(pair_r * pair_r), trans, neg, _C2S, _POWS, float(precision), int(kinetic),
-        s_view, t_view, n_threads,
+        np.ascontiguousarray(cell.coords), shells.table, pairs, pair_r2, prim_pairs, trans, neg, _C2S, _POWS,
+        int(kinetic), s_view, t_view, n_threads,
     )
     if status != 0:  # pragma: no cover - the kernel has no failure mode today
         raise InputError(f"structure {cell.label!r}: integral kernel failed (status {status})")
@@ -330,11 +321,16 @@ def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # scans the loaded libraries once (a few ms)
+
+
 def _blas_single_thread():
     """Keep BLAS single-threaded inside our OpenMP regions (threads are decided by n_threads)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 # ----------------------------------------------------------------------------- public API
