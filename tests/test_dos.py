@@ -96,3 +96,32 @@ def test_free_electron_dos():
     dos = bands.dos(energies, "gaussian", 0.6)
     # 2 %: 4096 k-points sample the sphere surface coarsely; σ = 0.6 eV bias σ²|D''|/4D < 0.3 %
     assert_allclose(dos, analytic, rtol=0.02)
+
+
+@pytest.mark.parametrize("kind", SMEARING_KINDS)
+def test_dos_is_derivative_of_electron_count(kind, rng):
+    # Two kernels cross-checked: dN/dE by central differences of the θ-based count equals the δ-based DOS
+    eig = np.sort(rng.uniform(-2, 2, size=(40, 5)), axis=1)
+    bands = BandStructure(eig, np.ones(40))
+    energies = np.linspace(-2.5, 2.5, 41)
+    h = 1e-5
+    count = [bands.electron_count(e, kind, 0.2)[0] for e in np.concatenate([energies - h, energies + h])]
+    numeric = (np.array(count[41:]) - np.array(count[:41])) / (2 * h)
+    # central difference: h² N'''/6 ~ 1e-10 × (states/σ³ ~ 1e3), round-off 1e-15 × 10 states / h ~ 1e-9
+    assert_allclose(numeric, bands.dos(energies, kind, 0.2), rtol=0, atol=1e-6)
+    assert_allclose([bands.electron_count(e, kind, 0.2)[1] for e in energies], bands.dos(energies, kind, 0.2),
+                    rtol=1e-12, atol=1e-12)
+
+
+def test_free_electron_fermi_level():
+    # Same free-electron model as above with 8 electrons per 64 Å³ cell: E_F = ħ²/2m (3π² n)^{2/3}
+    # (Ashcroft & Mermin eq. 2.21) = 9.12 eV. 0.5 %: k-sampling of the Fermi sphere on a 16³ grid (the
+    # electron count fixes the enclosed volume, so E_F converges faster than the DOS; measured 0.05 %).
+    a, n = 4.0, 16
+    b = 2 * math.pi / a
+    k = (np.array(list(itertools.product(range(n), repeat=3))) / n - 0.5) * b
+    g = np.array([v for v in itertools.product(range(-2, 3), repeat=3) if np.linalg.norm(v) <= 2.0]) * b
+    eig = HBAR2_2M * np.sum((k[:, None, :] + g[None, :, :]) ** 2, axis=2)
+    ef = BandStructure(eig, np.ones(len(k)), n_electrons=8).fermi_level("gaussian", 0.05)
+    analytic = HBAR2_2M * (3 * math.pi**2 * 8 / a**3) ** (2 / 3)
+    assert ef == pytest.approx(analytic, rel=0.005)
