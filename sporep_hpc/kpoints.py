@@ -168,8 +168,8 @@ def irreducible_kpoints(
     Returns
     -------
     kpoints : ndarray of shape (n_irr, 3), float64, fractional (reciprocal-lattice units)
-        Representatives in (-1/2, 1/2], sorted lexicographically by their integer grid address
-        (x fastest-varying last: sorted on (a_0, a_1, a_2)).
+        Representatives in (-1/2, 1/2], sorted lexicographically on their integer grid address
+        (a_0, a_1, a_2), where k = (2 a + shift) / (2 grid).
     weights : ndarray of shape (n_irr,), float64
         Multiplicity / total number of grid points; sums to 1.
 

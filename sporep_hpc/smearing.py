@@ -26,7 +26,7 @@ from ._validation import check_choice, check_interval
 from .errors import ParameterError
 from .threads import resolve_threads
 
-__all__ = ["MAX_MP_ORDER", "SMEARING_KINDS", "Smearing", "cutoff", "delta", "dtheta", "theta"]
+__all__ = ["MAX_MP_ORDER", "SMEARING_KINDS", "Smearing", "as_smearing", "cutoff", "delta", "dtheta", "theta"]
 
 #: name -> kernel code (switched inside the kernels of ext/smearing.pyx)
 _KIND_CODES = {"gaussian": 0, "fermi-dirac": 1, "methfessel-paxton": 2, "cold": 3}
