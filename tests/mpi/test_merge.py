@@ -178,3 +178,27 @@ def test_refusals_name_the_problem(comm, database):
     )
     assert not (database / "x.h5").exists()
     comm.Barrier()
+
+
+def test_cli_merge_with_manifest_and_exit_codes(comm, database, capsys):
+    """`sporep-hpc merge` (on COMM_WORLD, as launched by mpiexec): 0 when merged, 3 for a store problem."""
+    from sporep_hpc.cli import main
+
+    si, nacl = str(database / "db/si.cif"), str(database / "db/nacl.cif")
+    a, b = database / "a.h5", database / "b.h5"
+    run([si], a, _config(), comm)
+    run([nacl], b, _config(), comm)
+
+    def _manifest():
+        (database / "two.txt").write_text(f"{nacl}\n{si}\n")
+        split_list(database / "two.txt", 2, _config().parameters)
+
+    _on_root(comm, _manifest)
+    manifest = str(database / "two.chunks" / "split.json")
+    assert main(["merge", str(a), str(b), "-o", str(database / "m.h5"), "--manifest", manifest]) == 0
+    if comm.rank == 0:
+        with h5py.File(database / "m.h5", "r") as f:
+            assert [x.decode() for x in f["structures/id"][()]] == ["nacl", "si"]  # the list's order
+    assert main(["merge", str(a), "-o", str(database / "m.h5")]) == 3
+    assert "exists (use --force" in capsys.readouterr().err or comm.rank > 0
+    comm.Barrier()
