@@ -98,22 +98,33 @@ cdef void _release(Work* ws) noexcept nogil:
 
 
 cdef void _fill_z(double complex* dst, const double[:, :, :] re, const double[:, :, :] im,
-                  int k, int n) noexcept nogil:
+                  int k, int n, int herm) noexcept nogil:
+    """dst = M(k) (herm = 0) or M(k) + M(k)^H (herm = 1), from real and imaginary parts."""
     cdef int r, c
-    for r in range(n):
-        for c in range(n):
-            dst[r * n + c] = re[k, r, c] + 1j * im[k, r, c]
+    if herm:
+        for r in range(n):
+            for c in range(n):
+                dst[r * n + c] = (re[k, r, c] + re[k, c, r]) + 1j * (im[k, r, c] - im[k, c, r])
+    else:
+        for r in range(n):
+            for c in range(n):
+                dst[r * n + c] = re[k, r, c] + 1j * im[k, r, c]
 
 
-cdef void _fill_d(double* dst, const double[:, :, :] re, int k, int n) noexcept nogil:
+cdef void _fill_d(double* dst, const double[:, :, :] re, int k, int n, int herm) noexcept nogil:
     cdef int r, c
-    for r in range(n):
-        for c in range(n):
-            dst[r * n + c] = re[k, r, c]
+    if herm:
+        for r in range(n):
+            for c in range(n):
+                dst[r * n + c] = re[k, r, c] + re[k, c, r]
+    else:
+        for r in range(n):
+            for c in range(n):
+                dst[r * n + c] = re[k, r, c]
 
 
 cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :] a_im,
-                    const double[:, :, :] b_re, const double[:, :, :] b_im, int generalized,
+                    const double[:, :, :] b_re, const double[:, :, :] b_im, int generalized, int herm,
                     double lindep, Work* ws, double[:, ::1] w, int* dropped) noexcept nogil:
     cdef int info = 0, i, j, m, nd, itype = 1
     cdef double anorm, rcond = 0.0
@@ -121,14 +132,14 @@ cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :,
     cdef double complex* x
     cdef double scale
     dropped[0] = 0
-    _fill_z(ws.a, a_re, a_im, k, n)
+    _fill_z(ws.a, a_re, a_im, k, n, herm)
     if not generalized:
         zheevd("N", "L", &n, ws.a, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
                ws.iwork, &ws.liwork, &info)
         for i in range(n):
             w[k, i] = ws.w[i]
         return info
-    _fill_z(ws.b, b_re, b_im, k, n)
+    _fill_z(ws.b, b_re, b_im, k, n, herm)
     anorm = zlanhe("1", "L", &n, ws.b, &n, ws.rwork)
     zpotrf("L", &n, ws.b, &n, &info)
     if info == 0:
@@ -146,7 +157,7 @@ cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :,
         return info
     # canonical orthogonalisation
     info = 0
-    _fill_z(ws.b, b_re, b_im, k, n)
+    _fill_z(ws.b, b_re, b_im, k, n, herm)
     zheevd("V", "L", &n, ws.b, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
            ws.iwork, &ws.liwork, &info)
     if info != 0:
@@ -175,7 +186,8 @@ cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :,
 
 
 cdef int _real_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :] b_re,
-                 int generalized, double lindep, Work* ws, double[:, ::1] w, int* dropped) noexcept nogil:
+                 int generalized, int herm, double lindep, Work* ws, double[:, ::1] w,
+                 int* dropped) noexcept nogil:
     cdef double* a = <double*> ws.a
     cdef double* b = <double*> ws.b
     cdef double* c = <double*> ws.c
@@ -184,13 +196,13 @@ cdef int _real_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :]
     cdef int info = 0, i, j, m, nd, itype = 1
     cdef double anorm, rcond = 0.0, one = 1.0, zero = 0.0, scale
     dropped[0] = 0
-    _fill_d(a, a_re, k, n)
+    _fill_d(a, a_re, k, n, herm)
     if not generalized:
         dsyevd("N", "L", &n, a, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
         for i in range(n):
             w[k, i] = ws.w[i]
         return info
-    _fill_d(b, b_re, k, n)
+    _fill_d(b, b_re, k, n, herm)
     anorm = dlansy("1", "L", &n, b, &n, ws.dwork)
     dpotrf("L", &n, b, &n, &info)
     if info == 0:
@@ -206,7 +218,7 @@ cdef int _real_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :]
             w[k, i] = ws.w[i]
         return info
     info = 0
-    _fill_d(b, b_re, k, n)
+    _fill_d(b, b_re, k, n, herm)
     dsyevd("V", "L", &n, b, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
     if info != 0:
         return info
@@ -238,6 +250,7 @@ cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Herm
                    const double[:, :, :] b_im,    # IN (n_k, n, n) Im B(k)
                    const signed char[::1] real_k,   # IN (n_k,) 1: A(k), B(k) real (2k ≡ 0)
                    int generalized,                 # IN 0: eigenvalues of A(k) only, B unused
+                   int hermitize,                   # IN 1: the inputs hold X(k), the matrix is X + X^H
                    double lindep,                   # IN drop B eigenvalues below this
                    double[:, ::1] w,                # OUT (n_k, n) ascending, NaN-padded
                    int[::1] n_dropped,              # OUT (n_k,) B eigenvalues dropped
@@ -265,9 +278,10 @@ cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Herm
             nd = 0
             mine = &ws[threadid()]
             if real_k[k]:
-                info[k] = _real_k(k, n, a_re, b_re, generalized, lindep, mine, w, &nd)
+                info[k] = _real_k(k, n, a_re, b_re, generalized, hermitize, lindep, mine, w, &nd)
             else:
-                info[k] = _complex_k(k, n, a_re, a_im, b_re, b_im, generalized, lindep, mine, w, &nd)
+                info[k] = _complex_k(k, n, a_re, a_im, b_re, b_im, generalized, hermitize, lindep, mine, w,
+                                     &nd)
             n_dropped[k] = nd
     for t in range(n_ws):
         _release(&ws[t])
@@ -280,8 +294,8 @@ cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Herm
     return 0
 
 
-def eig_batch_py(a_re, a_im, b_re, b_im, real_k, int generalized, double lindep, w, n_dropped, info,
-                 int n_threads):
+def eig_batch_py(a_re, a_im, b_re, b_im, real_k, int generalized, int hermitize, double lindep, w,
+                 n_dropped, info, int n_threads):
     """Python face of `eig_batch` (arguments as there); returns the kernel status."""
     cdef const double[:, :, :] v_ar = a_re
     cdef const double[:, :, :] v_ai = a_im
@@ -293,6 +307,6 @@ def eig_batch_py(a_re, a_im, b_re, b_im, real_k, int generalized, double lindep,
     cdef int[::1] v_info = info
     cdef int status
     with nogil:
-        status = eig_batch(v_ar, v_ai, v_br, v_bi, v_real, generalized, lindep, v_w, v_nd, v_info,
-                           n_threads)
+        status = eig_batch(v_ar, v_ai, v_br, v_bi, v_real, generalized, hermitize, lindep, v_w, v_nd,
+                           v_info, n_threads)
     return status

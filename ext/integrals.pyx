@@ -75,13 +75,14 @@ cdef int _pair_blocks(int ish, int jsh, int pp0, int mirror,
                       const double[:, ::1] prim_pairs,
                       double rcut2,
                       const double[:, ::1] trans,
-                      const int[::1] neg,
+                      const int[::1] slot,
+                      const int[::1] mslot,
                       const double[:, :, ::1] c2s,
                       const int[:, ::1] cart_pows,
                       int want_kinetic,
                       double[:, :, ::1] s_out,
                       double[:, :, ::1] t_out) noexcept nogil:
-    """All translation blocks of one shell pair; mirror: also write the (jsh, ish) block at -T."""
+    """All stored translation blocks of one shell pair; mirror: also write the (jsh, ish) block at -T."""
     cdef double sx[JDIM][JDIM]
     cdef double sy[JDIM][JDIM]
     cdef double sz[JDIM][JDIM]
@@ -114,7 +115,7 @@ cdef int _pair_blocks(int ish, int jsh, int pp0, int mirror,
         aby = ay - by0 - trans[t, 1]
         abz = az - bz0 - trans[t, 2]
         r2 = abx * abx + aby * aby + abz * abz
-        if r2 > rcut2:
+        if r2 > rcut2 or (slot[t] < 0 and (not mirror or mslot[t] < 0)):
             continue
         for c in range(na):
             for d in range(nb):
@@ -170,13 +171,14 @@ cdef int _pair_blocks(int ish, int jsh, int pp0, int mirror,
                 for d in range(nb):
                     sval += half_s[m][d] * c2s[lb, n, d]
                     tval += half_t[m][d] * c2s[lb, n, d]
-                s_out[t, aoa + m, aob + n] = sval
-                if mirror:
-                    s_out[neg[t], aob + n, aoa + m] = sval
-                if want_kinetic:
-                    t_out[t, aoa + m, aob + n] = tval
-                    if mirror:
-                        t_out[neg[t], aob + n, aoa + m] = tval
+                if slot[t] >= 0:
+                    s_out[slot[t], aoa + m, aob + n] = sval
+                    if want_kinetic:
+                        t_out[slot[t], aoa + m, aob + n] = tval
+                if mirror and mslot[t] >= 0:
+                    s_out[mslot[t], aob + n, aoa + m] = sval
+                    if want_kinetic:
+                        t_out[mslot[t], aob + n, aoa + m] = tval
     return 0
 
 
@@ -186,25 +188,28 @@ cdef int lattice_blocks(const double[:, ::1] atom_xyz,    # IN (n_atoms, 3) Bohr
                         const double[::1] pair_rcut2,     # IN (n_pairs,) squared screening radius, Bohr²
                         const double[:, ::1] prim_pairs,  # IN (n_pp, 6) a, b, 1/p, μ, c_a c_b (π/p)^1.5, r²_max
                         const double[:, ::1] trans,       # IN (n_T, 3) lattice translations, Bohr
-                        const int[::1] neg,               # IN (n_T,) index of -T in trans
+                        const int[::1] slot,              # IN (n_T,) output slot of T, -1: not stored
+                        const int[::1] mslot,             # IN (n_T,) output slot of -T, -1: not stored
                         const double[:, :, ::1] c2s,      # IN (4, 7, 10) cartesian -> spherical
                         const int[:, ::1] cart_pows,      # IN (20, 3) cartesian powers, l = 0..3
                         int want_kinetic,                 # IN 0: overlap only
-                        double[:, :, ::1] s_out,          # OUT (n_T, n_ao, n_ao) zero-initialised
-                        double[:, :, ::1] t_out,          # OUT (n_T, n_ao, n_ao) zero-initialised
+                        double[:, :, ::1] s_out,          # OUT (n_slots, n_ao, n_ao) zero-initialised
+                        double[:, :, ::1] t_out,          # OUT (n_slots, n_ao, n_ao) zero-initialised
                         int n_threads) noexcept nogil:
     """S_T[μ, ν] = <χ_μ(r - R_μ) | χ_ν(r - R_ν - T)> and the kinetic analogue for every T.
 
     The n_prim(I) * n_prim(J) primitive-pair rows of a shell pair start at pairs[q, 2], sorted by
     decreasing r²_max (beyond which the pair's contribution is below the screening threshold).
-    Each shell pair is computed by one thread and writes its own blocks (I, J, T) and (J, I, -T):
-    results do not depend on the thread count.
+    Only the translations with a slot are stored (the caller keeps T = 0 and one of each ±T pair, as
+    S_{-T} = S_T^T); block (J, I) at T is (I, J) at -T transposed. Each shell pair is computed by one
+    thread and writes its own blocks (I, J, T) and (J, I, -T): results do not depend on the thread count.
     """
     cdef Py_ssize_t q
     cdef int n_pairs = pairs.shape[0]
     for q in prange(n_pairs, schedule="static", chunksize=1, num_threads=n_threads):
         _pair_blocks(pairs[q, 0], pairs[q, 1], pairs[q, 2], pairs[q, 0] != pairs[q, 1], atom_xyz, shells,
-                     prim_pairs, pair_rcut2[q], trans, neg, c2s, cart_pows, want_kinetic, s_out, t_out)
+                     prim_pairs, pair_rcut2[q], trans, slot, mslot, c2s, cart_pows, want_kinetic, s_out,
+                     t_out)
     return 0
 
 
@@ -233,7 +238,7 @@ cdef int bloch_phase(const double[:, :, ::1] blocks,  # IN (n_op, n_T, m) real-s
     return 0
 
 
-def lattice_blocks_py(atom_xyz, shells, pairs, pair_rcut2, prim_pairs, trans, neg, c2s, cart_pows,
+def lattice_blocks_py(atom_xyz, shells, pairs, pair_rcut2, prim_pairs, trans, slot, mslot, c2s, cart_pows,
                       int want_kinetic, s_out, t_out, int n_threads):
     """Python face of `lattice_blocks` (arguments as there); returns the kernel status."""
     cdef const double[:, ::1] v_xyz = atom_xyz
@@ -242,14 +247,15 @@ def lattice_blocks_py(atom_xyz, shells, pairs, pair_rcut2, prim_pairs, trans, ne
     cdef const double[::1] v_r = pair_rcut2
     cdef const double[:, ::1] v_pp = prim_pairs
     cdef const double[:, ::1] v_t = trans
-    cdef const int[::1] v_neg = neg
+    cdef const int[::1] v_slot = slot
+    cdef const int[::1] v_mslot = mslot
     cdef const double[:, :, ::1] v_c2s = c2s
     cdef const int[:, ::1] v_pow = cart_pows
     cdef double[:, :, ::1] v_s = s_out
     cdef double[:, :, ::1] v_k = t_out
     cdef int status
     with nogil:
-        status = lattice_blocks(v_xyz, v_sh, v_pairs, v_r, v_pp, v_t, v_neg, v_c2s, v_pow, want_kinetic,
+        status = lattice_blocks(v_xyz, v_sh, v_pairs, v_r, v_pp, v_t, v_slot, v_mslot, v_c2s, v_pow, want_kinetic,
                                 v_s, v_k, n_threads)
     return status
 

@@ -6,10 +6,11 @@ DESIGN.md §3 "Operators": for lattice translations T (Bohr),
 the same convention as PySCF's ``Cell.pbc_intor(..., kpts=...)``. Atoms are used where the structure
 puts them (no wrapping), so the matrices equal PySCF's for the same Cartesian coordinates.
 
-Pipeline (all numerics in ext/): real-space blocks S_T, T_T for every translation within the screening
-radius (`integrals.lattice_blocks`, Obara–Saika, OpenMP over shell pairs), then all k-points at once
-with one real GEMM on the stacked phases cos(2πk·n), sin(2πk·n) (`integrals.bloch_phase`; the blocks
-are real, so this is the complex GEMM without its zero imaginary half), then the eigenvalues
+Pipeline (all numerics in ext/): real-space blocks S_T, T_T for T = 0 and one of each ±T pair within
+the screening radius (`integrals.lattice_blocks`, Obara–Saika, OpenMP over shell pairs; S_{-T} = S_T^T),
+then all k-points at once with one real GEMM on the stacked phases cos(2πk·n), sin(2πk·n)
+(`integrals.bloch_phase`; the blocks are real, so this is the complex GEMM without its zero imaginary
+half) giving H(k) with X(k) = H(k) + H(k)^H, then the eigenvalues
 (`eigensolve.eig_batch`, OpenMP over k-points, real LAPACK path at time-reversal-invariant k).
 
 Screening: a primitive pair contributes at most
@@ -274,7 +275,7 @@ def _translations(cell: _Cell, rcut: float) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- real-space blocks
 @dataclass(frozen=True)
 class _Blocks:
-    ints: np.ndarray  # (n_T, 3) integer translations
+    ints: np.ndarray  # (n_T, 3) integer translations: T = 0 first, then one of each ±T pair
     blocks: np.ndarray  # (n_op, n_T, n_ao, n_ao) real-space blocks, Hartree (op 0: S, 1: T)
     n_ao: int
 
@@ -287,24 +288,35 @@ def _real_space_blocks(
     pairs, pair_r2, prim_pairs = _pair_tables(shells, precision, kinetic)
     ints, neg = _translations(cell, math.sqrt(float(pair_r2.max())))
     trans = np.ascontiguousarray(ints @ cell.lattice)
+    # store T = 0 and one of each ±T pair (the lexicographically positive half: the symmetric, sorted
+    # list has T = 0 in the middle); S_{-T} = S_T^T gives the rest
+    mid = len(ints) // 2
+    slot = np.arange(len(ints), dtype=np.int32) - mid
+    slot[:mid] = -1
+    mslot = np.ascontiguousarray(slot[neg])
     n_op = 2 if kinetic else 1
-    blocks = np.zeros((n_op, len(ints), shells.n_ao, shells.n_ao))
+    blocks = np.zeros((n_op, len(ints) - mid, shells.n_ao, shells.n_ao))
     s_view = blocks[0]
     t_view = blocks[1] if kinetic else s_view
     status = integrals.lattice_blocks_py(
-        np.ascontiguousarray(cell.coords), shells.table, pairs, pair_r2, prim_pairs, trans, neg, _C2S, _POWS,
-        int(kinetic), s_view, t_view, n_threads,
+        np.ascontiguousarray(cell.coords), shells.table, pairs, pair_r2, prim_pairs, trans, slot, mslot,
+        _C2S, _POWS, int(kinetic), s_view, t_view, n_threads,
     )
     if status != 0:  # pragma: no cover - the kernel has no failure mode today
         raise InputError(f"structure {cell.label!r}: integral kernel failed (status {status})")
+    ints = ints[mid:]
     nonzero = np.any(blocks != 0.0, axis=(0, 2, 3))
+    nonzero[0] = True  # T = 0 stays first
     if not nonzero.all():
         ints, blocks = ints[nonzero], np.ascontiguousarray(blocks[:, nonzero])
     return _Blocks(ints, blocks, shells.n_ao)
 
 
 def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
-    """(n_op, n_k, 2, n_ao, n_ao): Re and Im of Σ_T e^{2πi k·n_T} X_T for every operator X."""
+    """(n_op, n_k, 2, n_ao, n_ao): Re and Im of H(k) = ½X_0 + Σ_{T>0} e^{2πi k·n_T} X_T per operator X.
+
+    The full matrix is X(k) = H(k) + H(k)^H (S_{-T} = S_T^T), formed by the eigensolver's fill.
+    """
     integrals, _ = _kernels()
     n_op, n_t, n, _ = rs.blocks.shape
     x = kpoints @ rs.ints.T.astype(np.float64)  # (n_k, n_T), exact phase argument in turns
@@ -312,6 +324,7 @@ def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
     phases = np.empty((2 * len(kpoints), n_t))
     phases[0::2] = np.cos(2.0 * np.pi * x)
     phases[1::2] = np.sin(2.0 * np.pi * x)
+    phases[:, 0] *= 0.5  # T = 0 is counted twice in H + H^H
     out = np.empty((n_op, len(kpoints), 2, n, n))
     status = integrals.bloch_phase_py(
         rs.blocks.reshape(n_op, n_t, -1), phases, out.reshape(n_op, 2 * len(kpoints), -1), n_threads
@@ -371,7 +384,8 @@ def operator_matrices(
     with _blas_single_thread():
         rs = _real_space_blocks(cell, bs, float(precision), True, nt)
         ph = _phased(rs, k, nt)
-    mats = ph[:, :, 0] + 1j * ph[:, :, 1]
+    half = ph[:, :, 0] + 1j * ph[:, :, 1]
+    mats = half + np.conj(np.swapaxes(half, -1, -2))
     return mats[0], mats[1]
 
 
@@ -446,7 +460,7 @@ def spectrum_with_stats(
         else:
             a_re, a_im = ph[0, :, 0], ph[0, :, 1]
             b_re, b_im = a_re, a_im
-        status = eigensolve.eig_batch_py(a_re, a_im, b_re, b_im, real_k, int(kinetic), float(lindep),
+        status = eigensolve.eig_batch_py(a_re, a_im, b_re, b_im, real_k, int(kinetic), 1, float(lindep),
                                          eig, dropped, info, nt)
         t2 = time.perf_counter()
     if status != 0:

@@ -32,7 +32,7 @@ def positive(rng, n_k, n, real=False):
     return y @ np.conj(np.swapaxes(y, 1, 2)) / n + 0.5 * np.eye(n)
 
 
-def solve(a, b, real_k=None, generalized=True, lindep=1e-8, n_threads=1):
+def solve(a, b, real_k=None, generalized=True, lindep=1e-8, n_threads=1, hermitize=False):
     n_k, n, _ = a.shape
     real_k = np.zeros(n_k, np.int8) if real_k is None else np.asarray(real_k, np.int8)
     w = np.empty((n_k, n))
@@ -40,7 +40,8 @@ def solve(a, b, real_k=None, generalized=True, lindep=1e-8, n_threads=1):
     info = np.zeros(n_k, np.int32)
     status = eigensolve.eig_batch_py(
         np.ascontiguousarray(a.real), np.ascontiguousarray(a.imag), np.ascontiguousarray(b.real),
-        np.ascontiguousarray(b.imag), real_k, int(generalized), lindep, w, dropped, info, n_threads,
+        np.ascontiguousarray(b.imag), real_k, int(generalized), int(hermitize), lindep, w, dropped, info,
+        n_threads,
     )
     assert status == 0 and not info.any()
     return w, dropped
@@ -61,6 +62,22 @@ def test_real_path_matches_scipy(rng):
     ref = np.array([scipy.linalg.eigh(a[i], b[i], eigvals_only=True) for i in range(5)])
     assert_allclose(w_real, ref, rtol=0, atol=TOL)
     assert_allclose(w_cplx, ref, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_hermitize_uses_x_plus_x_dagger(rng, real):
+    # the operators pass H with X = H + H^H (half the lattice sum); H itself is not Hermitian
+    n_k, n = 4, 9
+    h_a = rng.standard_normal((n_k, n, n)) + (0 if real else 1j * rng.standard_normal((n_k, n, n)))
+    h_b = positive(rng, n_k, n, real=real) / 2 + 0.01 * rng.standard_normal((n_k, n, n))
+    a = h_a + np.conj(np.swapaxes(h_a, 1, 2))
+    b = h_b + np.conj(np.swapaxes(h_b, 1, 2))
+    w, _ = solve(h_a.astype(complex), h_b.astype(complex), real_k=np.full(n_k, int(real)), hermitize=True)
+    ref = np.array([scipy.linalg.eigh(a[i], b[i], eigvals_only=True) for i in range(n_k)])
+    assert_allclose(w, ref, rtol=0, atol=TOL)
+    w, _ = solve(h_a.astype(complex), h_b.astype(complex), real_k=np.full(n_k, int(real)), hermitize=True,
+                 generalized=False)
+    assert_allclose(w, np.linalg.eigvalsh(a), rtol=0, atol=TOL)
 
 
 def test_standard_problem_matches_numpy(rng):
@@ -130,7 +147,7 @@ def test_strided_inputs_accepted(rng):
     w = np.empty((n_k, n))
     dropped, info = np.zeros(n_k, np.int32), np.zeros(n_k, np.int32)
     eigensolve.eig_batch_py(stack[1, :, 0], stack[1, :, 1], stack[0, :, 0], stack[0, :, 1],
-                            np.zeros(n_k, np.int8), 1, 1e-8, w, dropped, info, 1)
+                            np.zeros(n_k, np.int8), 1, 0, 1e-8, w, dropped, info, 1)
     ref = np.array([scipy.linalg.eigh(a[i], b[i], eigvals_only=True) for i in range(n_k)])
     assert_allclose(w, ref, rtol=0, atol=TOL)
 
