@@ -48,6 +48,7 @@ __all__ = [
 HARTREE_EV = 27.211386245988  # CODATA 2018
 BOHR_ANGSTROM = 0.529177210903  # CODATA 2018
 OPERATORS = ("kinetic", "overlap")
+_PHASED_BYTES = 256 * 2**20  # k-point chunks keep the phased matrices below this (the blocks are extra)
 
 
 def _kernels():
@@ -427,6 +428,7 @@ def spectrum_with_stats(
     precision: float = 1e-12,
     lindep: float = 1e-8,
     n_threads: int | None = None,
+    kgrid_rounding: str = "ceil",
 ):
     """`operator_spectrum` and its `SpectrumStats` (same arguments): (BandStructure, SpectrumStats)."""
     from .bands import BandStructure
@@ -439,41 +441,55 @@ def spectrum_with_stats(
             raise ParameterError("weights given without kpoints")
         from .kpoints import irreducible_kpoints
 
-        kpoints, weights = irreducible_kpoints(structure, kdensity=kdensity)
+        kpoints, weights = irreducible_kpoints(structure, kdensity=kdensity, rounding=kgrid_rounding)
     k, w = _as_kpoints(kpoints, weights)
     nt = resolve_threads(n_threads)
-    n_electrons = sum(bs.valence[s] for s in cell.symbols if s in bs.valence)
     kinetic = operator == "kinetic"
-    _, eigensolve = _kernels()
     with _blas_single_thread():
         t0 = time.perf_counter()
         rs = _real_space_blocks(cell, bs, float(precision), kinetic, nt)
-        ph = _phased(rs, k, nt)
-        t1 = time.perf_counter()
-        real_k = np.all(np.abs(2.0 * k - np.round(2.0 * k)) < 1e-12, axis=1).astype(np.int8)
-        n = rs.n_ao
-        eig = np.empty((len(k), n))
-        dropped = np.zeros(len(k), dtype=np.int32)
-        info = np.zeros(len(k), dtype=np.int32)
-        if kinetic:
-            a_re, a_im, b_re, b_im = ph[1, :, 0], ph[1, :, 1], ph[0, :, 0], ph[0, :, 1]
-        else:
-            a_re, a_im = ph[0, :, 0], ph[0, :, 1]
-            b_re, b_im = a_re, a_im
-        status = eigensolve.eig_batch_py(a_re, a_im, b_re, b_im, real_k, int(kinetic), 1, float(lindep),
-                                         eig, dropped, info, nt)
-        t2 = time.perf_counter()
-    if status != 0:
-        bad = int(np.nonzero(info)[0][0]) if np.any(info) else 0
+        t_int = time.perf_counter() - t0
+        eig, dropped, info, t_phase, t_eig = _spectrum_impl(rs, k, kinetic, float(lindep), nt)
+    if np.any(info):
+        bad = int(np.nonzero(info)[0][0])
         raise InputError(
             f"structure {cell.label!r}: eigensolver failed at k-point {bad} {k[bad].tolist()} "
-            f"(LAPACK info {status})"
+            f"(LAPACK info {int(info[bad])})"
         )
     if kinetic:
-        eig = eig * HARTREE_EV
+        eig *= HARTREE_EV
+    n_electrons = sum(bs.valence[s] for s in cell.symbols)
     bands = BandStructure(eig[None], w, n_electrons=n_electrons or None, kpoints=k)
-    stats = SpectrumStats(n, len(k), len(rs.ints), int(dropped.max()), t1 - t0, t2 - t1)
+    stats = SpectrumStats(rs.n_ao, len(k), len(rs.ints), int(dropped.max()), t_int + t_phase, t_eig)
     return bands, stats
+
+
+def _spectrum_impl(rs: _Blocks, k: np.ndarray, kinetic: bool, lindep: float, n_threads: int):
+    """Eigenvalues (Hartree or dimensionless) for clean inputs, k-points in chunks of bounded memory."""
+    _, eigensolve = _kernels()
+    n_op, n = rs.blocks.shape[0], rs.n_ao
+    chunk = max(1, min(len(k), _PHASED_BYTES // (n_op * 2 * n * n * 8)))
+    real_k = np.all(np.abs(2.0 * k - np.round(2.0 * k)) < 1e-12, axis=1).astype(np.int8)
+    eig = np.empty((len(k), n))
+    dropped = np.zeros(len(k), dtype=np.int32)
+    info = np.zeros(len(k), dtype=np.int32)
+    t_phase = t_eig = 0.0
+    for k0 in range(0, len(k), chunk):
+        sl = slice(k0, min(len(k), k0 + chunk))
+        t0 = time.perf_counter()
+        ph = _phased(rs, k[sl], n_threads)
+        t1 = time.perf_counter()
+        op_a = 1 if kinetic else 0
+        status = eigensolve.eig_batch_py(ph[op_a, :, 0], ph[op_a, :, 1], ph[0, :, 0], ph[0, :, 1],
+                                         real_k[sl], int(kinetic), 1, lindep, eig[sl], dropped[sl], info[sl],
+                                         n_threads)
+        if status == -1000:
+            raise MemoryError(f"eigensolver workspace for n_ao = {n} x {n_threads} threads")
+        if status != 0 and not np.any(info[sl]):
+            info[sl] = status  # a workspace query failed: report it at the chunk's first k-point
+        t_phase += t1 - t0
+        t_eig += time.perf_counter() - t1
+    return eig, dropped, info, t_phase, t_eig
 
 
 def operator_spectrum(
@@ -487,6 +503,7 @@ def operator_spectrum(
     precision: float = 1e-12,
     lindep: float = 1e-8,
     n_threads: int | None = None,
+    kgrid_rounding: str = "ceil",
 ):
     """Spectrum of the kinetic (or overlap) operator of a crystal in a Gaussian basis.
 
@@ -514,6 +531,8 @@ def operator_spectrum(
         eigenvalues are NaN at the top of each k-point's list.
     n_threads : int, optional
         OpenMP threads (default: `sporep_hpc.threads.resolve_threads`).
+    kgrid_rounding : {"ceil", "round"}
+        Grid rule when `kpoints` is None (DESIGN.md §3; "round" reproduces the original study's grids).
 
     Returns
     -------
@@ -529,4 +548,4 @@ def operator_spectrum(
         Invalid operator, precision, lindep, kpoints or weights.
     """
     return spectrum_with_stats(structure, operator, basis, kpoints, weights, kdensity, exp_to_discard,
-                               precision, lindep, n_threads)[0]
+                               precision, lindep, n_threads, kgrid_rounding)[0]

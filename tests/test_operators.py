@@ -90,6 +90,24 @@ def test_default_kpoints_are_irreducible_wedge():
     assert_allclose(bands.eigenvalues, explicit.eigenvalues, rtol=0, atol=0)
 
 
+def test_kpoint_chunks_do_not_change_spectrum(monkeypatch):
+    import sporep_hpc.operators as ops
+
+    st = rutile_tio2()
+    ref = operator_spectrum(st, kpoints=GENERAL_K).eigenvalues
+    monkeypatch.setattr(ops, "_PHASED_BYTES", 2 * 2 * 2 * 28 * 28 * 8 * 3 // 2)  # 1 k-point per chunk
+    np.testing.assert_array_equal(operator_spectrum(st, kpoints=GENERAL_K).eigenvalues, ref)
+
+
+def test_kgrid_rounding_passed_to_kpoints():
+    from sporep_hpc.kpoints import irreducible_kpoints
+
+    st = si_diamond()
+    k, _ = irreducible_kpoints(st, kdensity=0.45, rounding="round")  # |b| / 0.45 = 4.45: 4 vs ceil 5
+    assert len(k) != len(irreducible_kpoints(st, kdensity=0.45, rounding="ceil")[0])
+    assert_allclose(operator_spectrum(st, kdensity=0.45, kgrid_rounding="round").kpoints, k)
+
+
 def test_thread_count_does_not_change_spectrum():
     st = rutile_tio2()
     b1 = operator_spectrum(st, kpoints=GENERAL_K, n_threads=1)
