@@ -54,10 +54,14 @@ def write_rows(dset: h5py.Dataset, start: int, data: np.ndarray) -> None:
     """
     data = np.ascontiguousarray(data, dtype=dset.dtype)
     n = int(data.shape[0]) if data.ndim else 0
+    if dset.size == 0:  # nothing to write on any rank (the size is global): no I/O call at all
+        if n:
+            raise StoreError(f"{dset.name}: {n} rows do not fit an empty dataset")
+        return
     if n and data.shape[1:] != dset.shape[1:]:
         raise StoreError(f"{dset.name}: rows of shape {data.shape[1:]} do not fit {dset.shape[1:]}")
     fspace = dset.id.get_space()
-    if n == 0 or dset.size == 0:
+    if n == 0:
         fspace.select_none()
         mspace = h5py.h5s.create_simple((1,))
         mspace.select_none()
@@ -72,7 +76,4 @@ def write_rows(dset: h5py.Dataset, start: int, data: np.ndarray) -> None:
     if is_mpio(dset.file):
         dxpl = h5py.h5p.create(h5py.h5p.DATASET_XFER)
         dxpl.set_dxpl_mpio(h5py.h5fd.MPIO_COLLECTIVE)
-    if dset.size == 0:
-        if dxpl is None:
-            return
     dset.id.write(mspace, fspace, buf, dxpl=dxpl)

@@ -1,0 +1,260 @@
+"""The MPI driver end to end, on whatever rank count the suite runs (1, 2, 3).
+
+Each test drives `sporep_hpc.parallel.driver.run` with the test's `comm` and compares
+the store with a one-rank run (COMM_SELF, on rank 0): results must not depend on the
+rank count or the schedule (1e-12, DESIGN §4/§7). The spectra themselves are checked
+against direct `operator_spectrum` / `fingerprint` calls that involve no driver.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+from pymatgen.core import Lattice, Structure
+
+from sporep_hpc.config import build_config
+from sporep_hpc.errors import InputError, ParameterError
+from sporep_hpc.parallel.driver import StopFlag, handle_signals, run
+from sporep_hpc.parallel.journal import journal_dir, scan_journal
+from sporep_hpc.store import open_store
+
+pytestmark = pytest.mark.mpi
+
+KDENSITY = 0.5  # 1/Å: coarse grids keep every structure well under a second
+# ids of the inputs written by `inputs`, in store order (directory sorted by path)
+GOOD = ["cu", "graphite", "nacl", "si"]
+
+
+def structures():
+    return {
+        "si": Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
+        "nacl": Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "cu": Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]]),
+        "graphite": Structure(
+            Lattice.hexagonal(2.46, 6.7), ["C"] * 4,
+            [[0, 0, 0.25], [0, 0, 0.75], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]],
+        ),
+        "close": Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]]),  # 0.25 Å apart
+    }
+
+
+@pytest.fixture
+def inputs(comm, shared_tmp_path):
+    """A directory with 4 good structures, one with atoms too close and one unreadable file."""
+    d = shared_tmp_path / "inputs"
+    if comm.rank == 0:
+        d.mkdir()
+        for name, s in structures().items():
+            s.to(filename=str(d / f"{name}.json"))
+        (d / "bad.json").write_text("{not json")
+    comm.Barrier()
+    return d
+
+
+def config(**overrides):
+    values = {"kdensity": KDENSITY, "progress_interval": 0.5}
+    values.update(overrides)
+    return build_config(overrides=values)
+
+
+def datasets(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda k, obj: out.__setitem__(k, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        attrs = {k: v for k, v in f.attrs.items() if k not in ("created", "n_ranks")}
+    return out, attrs
+
+
+def assert_same_store(a, b):
+    """Every dataset equal (floats to 1e-12 absolute, NaN where NaN), root attributes equal."""
+    (da, aa), (db, ab) = datasets(a), datasets(b)
+    assert aa == ab
+    assert sorted(da) == sorted(db)
+    for key in da:
+        x, y = da[key], db[key]
+        assert x.shape == y.shape, key
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-12, equal_nan=True, err_msg=key)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=key)
+
+
+def serial_reference(comm, inputs, path, **overrides):
+    """The one-rank store (rank 0, COMM_SELF); every rank waits for it."""
+    if comm.rank == 0 and not path.exists():
+        run([str(inputs)], path, config(**overrides), MPI.COMM_SELF)
+    comm.Barrier()
+    return path
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_store_independent_of_rank_count_and_schedule(comm, inputs, shared_tmp_path, schedule):
+    out = shared_tmp_path / f"{schedule}.h5"
+    report = run([str(inputs)], out, config(schedule=schedule), comm)
+    assert report.n_total == 6 and report.n_done == 4 and report.n_failed == 2, report.failures
+    assert report.exit_code == 4
+    assert not journal_dir(out).exists()  # removed after a successful assembly
+    ref = serial_reference(comm, inputs, shared_tmp_path / "serial.h5")
+    assert_same_store(out, ref)
+
+
+def test_spectra_match_direct_calls(comm, inputs, shared_tmp_path):
+    # reference: operator_spectrum + fingerprint on the structure itself (no driver, no store)
+    from sporep_hpc.fingerprints import fingerprint
+    from sporep_hpc.operators import operator_spectrum
+
+    out = shared_tmp_path / "direct.h5"
+    run([str(inputs)], out, config(), comm)
+    if comm.rank == 0:
+        with open_store(out) as store:
+            for id in GOOD:
+                i = store.index_of(id)
+                bands = operator_spectrum(structures()[id], kdensity=KDENSITY)
+                sp = store.spectrum(i)
+                np.testing.assert_allclose(sp["eigenvalues"], bands.eigenvalues, rtol=0, atol=1e-12)
+                np.testing.assert_allclose(sp["weights"], bands.weights, rtol=0, atol=1e-15)
+                values, _, _ = store.fingerprints("kinetic")
+                np.testing.assert_allclose(values[i], fingerprint(bands, "kinetic"), rtol=0, atol=1e-12)
+                assert sp["n_electrons"] == bands.n_electrons
+                assert sp["vbm"] == pytest.approx(bands.vbm, abs=1e-12)
+            _, numbers, positions = store.atoms(store.index_of("si"))
+            np.testing.assert_allclose(positions[1], [5.43 / 4] * 3, atol=1e-12)
+            assert list(numbers) == [14, 14]
+    comm.Barrier()
+
+
+def test_bad_structures_reported_and_others_complete(comm, inputs, shared_tmp_path):
+    out = shared_tmp_path / "bad.h5"
+    report = run([str(inputs)], out, config(), comm)
+    reasons = dict(report.failures)
+    assert sorted(reasons) == ["bad", "close"]
+    assert "close" in reasons["close"] and "apart" in reasons["close"] and "\n" not in reasons["close"]
+    assert "bad.json" in reasons["bad"] and "unreadable" in reasons["bad"]
+    with open_store(out) as store:
+        status = dict(zip(store.ids, store.status, strict=True))
+        assert all(status[id] == 1 for id in GOOD)
+        assert status["bad"] == -1 and status["close"] == -1
+        values, _, _ = store.fingerprints("kinetic")
+        for id in GOOD:
+            assert np.isfinite(values[store.index_of(id)]).all()
+        assert np.isnan(values[store.index_of("close")]).all()
+    comm.Barrier()
+
+
+def test_more_ranks_than_tasks(comm, inputs, shared_tmp_path):
+    out = shared_tmp_path / "one.h5"
+    report = run([str(inputs / "si.json")], out, config(), comm)
+    assert (report.n_total, report.n_done) == (1, 1)
+    with open_store(out) as store:
+        assert store.ids == ["si"]
+        ref = serial_reference(comm, inputs, shared_tmp_path / "serial.h5")
+        with open_store(ref) as r:
+            expected = r.spectrum(r.index_of("si"))["eigenvalues"]
+            np.testing.assert_allclose(store.spectrum(0)["eigenvalues"], expected, rtol=0, atol=1e-12)
+    comm.Barrier()
+
+
+def test_serial_hdf5_fallback_gives_the_same_store(comm, inputs, shared_tmp_path, monkeypatch):
+    mpio = shared_tmp_path / "mpio.h5"
+    run([str(inputs)], mpio, config(), comm)
+    monkeypatch.setenv("SPOREP_FORCE_SERIAL_HDF5", "1")
+    fallback = shared_tmp_path / "fallback.h5"
+    run([str(inputs)], fallback, config(), comm)
+    assert_same_store(fallback, mpio)
+    comm.Barrier()
+
+
+def test_signal_stops_cleanly_then_rerun_resumes(comm, inputs, shared_tmp_path):
+    out = shared_tmp_path / "stopped.h5"
+    stop = StopFlag()
+
+    def send_signal(n):  # rank 0 signals itself after its first task
+        if comm.rank == 0 and n == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    with handle_signals(stop):
+        report = run([str(inputs)], out, config(schedule="static"), comm, stop=stop, on_task_done=send_signal)
+    assert report.stopped and report.exit_code == 5
+    assert not out.exists()
+    comm.Barrier()
+    finished = scan_journal(journal_dir(out)) if comm.rank == 0 else None
+    finished = comm.bcast(finished)
+    # rank 0 stops after its first task, the others after their current one (which may be their last)
+    assert 1 <= len(finished) <= 4
+    # a changed parameter set is refused on every rank ...
+    with pytest.raises(ParameterError, match=r"other parameters.*kdensity"):
+        run([str(inputs)], out, config(kdensity=0.4), comm)
+    # ... the same command resumes without recomputing
+    report = run([str(inputs)], out, config(), comm)
+    assert report.n_skipped == len(finished) and report.n_done == 4
+    assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial.h5"))
+    comm.Barrier()
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from mpi4py import MPI
+    from sporep_hpc.config import build_config
+    from sporep_hpc.parallel.driver import run
+
+    def kill(n):
+        if n == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    cfg = build_config(overrides={{"kdensity": {kdensity}}})
+    run([sys.argv[1]], sys.argv[2], cfg, MPI.COMM_SELF, on_task_done=kill)
+    """
+)
+
+
+def test_sigkill_mid_run_then_resume_gives_identical_store(comm, inputs, shared_tmp_path):
+    out = shared_tmp_path / "killed.h5"
+    if comm.rank == 0:
+        # a separate one-rank job (singleton MPI: launcher variables removed), killed after 2 structures
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_"))}
+        env["OMP_NUM_THREADS"] = "1"
+        code = KILLER.format(kdensity=KDENSITY)
+        proc = subprocess.run([sys.executable, "-c", code, str(inputs), str(out)], env=env, timeout=240)
+        assert proc.returncode == -signal.SIGKILL
+        assert not out.exists()
+        assert len(scan_journal(journal_dir(out))) == 2
+    comm.Barrier()
+    report = run([str(inputs)], out, config(), comm)
+    assert report.n_skipped == 2 and report.n_done == 4, report.failures
+    assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial.h5"))
+    comm.Barrier()
+
+
+def test_dry_run_writes_nothing(comm, inputs, shared_tmp_path):
+    out = shared_tmp_path / "dry.h5"
+    report = run([str(inputs)], out, config(), comm, dry_run=True)
+    assert report.n_total == 6 and report.n_failed == 2
+    assert not out.exists() and not journal_dir(out).exists()
+    comm.Barrier()
+
+
+def test_duplicate_ids_fail_before_anything_runs(comm, inputs, shared_tmp_path):
+    out = shared_tmp_path / "dup.h5"
+    with pytest.raises(InputError, match="duplicate id 'si'"):
+        run([str(inputs / "si.json"), str(inputs / "si.json")], out, config(), comm)
+    assert not journal_dir(out).exists()
+    comm.Barrier()
+
+
+def test_all_structures_failed_gives_an_empty_spectra_store(comm, inputs, shared_tmp_path):
+    # every ragged dataset has zero length: the collective writes must skip them on all ranks alike
+    out = shared_tmp_path / "allbad.h5"
+    report = run([str(inputs / "close.json"), str(inputs / "bad.json")], out, config(), comm)
+    assert (report.n_done, report.n_failed, report.exit_code) == (0, 2, 4)
+    with open_store(out) as store:
+        assert list(store.status) == [-1, -1]
+        assert store.file["spectra/eigenvalues"].shape == (0,)
+        assert store.file["structures/numbers"].shape == (2,)  # 'close' was read: its atoms are stored
+    comm.Barrier()
