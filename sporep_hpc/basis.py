@@ -175,13 +175,15 @@ class BasisSet:
     exp_to_discard: float
     shells: Mapping[str, tuple[Shell, ...]] = field(repr=False)
     valence: Mapping[str, int] = field(repr=False)
+    unsupported: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def element(self, symbol: str) -> tuple[Shell, ...]:
         """Shells of one element; InputError naming element and basis if absent."""
         try:
             return self.shells[symbol]
         except KeyError as exc:
-            raise InputError(f"element {symbol} not in basis {self.name!r}") from exc
+            why = f" ({self.unsupported[symbol]})" if symbol in self.unsupported else ""
+            raise InputError(f"element {symbol} not in basis {self.name!r}{why}") from exc
 
     def n_ao(self, symbol: str) -> int:
         """Number of spherical functions on one atom of `symbol`."""
@@ -224,6 +226,7 @@ def _load(name: str, exp_to_discard: float) -> BasisSet:
     data = _fetch(_ANO_SOURCE if ano else name)
     shells: dict[str, tuple[Shell, ...]] = {}
     valence: dict[str, int] = {}
+    unsupported: dict[str, str] = {}
     for zkey, element in data["elements"].items():
         z = int(zkey)
         if z > len(_SYMBOLS) or "electron_shells" not in element:
@@ -252,11 +255,18 @@ def _load(name: str, exp_to_discard: float) -> BasisSet:
             candidates.sort(key=lambda c: c[0])  # PySCF order: shells grouped by l (stable)
             n_elec = z - int(element.get("ecp_electrons", 0))
         if any(ang > L_MAX for ang, _, _ in candidates):
-            continue  # elements needing g functions are left out: "element X not in basis"
+            top = max(ang for ang, _, _ in candidates)
+            unsupported[symbol] = f"it has l = {top} functions; only l <= {L_MAX} are supported"
+            continue
         made = [_make_shell(ang, e, c, exp_to_discard) for ang, e, c in candidates]
-        shells[symbol] = tuple(s for s in made if s is not None)
+        kept = tuple(s for s in made if s is not None)
+        if not kept:
+            unsupported[symbol] = f"no primitive has an exponent >= exp_to_discard = {exp_to_discard:g}"
+            continue
+        shells[symbol] = kept
         valence[symbol] = n_elec
-    return BasisSet(name, exp_to_discard, MappingProxyType(shells), MappingProxyType(valence))
+    return BasisSet(name, exp_to_discard, MappingProxyType(shells), MappingProxyType(valence),
+                    MappingProxyType(unsupported))
 
 
 def load_basis(name: str = DEFAULT_BASIS, exp_to_discard: float = 0.1) -> BasisSet:

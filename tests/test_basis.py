@@ -91,6 +91,13 @@ def test_unknown_element_message(ano):
         valence_electrons(["Og"])
 
 
+def test_unsupported_angular_momentum_is_explained():
+    # cc-pVQZ carbon has g functions (l = 4): the element is refused with the reason
+    b = load_basis("cc-pVQZ", 0.0)
+    with pytest.raises(InputError, match=r"element C not in basis 'cc-pVQZ' \(it has l = 4 functions"):
+        n_ao(["C"], b)
+
+
 def test_bad_parameters():
     with pytest.raises(ParameterError, match="exp_to_discard"):
         load_basis("ano-valence", -1.0)
