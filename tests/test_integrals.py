@@ -202,3 +202,17 @@ def test_isolated_gaussians_analytic():
     t_ab = mu * (3 - 2 * mu * r_bohr**2) * s_ab
     assert_allclose(s[0], [[1, s_ab], [s_ab, 1]], rtol=0, atol=1e-14)
     assert_allclose(t[0], [[1.5 * a, t_ab], [t_ab, 1.5 * b_exp]], rtol=0, atol=1e-13)
+
+
+def test_precision_bounds_the_truncation_error(basis):
+    # the screening threshold bounds each neglected primitive-pair contribution: the matrices at
+    # precision 1e-12 and 1e-8 differ from a far tighter sum (1e-16) by about that much, not more
+    # (a few hundred neglected terms near the cut-off: factor 100 margin)
+    st = ceo2_fluorite()
+    s_ref, t_ref = operator_matrices(st, GENERAL_K, basis=basis, precision=1e-16)
+    for precision in (1e-12, 1e-8):
+        s, t = operator_matrices(st, GENERAL_K, basis=basis, precision=precision)
+        assert np.abs(s - s_ref).max() < 100 * precision
+        assert np.abs(t - t_ref).max() < 100 * precision
+    s, _ = operator_matrices(st, GENERAL_K, basis=basis, precision=1e-4)
+    assert np.abs(s - s_ref).max() > 1e-8  # a loose threshold does truncate: the test can fail
