@@ -187,6 +187,8 @@ class JobSpec:
     merge_dir: str | None = None
     """Analysis: merge ``merge_dir/merge_pattern`` into ``store`` first (skipped when ``store`` exists)."""
     merge_pattern: str = "chunk-*.h5"
+    manifest: str | None = None
+    """Analysis: split.json of `sporep-hpc split`: the merge checks completeness, keeps the list's order."""
     fingerprint: str = "kinetic"
     metric: str = "cosine"
     labels: str | None = None
@@ -366,11 +368,13 @@ def check_paths(spec: JobSpec) -> JobSpec:
             )
         spec = replace(spec, chunks=len(found), chunk_dir=chunk_dir)
     if spec.template == "analysis":
-        if spec.merge_dir is not None:
-            if not Path(spec.merge_dir).is_dir():
-                raise ParameterError(f"merge_dir must be an existing directory; got {spec.merge_dir!r}")
-        elif not Path(spec.store).is_file():
+        # merge_dir is usually made by the array job this one waits for: it need not exist yet
+        if spec.merge_dir is None and not Path(spec.store).is_file():
             raise ParameterError(f"store must be an existing store (or give merge_dir); got {spec.store!r}")
+        if spec.manifest is not None and not Path(spec.manifest).is_file():
+            raise ParameterError(
+                f"manifest must be the split.json of `sporep-hpc split`; got {spec.manifest!r}"
+            )
         if spec.labels is not None and not Path(spec.labels).is_file():
             raise ParameterError(f"labels must be an existing CSV file; got {spec.labels!r}")
     return spec
@@ -440,6 +444,7 @@ def _values(spec: JobSpec, script: str, resolve: bool) -> dict[str, str]:
         merge_step = ""
         if spec.merge_dir is not None:
             merge_dir = _absolute(spec.merge_dir, resolve)
+            manifest = f" --manifest {q(_absolute(spec.manifest, resolve))}" if spec.manifest else ""
             merge_step = (
                 f"\n# Merge the chunk stores (MPI-parallel) unless a previous attempt already did.\n"
                 f"MERGE_DIR={q(merge_dir)}\n"
@@ -453,7 +458,7 @@ def _values(spec: JobSpec, script: str, resolve: bool) -> dict[str, str]:
                 f'        echo "sporep-hpc: no stores $MERGE_DIR/{spec.merge_pattern} to merge" >&2; exit 2\n'
                 f"    fi\n"
                 f'    echo "sporep-hpc: merging ${{#CHUNK_STORES[@]}} stores into $STORE"\n'
-                f'    {launch} {sporep} merge "${{CHUNK_STORES[@]}}" -o "$STORE"\n'
+                f'    {launch} {sporep} merge "${{CHUNK_STORES[@]}}" -o "$STORE"{manifest}\n'
                 f"fi\n"
             )
         classify_step = (
@@ -615,6 +620,7 @@ EXAMPLES: dict[str, JobSpec] = {
         "analysis",
         store="all.h5",
         merge_dir="chunks-out",
+        manifest="structures.chunks/split.json",
         labels="labels.csv",
         ranks=16,
         threads=2,

@@ -206,6 +206,10 @@ def test_check_paths(workdir):
         jobs.check_paths(jobs.JobSpec("analysis", store="none.h5"))
     with pytest.raises(ParameterError, match=r"labels must be an existing CSV file"):
         jobs.check_paths(jobs.JobSpec("analysis", store="x.h5", merge_dir=".", labels="none.csv"))
+    with pytest.raises(ParameterError, match=r"manifest must be the split.json of `sporep-hpc split`"):
+        jobs.check_paths(jobs.JobSpec("analysis", store="x.h5", merge_dir="later", manifest="none.json"))
+    # the directory of chunk stores is made by the array job the analysis waits for: it may not exist yet
+    assert jobs.check_paths(jobs.JobSpec("analysis", store="x.h5", merge_dir="later")).merge_dir == "later"
 
 
 def test_read_list_matches_bash(workdir, tmp_path):
@@ -424,10 +428,12 @@ def test_analysis_script_merges_then_analyses(workdir, fake_env):
     for i in (1, 0, 2):
         (chunk_dir / f"chunk-{i:04d}.h5").write_text("")
     (workdir / "labels.csv").write_text("id,label\n")
+    (workdir / "split.json").write_text("{}")
     spec = jobs.JobSpec(
         "analysis",
         store="all.h5",
         merge_dir="stores",
+        manifest="split.json",
         labels="labels.csv",
         python=str(bindir / "python"),
         metric="tanimoto",
@@ -444,6 +450,8 @@ def test_analysis_script_merges_then_analyses(workdir, fake_env):
         *(str(chunk_dir / f"chunk-{i:04d}.h5") for i in range(3)),
         "-o",
         store,
+        "--manifest",
+        str(workdir / "split.json"),
     ]
     assert similarity[similarity.index("similarity") :] == [
         "similarity",

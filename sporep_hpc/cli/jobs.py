@@ -101,6 +101,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     n.add_argument("--store", help="the store to analyse (merged first when --merge-dir is given)")
     n.add_argument("--merge-dir", help="merge the chunk stores of this directory into --store first")
     n.add_argument("--merge-pattern", default=d.merge_pattern)
+    n.add_argument(
+        "--manifest", help="split.json of `sporep-hpc split`: merge checks completeness, keeps order"
+    )
     n.add_argument("--fingerprint", default=d.fingerprint)
     n.add_argument("--metric", choices=jobs.METRICS, default=d.metric)
     n.add_argument("--labels", help="labels CSV: adds the classification step")
@@ -150,6 +153,7 @@ def spec_from_args(args: argparse.Namespace) -> jobs.JobSpec:
         store=args.store,
         merge_dir=args.merge_dir,
         merge_pattern=args.merge_pattern,
+        manifest=args.manifest,
         fingerprint=args.fingerprint,
         metric=args.metric,
         labels=args.labels,
