@@ -480,9 +480,13 @@ def _spectrum_impl(rs: _Blocks, k: np.ndarray, kinetic: bool, lindep: float, n_t
         ph = _phased(rs, k[sl], n_threads)
         t1 = time.perf_counter()
         op_a = 1 if kinetic else 0
-        status = eigensolve.eig_batch_py(ph[op_a, :, 0], ph[op_a, :, 1], ph[0, :, 0], ph[0, :, 1],
-                                         real_k[sl], int(kinetic), 1, lindep, eig[sl], dropped[sl], info[sl],
-                                         n_threads)
+        args = (ph[op_a, :, 0], ph[op_a, :, 1], ph[0, :, 0], ph[0, :, 1], real_k[sl], int(kinetic), 1,
+                lindep, eig[sl], dropped[sl], info[sl])
+        if sl.stop - sl.start >= n_threads:  # threads over k-points, BLAS single-threaded
+            status = eigensolve.eig_batch_py(*args, n_threads)
+        else:  # fewer k-points than threads (a big cell): threaded BLAS inside LAPACK instead
+            with _blas_controller().limit(limits=n_threads, user_api="blas"):
+                status = eigensolve.eig_batch_py(*args, 1)
         if status == -1000:
             raise MemoryError(f"eigensolver workspace for n_ao = {n} x {n_threads} threads")
         if status != 0 and not np.any(info[sl]):
