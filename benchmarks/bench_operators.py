@@ -50,12 +50,44 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def breakdown(cases, repeat: int) -> None:
+    """Where the time goes, both sides, one thread: integrals vs eigenvalues (medians, ms)."""
+    import scipy.linalg
+    from pyscf import lib as pyscf_lib
+    from threadpoolctl import threadpool_limits
+
+    from sporep_hpc.operators import spectrum_with_stats
+
+    cols = ("ref ints", "ref eigh", "new ints", "new eig", "new other")
+    print(f"  {'name':<12} " + " ".join(f"{c:>9}" for c in cols) + "  (ms)")
+    for name, st, k, w, cell, kabs in cases:
+
+        def ints(cell=cell, kabs=kabs):
+            return (cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kabs),
+                    cell.pbc_intor("int1e_kin", hermi=1, kpts=kabs))
+
+        with threadpool_limits(limits=1, user_api="blas"), pyscf_lib.with_omp_threads(1):
+            t_ints, (s, t) = timed(ints, repeat)
+            t_eigh, _ = timed(lambda s=s, t=t: [scipy.linalg.eigh(ti, si, eigvals_only=True)
+                                                for ti, si in zip(t, s, strict=True)], repeat)
+        runs = []
+        for _ in range(repeat + 1):
+            t0 = time.perf_counter()
+            _, stats = spectrum_with_stats(st, kpoints=k, weights=w, n_threads=1)
+            runs.append((time.perf_counter() - t0, stats.t_integrals, stats.t_eigen))
+        tot, ti, te = (statistics.median(x) for x in zip(*runs[1:], strict=True))
+        print(f"  {name:<12} {1e3 * t_ints:>9.2f} {1e3 * t_eigh:>9.2f} {1e3 * ti:>9.2f} {1e3 * te:>9.2f} "
+              f"{1e3 * (tot - ti - te):>9.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--kdensity", type=float, default=0.15, help="k spacing, 1/Å (default 0.15)")
     ap.add_argument("--quick", action="store_true", help="skip the largest structure")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also split each side into integrals (+ Bloch phases) and eigenvalues (1 thread)")
     args = ap.parse_args()
 
     import scipy.linalg
@@ -101,6 +133,8 @@ def main() -> int:
             tot_new += t_new
             print(f"{name:<12} {bands.n_bands:>5} {len(k):>4} {t_ref:>9.4f} {t_new:>9.4f} "
                   f"{t_ref / t_new:>7.2f} {diff:>11.2e}")
+        if args.breakdown and nt == 1:
+            breakdown(cases, args.repeat)
         gmean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
         print(f"{'geomean':<12} {'':>5} {'':>4} {'':>9} {'':>9} {gmean:>7.2f}")
         print(f"{'total':<12} {'':>5} {'':>4} {tot_ref:>9.4f} {tot_new:>9.4f} {tot_ref / tot_new:>7.2f}")
