@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from ._validation import check_choice, check_interval
 from .basis import DEFAULT_BASIS, BasisSet, load_basis
 from .errors import InputError, ParameterError
 from .threads import resolve_threads
+
+if TYPE_CHECKING:
+    from .bands import BandStructure
 
 __all__ = [
     "BOHR_ANGSTROM",
@@ -429,7 +432,7 @@ def spectrum_with_stats(
     lindep: float = 1e-8,
     n_threads: int | None = None,
     kgrid_rounding: str = "ceil",
-):
+) -> tuple[BandStructure, SpectrumStats]:
     """`operator_spectrum` and its `SpectrumStats` (same arguments): (BandStructure, SpectrumStats)."""
     from .bands import BandStructure
 
@@ -508,7 +511,7 @@ def operator_spectrum(
     lindep: float = 1e-8,
     n_threads: int | None = None,
     kgrid_rounding: str = "ceil",
-):
+) -> BandStructure:
     """Spectrum of the kinetic (or overlap) operator of a crystal in a Gaussian basis.
 
     Parameters
