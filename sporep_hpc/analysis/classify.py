@@ -39,6 +39,7 @@ __all__ = [
     "PredictionResult",
     "classify_store",
     "evaluate",
+    "example_properties",
     "labels_for_ids",
     "make_estimator",
     "predict_store",
@@ -190,7 +191,7 @@ def read_labels(path: str | Path) -> dict[str, str]:
     return out
 
 
-def _example_properties(ids: Sequence[str]) -> dict[str, dict]:
+def example_properties(ids: Sequence[str]) -> dict[str, dict]:
     """Properties of built-in example structures by id (the store keeps structures, not properties)."""
     from ..examples import catalogue
 
@@ -212,7 +213,7 @@ def labels_for_ids(ids: Sequence[str], source: str | Path | Mapping[str, str]) -
         labels, desc = {str(k): str(v) for k, v in source.items()}, "mapping"
     elif isinstance(source, str) and source.startswith(PROPERTY_PREFIX):
         prop = source[len(PROPERTY_PREFIX):]
-        known = _example_properties(ids)
+        known = example_properties(ids)
         labels = {i: str(p[prop]) for i, p in known.items() if prop in p}
         if not labels:
             raise InputError(

@@ -1,0 +1,51 @@
+"""`sporep-hpc predict other.h5 --model store.h5`: apply a stored classifier to another store."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+
+DESCRIPTION = """\
+Apply the model /models/<name> of a store to the fingerprints of another store. Fingerprints made with
+other parameters (windows, smearing, energy grid) are refused.
+
+  sporep-hpc predict new.h5 --model trained.h5 [--name kinetic] [-o predictions.csv]
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="apply a stored classifier to a store",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("store", help="store with the structures to classify")
+    p.add_argument("--model", required=True, help="store holding the model (/models/<name>)")
+    p.add_argument("--name", default=None, help="model name (default: the only model)")
+    p.add_argument("--fingerprint", default=None, help="fingerprint of STORE (default: the model's)")
+    p.add_argument("-o", "--output", default=None, help="write id,label,p(class)... as CSV here")
+    p.set_defaults(run=predict_command)
+
+
+def predict_command(args) -> int:
+    from ..analysis.classify import predict_store
+
+    res = predict_store(args.store, args.model, model=args.name, fingerprint=args.fingerprint)
+    header = ["id", "label", *(f"p({c})" for c in res.classes)]
+    rows = [
+        [sid, lab, *(f"{p:.4f}" for p in prob)]
+        for sid, lab, prob in zip(res.ids, res.labels, res.probabilities, strict=True)
+    ]
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+        print(f"{len(rows)} predictions of model {res.model} written to {args.output}")
+    else:
+        w = csv.writer(sys.stdout)
+        w.writerow(header)
+        w.writerows(rows)
+    return 0
