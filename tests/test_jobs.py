@@ -144,7 +144,9 @@ def test_parse_time_rejects(text):
         ({"mem_per_cpu": "4GB"}, r"mem_per_cpu must be a positive integer"),
         ({"launcher": "aprun"}, r"launcher must be one of"),
         ({"time": "25:61:00"}, r"time must be a Slurm time limit"),
-        ({"run_args": ("-o", "x.h5")}, r"run_args must not set the output"),
+        ({"run_args": ("-o", "x.h5")}, r"run_args must not set the output or the schedule"),
+        ({"run_args": ("--schedule", "dynamic")}, r"run_args must not set the output or the schedule"),
+        ({"schedule": "guided"}, r"schedule must be one of 'dynamic', 'static'; got 'guided'"),
         ({"setup": ("module load a\nrm -rf /",)}, r"setup must be single shell lines"),
         (
             {"ranks": 8, "threads": 4, "cores_per_node": 16},
@@ -259,7 +261,8 @@ def test_full_option_render_passes_bash_n(workdir, tmp_path):
             structures="list.txt",
             ranks=4,
             threads=2,
-            run_args=("--schedule", "static"),
+            run_args=("--kdensity", "0.2"),
+            schedule="dynamic",
             launcher="mpirun",
             **common,
         ),
@@ -311,7 +314,8 @@ def test_command_line_reproduces_the_spec(workdir, capsys):
         ranks=6,
         threads=3,
         time="2:00:00",
-        run_args=("--schedule", "static"),
+        run_args=("--kdensity", "0.2", "--config", "my run.toml"),
+        schedule="dynamic",
         setup=("module load x",),
         python="/usr/bin/env",
     )
@@ -359,6 +363,8 @@ def test_single_node_script_runs_the_listed_inputs(workdir, fake_env):
         "examples:batio3",
         "-o",
         str(workdir / "out/store.h5"),
+        "--schedule",
+        "static",
         "--kdensity",
         "0.2",
     ]
@@ -406,7 +412,8 @@ def test_array_task_processes_its_chunk(workdir, fake_env):
     calls = _calls(log, "srun")
     for argv, task in zip(calls, (1, 0, 2), strict=True):
         head = ["--kill-on-bad-exit=1", "python", "-m", "mpi4py", "-m", "sporep_hpc", "run"]
-        assert argv == [*head, *chunks[task], "-o", str(workdir / "stores" / f"chunk-{task:04d}.h5")]
+        out = str(workdir / "stores" / f"chunk-{task:04d}.h5")
+        assert argv == [*head, *chunks[task], "-o", out, "--schedule", "static"]
 
 
 def test_array_task_errors(workdir, fake_env):

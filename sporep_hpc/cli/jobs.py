@@ -73,6 +73,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--mem-per-cpu", help="e.g. 2000 or 4G")
     g.add_argument("--cores-per-node", type=int, help="check ranks per node x threads fits the node")
     g.add_argument("--launcher", choices=jobs.LAUNCHERS, default=d.launcher)
+    g.add_argument(
+        "--schedule",
+        choices=jobs.SCHEDULES,
+        default=d.schedule,
+        help="run's task schedule (dynamic needs MPI one-sided progress, e.g. MPIR_CVAR_ASYNC_PROGRESS=1)",
+    )
     g.add_argument("--python", default=sys.executable, help="the Python where sporep-hpc is installed")
     g.add_argument(
         "--setup",
@@ -142,6 +148,7 @@ def spec_from_args(args: argparse.Namespace) -> jobs.JobSpec:
         mem_per_cpu=args.mem_per_cpu,
         cores_per_node=args.cores_per_node,
         launcher=args.launcher,
+        schedule=args.schedule,
         python=args.python,
         setup=tuple(args.setup),
         run_args=tuple(a for text in args.run_args for a in shlex.split(text)),
