@@ -8,6 +8,7 @@ objects are released by an explicit `free()` (or the context manager).
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,9 +68,19 @@ class TaskCounter:
     ranks that left their task loop, for rank 0's progress report; STOP is raised by a
     rank that received SIGTERM/SIGUSR1 so that the others stop too. Collective to
     create and to `free`.
+
+    Passive-target progress: some MPI libraries (MPICH 4.0 ch4:ucx, measured here)
+    serve RMA on rank 0's window only while rank 0 is inside the MPI library, so a
+    rank asking for a task would wait until rank 0 finished its own task. With
+    ``progress_thread=True`` (and MPI_THREAD_MULTIPLE), rank 0 runs a small thread
+    that enters MPI every `progress_interval` seconds (an Iprobe on a private
+    duplicate of `comm`); the alternative is the MPI's own asynchronous progress
+    (MPICH: MPIR_CVAR_ASYNC_PROGRESS=1), which busy-polls a core per rank.
     """
 
-    def __init__(self, comm: Any, start: int = 0):
+    def __init__(
+        self, comm: Any, start: int = 0, progress_thread: bool = True, progress_interval: float = 5e-4
+    ):
         from mpi4py import MPI
 
         self._MPI = MPI
@@ -83,9 +94,24 @@ class TaskCounter:
             buf[:] = 0
             buf[NEXT] = start
             self.win.Unlock(0)
-        comm.Barrier()
         self._one = np.ones(1, dtype=np.int64)
         self._out = np.zeros(1, dtype=np.int64)
+        self._pump_comm = None
+        self._pump = None
+        self._pump_stop = threading.Event()
+        if progress_thread and comm.size > 1 and MPI.Query_thread() == MPI.THREAD_MULTIPLE:
+            self._pump_comm = comm.Dup()  # collective: every rank, same condition
+            if comm.rank == 0:
+                self._pump = threading.Thread(
+                    target=self._progress_loop, args=(progress_interval,), name="sporep-rma-progress",
+                    daemon=True,
+                )
+                self._pump.start()
+        comm.Barrier()
+
+    def _progress_loop(self, interval: float) -> None:
+        while not self._pump_stop.wait(interval):
+            self._pump_comm.Iprobe()
 
     def _fetch_add(self, slot: int, value: int) -> int:
         MPI = self._MPI
@@ -120,7 +146,14 @@ class TaskCounter:
         return tuple(self._fetch_add(slot, 0) for slot in range(_N_SLOTS))
 
     def free(self) -> None:
-        """Release the window (collective)."""
+        """Stop the progress thread and release the window (collective)."""
+        if self._pump is not None:
+            self._pump_stop.set()
+            self._pump.join()
+            self._pump = None
+        if self._pump_comm is not None:
+            self._pump_comm.Free()
+            self._pump_comm = None
         if self.win is not None:
             self.win.Free()
             self.win = None
