@@ -34,8 +34,8 @@ DIAMOND = [
     [0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
     [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75],
 ]  # fmt: skip
-# Mixed-size set of the strong-scaling study: AFLOW prototypes up to 12 atoms (first 48 of them).
-STRONG_SET = "examples:aflow?max_atoms=12&limit=48"
+# Mixed-size set of the strong-scaling study: the AFLOW prototypes (288 structures, 1 to 105 atoms).
+STRONG_SET = "examples:aflow"
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -49,12 +49,15 @@ def _worker_run(args) -> None:
     comm = MPI.COMM_WORLD
     config = build_config(None, {"restart": "fresh", "progress_interval": 1e6, "schedule": args.schedule})
     inputs = Path(args.inputs).read_text().split("\n") if args.inputs.endswith(".txt") else [args.inputs]
+    cpu = time.process_time()
     report = run([i for i in inputs if i], args.output, config, comm, n_threads=args.threads)
+    cpu = comm.allreduce(time.process_time() - cpu)  # CPU seconds of all ranks (all threads)
     if comm.rank == 0:
         print(
             json.dumps(
                 {
                     "wall": report.wall_time,
+                    "cpu": cpu,
                     "busy": list(report.busy_times),
                     "done": report.n_done,
                     "failed": report.n_failed,
@@ -162,12 +165,12 @@ def strong(ranks: list[int], threads: int, workdir: Path, repeats: int, schedule
 
 
 def _copies(workdir: Path, n: int) -> str:
-    """A list of n identical 8-atom Si cells under distinct names (equal tasks)."""
+    """A list of n identical 64-atom Si cells (2x2x2 conventional) under distinct names (equal tasks)."""
     from pymatgen.core import Lattice, Structure
 
     d = workdir / "weak"
     d.mkdir(exist_ok=True)
-    cell = Structure(Lattice.cubic(5.43), ["Si"] * 8, DIAMOND)
+    cell = Structure(Lattice.cubic(5.43), ["Si"] * 8, DIAMOND) * (2, 2, 2)
     cif = d / "si-0000.cif"
     if not cif.exists():
         cell.to(filename=str(cif))
@@ -181,7 +184,7 @@ def _copies(workdir: Path, n: int) -> str:
 
 
 def weak(ranks: list[int], threads: int, workdir: Path, repeats: int, per_rank: int, schedule: str) -> None:
-    print(f"\n== weak scaling: {per_rank} identical Si8 cells per rank, {threads} thread(s) per rank")
+    print(f"\n== weak scaling: {per_rank} identical Si64 cells per rank, {threads} thread(s) per rank")
     print(f"{'name':<8} {'size':>5} {'ranks':>5} {'threads':>7} {'t_1 [s]':>9} {'t_R [s]':>9} {'effic.':>7}")
     base = None
     for r in ranks:
@@ -278,20 +281,27 @@ def hdf5_bandwidth(ranks: list[int], workdir: Path, repeats: int, n_rows: int) -
         )
 
 
-def aflow(ranks: int, threads: int, workdir: Path, target: int) -> None:
+def aflow(ranks: int, threads: int, workdir: Path, target: int, schedule: str) -> None:
     print(
         f"\n== throughput: examples:aflow (all prototypes the default basis covers), default parameters, "
-        f"{ranks} ranks x {threads} thread(s)"
+        f"{ranks} ranks x {threads} thread(s), {schedule} schedule"
     )
     out = workdir / "aflow.h5"
     res = _mpi(ranks, threads, ["run", "--inputs", "examples:aflow", "--output", str(out), "--threads",
-                                str(threads), "--schedule", "dynamic"])  # fmt: skip
+                                str(threads), "--schedule", schedule])  # fmt: skip
     cores = ranks * threads
-    per_core_hour = (res["done"] + res["failed"]) / (res["wall"] * cores / 3600)
+    n = res["done"] + res["failed"]
+    per_core_hour = n / (res["wall"] * cores / 3600)
+    per_cpu_hour = n / (res["cpu"] / 3600)
+    busy = res["busy"]
     print(
-        f"structures {res['done'] + res['failed']} ({res['done']} done, {res['failed']} failed), wall "
-        f"{res['wall']:.1f} s on {cores} cores: {per_core_hour:.0f} structures per core-hour; "
-        f"{target} structures of this mix: {target / per_core_hour:.1f} core-hours"
+        f"structures {n} ({res['done']} done, {res['failed']} failed), wall {res['wall']:.1f} s on {cores} "
+        f"cores (busy per rank {', '.join(f'{b:.1f}' for b in busy)} s): {per_core_hour:.0f} structures per "
+        f"core-hour of wall time; {target} structures of this mix: {target / per_core_hour:.1f} core-hours"
+    )
+    print(
+        f"CPU time of the ranks {res['cpu']:.1f} s: {per_cpu_hour:.0f} structures per CPU-hour, "
+        f"{target / per_cpu_hour:.1f} CPU-hours for {target} (what an exclusive, balanced node approaches)"
     )
 
 
@@ -306,9 +316,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="OpenMP threads per rank")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--strong-set", default=STRONG_SET, help="input of the strong-scaling runs")
-    parser.add_argument("--per-rank", type=int, default=12, help="weak scaling: structures per rank")
+    parser.add_argument("--per-rank", type=int, default=24, help="weak scaling: structures per rank")
     parser.add_argument("--rows", type=int, default=4000, help="hdf5: synthetic structures")
-    parser.add_argument("--schedule", default="dynamic", choices=("dynamic", "static"))
+    parser.add_argument("--schedule", default="static", choices=("dynamic", "static"))
     parser.add_argument("--aflow-ranks", type=int, default=min(2, cores))
     parser.add_argument("--target", type=int, default=30000, help="database size for the projection")
     parser.add_argument("--workdir", help="scratch directory (default: a temporary one, removed)")
@@ -344,7 +354,7 @@ def main() -> None:
         if "hdf5" in parts:
             hdf5_bandwidth(ranks, work, args.repeats, args.rows)
         if "aflow" in parts:
-            aflow(args.aflow_ranks, args.threads, work, args.target)
+            aflow(args.aflow_ranks, args.threads, work, args.target, args.schedule)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
