@@ -43,6 +43,7 @@ def worker(args) -> None:
     if comm.rank == 0:
         print("REPORT " + json.dumps({
             "wall": report.wall_time, "phases": report.phase_times, "busy": list(report.busy_times),
+            "setup": report.t_setup, "assembly": report.t_assembly,
             "done": report.n_done, "failed": report.n_failed, "imbalance": report.load_imbalance,
         }))
 
@@ -129,7 +130,8 @@ def main() -> None:
             rep = results[r][1]
             split = "  ".join(f"{k} {v:.2f}" for k, v in rep["phases"].items())
             busy = ", ".join(f"{b:.2f}" for b in rep["busy"])
-            print(f"  {r} rank(s): wall {rep['wall']:.2f}  {split}  busy per rank [{busy}]  "
+            print(f"  {r} rank(s): wall {rep['wall']:.2f} = setup {rep['setup']:.2f} + tasks + assembly "
+                  f"{rep['assembly']:.2f}; in tasks: {split}; busy per rank [{busy}]; "
                   f"done {rep['done']} failed {rep['failed']}")
 
 

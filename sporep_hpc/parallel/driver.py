@@ -221,6 +221,7 @@ def run(
             execution.schedule,
         )
     params_json = params.to_json()
+    t_setup = time.perf_counter() - t_start
     costs = [e.cost for e in todo]
     order = largest_first(costs)
 
@@ -282,18 +283,18 @@ def run(
 
     if stopped:
         report = RunReport(n, 0, 0, n_skipped, [], time.perf_counter() - t_start, phase_times, busy_times,
-                           True, "", comm.size, n_threads)
+                           True, "", comm.size, n_threads, t_setup)
         if comm.rank == 0:
             log.warning("%s", summary_table(report))
         return report
 
     t_io = time.perf_counter()
     failures = _assemble(output, jdir, records, plan, params, fingerprints, comm, execution.keep_journal)
-    phase_times["io"] += time.perf_counter() - t_io
+    t_assembly = time.perf_counter() - t_io
     n_failed = len(failures)
     report = RunReport(
         n, n - n_failed, n_failed, n_skipped, failures, time.perf_counter() - t_start, phase_times,
-        busy_times, False, str(output), comm.size, n_threads,
+        busy_times, False, str(output), comm.size, n_threads, t_setup, t_assembly,
     )
     if comm.rank == 0:
         log.info("%s", summary_table(report))

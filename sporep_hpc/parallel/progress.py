@@ -86,6 +86,10 @@ class RunReport:
     store : str
         The written store ("" when stopped or dry run).
     n_ranks, threads : int
+    t_setup : float, s
+        Wall time before the first task: inputs (rank 0), planning (all ranks), journal scan.
+    t_assembly : float, s
+        Wall time of the store assembly (journal read, collective write, rename).
     """
 
     n_total: int
@@ -100,6 +104,8 @@ class RunReport:
     store: str = ""
     n_ranks: int = 1
     threads: int = 1
+    t_setup: float = 0.0
+    t_assembly: float = 0.0
 
     @property
     def load_imbalance(self) -> float:
@@ -123,8 +129,9 @@ def summary_table(report: RunReport, max_failures: int = 20) -> str:
         f"  failed         {report.n_failed:>8d}",
         f"  from journal   {report.n_skipped:>8d}",
         f"  ranks x threads {report.n_ranks} x {report.threads}",
-        f"  wall time      {format_duration(report.wall_time):>8s}",
-        "  time per phase (summed over ranks):",
+        f"  wall time      {format_duration(report.wall_time):>8s}  "
+        f"(setup {format_duration(report.t_setup)}, store assembly {format_duration(report.t_assembly)})",
+        "  time per phase in tasks (summed over ranks; io = journal):",
     ]
     for phase, t in report.phase_times.items():
         lines.append(f"    {phase:<10s} {format_duration(t):>10s}")
