@@ -166,6 +166,53 @@ def test_supercell_folding():
     assert_allclose(big, folded, rtol=0, atol=INV_EV)
 
 
+# ----------------------------------------------------------------------------- inversion symmetry
+def _complex_only(monkeypatch):
+    import sporep_hpc.operators as ops
+
+    monkeypatch.setattr(ops, "_find_inversion", lambda cell, shells: None)
+
+
+@pytest.mark.parametrize("make", [si_diamond, rutile_tio2, ceo2_fluorite], ids=lambda f: f.__name__)
+def test_inversion_real_path_equals_complex_path(make, monkeypatch):
+    # centrosymmetric crystals are solved as real symmetric problems (sporep_hpc.operators._real_form);
+    # the spectrum must be the one of the complex Hermitian problem
+    import sporep_hpc.operators as ops
+
+    st = make()
+    assert ops._find_inversion(ops._as_cell(st), ops._shell_table(ops._as_cell(st), load_basis())) is not None
+    real = operator_spectrum(st, kpoints=GENERAL_K).eigenvalues
+    real_s = operator_spectrum(st, operator="overlap", kpoints=GENERAL_K).eigenvalues
+    _complex_only(monkeypatch)
+    assert_allclose(real, operator_spectrum(st, kpoints=GENERAL_K).eigenvalues, rtol=0, atol=INV_EV)
+    assert_allclose(real_s, operator_spectrum(st, operator="overlap", kpoints=GENERAL_K).eigenvalues,
+                    rtol=0, atol=1e-12)
+
+
+def test_nearly_centrosymmetric_falls_back_to_complex(monkeypatch, basis):
+    # an atom moved by 3e-6 Å: spglib (symprec 1e-5 Å) still reports the inversion, but the matrices are
+    # not real in the symmetric basis (imaginary residual ~1e-7 Ha > tolerance): the complex path must be
+    # taken. (Dropping that residual would move non-degenerate eigenvalues only at second order, but
+    # split degenerate ones at first order, hence the strict tolerance.)
+    import sporep_hpc.operators as ops
+
+    st = rutile_tio2()
+    st.translate_sites([2], [3e-6, 0, 0], frac_coords=False, to_unit_cell=False)
+    cell = ops._as_cell(st)
+    rs = ops._real_space_blocks(cell, basis, 1e-12, True, 1)
+    assert rs.inversion is not None
+    residual = ops._real_form(ops._phased(rs, GENERAL_K, 1)[0], GENERAL_K, rs.inversion)[1]
+    assert residual > 100 * max(ops._INVERSION_TOL, 10 * rs.precision)
+    calls = []
+    real_form = ops._real_form
+    monkeypatch.setattr(ops, "_real_form", lambda *a: calls.append(1) or real_form(*a))
+    s_ref, t_ref = pyscf_matrices(st, GENERAL_K, basis)
+    kin = np.array([scipy.linalg.eigh(t_ref[i], s_ref[i], eigvals_only=True) for i in range(len(GENERAL_K))])
+    assert_allclose(operator_spectrum(st, kpoints=GENERAL_K).eigenvalues[0] / HARTREE_EV, kin, rtol=0,
+                    atol=TOL_HA)
+    assert calls  # the real form was tried (and rejected by its residual)
+
+
 # ----------------------------------------------------------------------------- errors
 def test_errors():
     st = si_diamond()
