@@ -294,6 +294,93 @@ cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Herm
     return 0
 
 
+cdef int _real_form_k(int k, const double[:, :, :] h_re, const double[:, :, :] h_im,
+                      const int[::1] r1, const int[::1] r2, const double[:, :, ::1] v,
+                      double[:, :, ::1] out, double* resid) noexcept nogil:
+    """One k-point of `real_form`; real arithmetic throughout (no C complex multiply helpers)."""
+    cdef int n = out.shape[1], p, q, a, c, p1, p2, q1, q2
+    cdef double* xr = <double*> malloc(<size_t> n * n * sizeof(double))
+    cdef double* xi = <double*> malloc(<size_t> n * n * sizeof(double))
+    cdef double wr1, wi1, wr2, wi2, yr, yi, l1r, l1i, l2r, l2i, v1r, v1i, v2r, v2i, worst = 0.0
+    if xr == NULL or xi == NULL:
+        free(xr)
+        free(xi)
+        return -1000
+    for p in range(n):  # X = H + H^H, row-major
+        for q in range(n):
+            xr[p * n + q] = h_re[k, p, q] + h_re[k, q, p]
+            xi[p * n + q] = h_im[k, p, q] - h_im[k, q, p]
+    for a in range(n):
+        p1 = r1[a]
+        p2 = r2[a]
+        l1r = v[k, a, 0]
+        l1i = -v[k, a, 1]  # conj(v1[a])
+        l2r = v[k, a, 2]
+        l2i = -v[k, a, 3]  # conj(v2[a])
+        for c in range(n):
+            q1 = r1[c]
+            q2 = r2[c]
+            v1r = v[k, c, 0]
+            v1i = v[k, c, 1]
+            v2r = v[k, c, 2]
+            v2i = v[k, c, 3]
+            # w1 = X[p1, q1] v1 + X[p1, q2] v2 ; w2 = X[p2, q1] v1 + X[p2, q2] v2
+            wr1 = (xr[p1 * n + q1] * v1r - xi[p1 * n + q1] * v1i
+                   + xr[p1 * n + q2] * v2r - xi[p1 * n + q2] * v2i)
+            wi1 = (xr[p1 * n + q1] * v1i + xi[p1 * n + q1] * v1r
+                   + xr[p1 * n + q2] * v2i + xi[p1 * n + q2] * v2r)
+            wr2 = (xr[p2 * n + q1] * v1r - xi[p2 * n + q1] * v1i
+                   + xr[p2 * n + q2] * v2r - xi[p2 * n + q2] * v2i)
+            wi2 = (xr[p2 * n + q1] * v1i + xi[p2 * n + q1] * v1r
+                   + xr[p2 * n + q2] * v2i + xi[p2 * n + q2] * v2r)
+            yr = l1r * wr1 - l1i * wi1 + l2r * wr2 - l2i * wi2
+            yi = l1r * wi1 + l1i * wr1 + l2r * wi2 + l2i * wr2
+            out[k, a, c] = yr
+            if yi < 0:
+                yi = -yi
+            if yi > worst:
+                worst = yi
+    free(xr)
+    free(xi)
+    resid[0] = worst
+    return 0
+
+
+cdef int real_form(const double[:, :, :] h_re,         # IN (n_k, n, n) Re H(k), X = H + H^H
+                   const double[:, :, :] h_im,         # IN (n_k, n, n) Im H(k)
+                   const int[::1] r1,                  # IN (n,) first row of column c of V
+                   const int[::1] r2,                  # IN (n,) second row of column c of V
+                   const double[:, :, ::1] v,          # IN (n_k, n, 4) Re, Im of V[r1[c], c], V[r2[c], c]
+                   double[:, :, ::1] out,              # OUT (n_k, n, n) Re (V^H X V)
+                   double[::1] resid,                  # OUT (n_k,) max |Im (V^H X V)|
+                   int[::1] info,                      # OUT (n_k,) 0, or -1000 (no memory)
+                   int n_threads) noexcept nogil:
+    """The basis change to real form of an inversion-symmetric Bloch matrix (two non-zeros per column)."""
+    cdef int n_k = out.shape[0], k
+    for k in prange(n_k, schedule="static", num_threads=n_threads):
+        info[k] = _real_form_k(k, h_re, h_im, r1, r2, v, out, &resid[k])
+    for k in range(n_k):
+        if info[k] != 0:
+            return info[k]
+    return 0
+
+
+def real_form_py(h_re, h_im, r1, r2, v, out, resid, info, int n_threads):
+    """Python face of `real_form`; returns the kernel status."""
+    cdef const double[:, :, :] v_hr = h_re
+    cdef const double[:, :, :] v_hi = h_im
+    cdef const int[::1] v_r1 = r1
+    cdef const int[::1] v_r2 = r2
+    cdef const double[:, :, ::1] v_v = v
+    cdef double[:, :, ::1] v_out = out
+    cdef double[::1] v_res = resid
+    cdef int[::1] v_info = info
+    cdef int status
+    with nogil:
+        status = real_form(v_hr, v_hi, v_r1, v_r2, v_v, v_out, v_res, v_info, n_threads)
+    return status
+
+
 def eig_batch_py(a_re, a_im, b_re, b_im, real_k, int generalized, int hermitize, double lindep, w,
                  n_dropped, info, int n_threads):
     """Python face of `eig_batch` (arguments as there); returns the kernel status."""
