@@ -36,7 +36,9 @@ def structures(quick: bool):
     out = [("Si", si_diamond()), ("BaTiO3", batio3_cubic()), ("TiO2-rutile", rutile_tio2()),
            ("CeO2", ceo2_fluorite()), ("triclinic", triclinic()), ("CNT(6,6)", nanotube(6, 6))]
     if not quick:
-        out.append(("CNT(10,0)", nanotube(10, 0)))
+        big = batio3_cubic()
+        big.make_supercell([2, 2, 2])
+        out += [("CNT(10,0)", nanotube(10, 0)), ("BaTiO3-2x2x2", big)]
     return out
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -308,45 +307,43 @@ _INVERSION_TOL = 1e-11
 
 
 def _find_inversion(cell: _Cell, shells: _Shells) -> _Inversion | None:
-    """The crystal's inversion mapped onto basis functions, or None (no inversion, spglib failure)."""
-    import spglib
+    """The crystal's inversion mapped onto basis functions, or None.
 
-    from .basis import atomic_number
+    Candidate centres 2c = x_A0 + x_A' (A0 the first atom of the rarest element, A' any atom of that
+    element); a candidate is accepted when every atom's image 2c - x_A lands on an atom of the same
+    element (periodic k-d tree in fractional coordinates, tolerance 1e-8). Exactness of the matrices is
+    checked later (`_real_form` residual), so an approximate centre can only cost time, never accuracy.
+    """
+    from scipy.spatial import cKDTree
 
     frac = cell.coords @ np.linalg.inv(cell.lattice)
-    numbers = np.array([atomic_number(s) for s in cell.symbols])
-    error_type = getattr(getattr(spglib, "error", None), "SpglibError", None) or RuntimeError
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # spglib's legacy None-return notice
-            sym = spglib.get_symmetry((cell.lattice, frac, numbers), symprec=1e-5)
-    except error_type:  # symmetry is only an optimisation: without it the complex path is used
+    symbols = np.array(cell.symbols)
+    kinds, counts = np.unique(symbols, return_counts=True)
+    rare = np.nonzero(symbols == kinds[np.argmin(counts)])[0]
+    wrapped = frac - np.floor(frac)
+    wrapped[wrapped >= 1.0] = 0.0
+    tree = cKDTree(wrapped, boxsize=1.0)
+    tol = 1e-8
+    for other in rare:
+        two_c = frac[rare[0]] + frac[other]
+        image = two_c - frac
+        dist, partner = tree.query(image - np.floor(image), distance_upper_bound=tol)
+        if np.all(np.isfinite(dist)) and np.array_equal(symbols[partner], symbols):
+            break
+    else:
         return None
-    if not sym:
-        return None
-    minus_one = -np.eye(3, dtype=int)
-    ops = zip(sym["rotations"], sym["translations"], strict=True)
-    inv = [t for r, t in ops if np.array_equal(r, minus_one)]
-    if not inv:
-        return None
-    image = inv[0] - frac  # 2c - x_A, fractional
-    diff = image[:, None, :] - frac[None, :, :]
-    off = np.linalg.norm((diff - np.round(diff)) @ cell.lattice, axis=2)
-    off[numbers[:, None] != numbers[None, :]] = np.inf
-    atom_partner = np.argmin(off, axis=1)
-    if np.any(off[np.arange(len(frac)), atom_partner] > 1e-3):
-        return None
-    atom_shift = np.round(diff[np.arange(len(frac)), atom_partner])
+    atom_shift = np.round(image - frac[partner])
     # AO offsets per atom: the shells of an element are the same on every atom
     table = shells.table
-    first_ao = np.full(len(frac), -1)
-    for atom in range(len(frac)):
-        first_ao[atom] = table[table[:, 0] == atom, 3].min()
+    first_ao = np.zeros(len(frac), dtype=np.int64)
+    starts = np.ones(len(table), dtype=bool)
+    starts[1:] = table[1:, 0] != table[:-1, 0]
+    first_ao[table[starts, 0]] = table[starts, 3]
     ao_atom = np.repeat(table[:, 0], 2 * table[:, 1] + 1)
     ao_l = np.repeat(table[:, 1], 2 * table[:, 1] + 1)
     local = np.arange(shells.n_ao) - first_ao[ao_atom]
-    partner = first_ao[atom_partner[ao_atom]] + local
-    return _Inversion(partner, np.where(ao_l % 2 == 0, 1.0, -1.0), atom_shift[ao_atom])
+    return _Inversion(first_ao[partner[ao_atom]] + local, np.where(ao_l % 2 == 0, 1.0, -1.0),
+                      atom_shift[ao_atom])
 
 
 def _real_form(half: np.ndarray, kpoints: np.ndarray, inv: _Inversion, n_threads: int = 1):

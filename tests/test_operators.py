@@ -189,20 +189,27 @@ def test_inversion_real_path_equals_complex_path(make, monkeypatch):
                     rtol=0, atol=1e-12)
 
 
+def test_no_inversion_found_in_acentric_cell(basis):
+    import sporep_hpc.operators as ops
+
+    cell = ops._as_cell(triclinic())  # four different elements at general positions: no inversion
+    assert ops._find_inversion(cell, ops._shell_table(cell, basis)) is None
+
+
 def test_nearly_centrosymmetric_falls_back_to_complex(monkeypatch, basis):
-    # an atom moved by 3e-6 Å: spglib (symprec 1e-5 Å) still reports the inversion, but the matrices are
-    # not real in the symmetric basis (imaginary residual ~1e-7 Ha > tolerance): the complex path must be
-    # taken. (Dropping that residual would move non-degenerate eigenvalues only at second order, but
-    # split degenerate ones at first order, hence the strict tolerance.)
+    # an atom moved by 2e-8 Å: the inversion search (fractional tolerance 1e-8) still accepts the centre,
+    # but the matrices are not real in the symmetric basis (imaginary residual ~1e-9 Ha > tolerance): the
+    # complex path must be taken. (Dropping that residual would move non-degenerate eigenvalues only at
+    # second order, but split degenerate ones at first order, hence the strict tolerance.)
     import sporep_hpc.operators as ops
 
     st = rutile_tio2()
-    st.translate_sites([2], [3e-6, 0, 0], frac_coords=False, to_unit_cell=False)
+    st.translate_sites([2], [2e-8, 0, 0], frac_coords=False, to_unit_cell=False)
     cell = ops._as_cell(st)
     rs = ops._real_space_blocks(cell, basis, 1e-12, True, 1)
     assert rs.inversion is not None
     residual = ops._real_form(ops._phased(rs, GENERAL_K, 1)[0], GENERAL_K, rs.inversion)[1]
-    assert residual > 100 * max(ops._INVERSION_TOL, 10 * rs.precision)
+    assert residual > 10 * max(ops._INVERSION_TOL, 10 * rs.precision)
     calls = []
     real_form = ops._real_form
     monkeypatch.setattr(ops, "_real_form", lambda *a: calls.append(1) or real_form(*a))
