@@ -26,6 +26,7 @@ from ._validation import check_choice, check_interval
 from .errors import ParameterError
 
 OPERATORS = ("kinetic", "overlap")
+KGRID_ROUNDING = ("ceil", "round")
 SCHEDULES = ("dynamic", "static")
 RESTART_POLICIES = ("auto", "fresh")
 
@@ -42,6 +43,9 @@ class RunParameters:
         Gaussian basis name (``"ano-valence"`` or any basis_set_exchange name).
     kdensity : float
         Monkhorst-Pack spacing, Å⁻¹, in (0, inf).
+    kgrid_rounding : str
+        n_i = ceil(|b_i| / kdensity) (``"ceil"``, guarantees the spacing) or round (``"round"``,
+        the original study's operator grids); DESIGN §3.
     exp_to_discard : float
         Primitives with smaller exponents are dropped, Bohr⁻², in [0, inf).
     precision : float
@@ -59,6 +63,7 @@ class RunParameters:
     operator: str = "kinetic"
     basis: str = "ano-valence"
     kdensity: float = 0.15
+    kgrid_rounding: str = "ceil"
     exp_to_discard: float = 0.1
     precision: float = 1e-12
     lindep: float = 1e-8
@@ -71,6 +76,7 @@ class RunParameters:
         if not isinstance(self.basis, str) or not self.basis:
             raise ParameterError(f"basis must be a non-empty basis name; got {self.basis!r}")
         check_interval("kdensity", self.kdensity, 0.0, None, closed="neither", unit="1/Å")
+        check_choice("kgrid_rounding", self.kgrid_rounding, KGRID_ROUNDING)
         check_interval("exp_to_discard", self.exp_to_discard, 0.0, None, closed="left", unit="1/Bohr^2")
         check_interval("precision", self.precision, 0.0, 1.0, closed="neither")
         check_interval("lindep", self.lindep, 0.0, 1.0, closed="neither")
@@ -114,6 +120,9 @@ class ExecutionOptions:
         ``"auto"`` resumes from a journal made with the same parameters; ``"fresh"`` discards it.
     progress_interval : float
         Seconds between progress lines on rank 0, in (0, inf).
+    split_kpoints : bool
+        Split a structure costing more than one rank's share into k-point chunks (combined in
+        k order afterwards; the values agree with an unsplit run to rounding, well below 1e-12 eV).
     keep_journal : bool
         Keep ``<store>.journal/`` after a successful assembly (default: removed).
     """
@@ -123,6 +132,7 @@ class ExecutionOptions:
     restart: str = "auto"
     progress_interval: float = 10.0
     keep_journal: bool = False
+    split_kpoints: bool = True
 
     def __post_init__(self):
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -130,8 +140,9 @@ class ExecutionOptions:
             check_interval("threads", self.threads, 1, None, closed="left", integer=True)
         check_choice("restart", self.restart, RESTART_POLICIES)
         check_interval("progress_interval", self.progress_interval, 0.0, None, closed="neither", unit="s")
-        if not isinstance(self.keep_journal, bool):
-            raise ParameterError(f"keep_journal must be true or false; got {self.keep_journal!r}")
+        for name in ("keep_journal", "split_kpoints"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(f"{name} must be true or false; got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,9 @@ def test_toml_flat_and_tables_and_overrides(tmp_path):
     flat = tmp_path / "flat.toml"
     flat.write_text('kdensity = 0.2\nfingerprints = ["kinetic", "other"]\nschedule = "static"\n')
     tables = tmp_path / "tables.toml"
-    tables.write_text('[parameters]\nkdensity = 0.2\nfingerprints = "kinetic,other"\n[execution]\nschedule = "static"\n')
+    tables.write_text(
+        '[parameters]\nkdensity = 0.2\nfingerprints = "kinetic,other"\n[execution]\nschedule = "static"\n'
+    )
     a = build_config(load_toml(flat))
     b = build_config(load_toml(tables))
     assert a == b
@@ -58,7 +60,7 @@ def test_toml_flat_and_tables_and_overrides(tmp_path):
 def test_unknown_keys_and_bad_files(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("kdensty = 0.2\n")
-    with pytest.raises(ParameterError, match="unknown run setting.*kdensty; valid: .*kdensity"):
+    with pytest.raises(ParameterError, match=r"unknown run setting.*kdensty; valid: .*kdensity"):
         build_config(load_toml(bad))
     broken = tmp_path / "broken.toml"
     broken.write_text("kdensity = = 1\n")
@@ -71,5 +73,6 @@ def test_unknown_keys_and_bad_files(tmp_path):
 def test_json_round_trip_and_diff():
     p = RunParameters(kdensity=0.2, fingerprints=("kinetic", "x"))
     assert RunParameters.from_json(p.to_json()) == p
-    assert diff_parameters(p, RunParameters(kdensity=0.3, fingerprints=("kinetic", "x"))) == ["kdensity: 0.2 -> 0.3"]
+    q = RunParameters(kdensity=0.3, fingerprints=("kinetic", "x"))
+    assert diff_parameters(p, q) == ["kdensity: 0.2 -> 0.3"]
     assert diff_parameters(p, p) == []

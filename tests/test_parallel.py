@@ -19,7 +19,16 @@ from sporep_hpc.parallel.journal import (
 )
 from sporep_hpc.parallel.progress import RunReport, format_duration, progress_line, summary_table
 from sporep_hpc.parallel.schedule import TaskCounter, block_range, largest_first, lpt_assign, lpt_makespan
-from sporep_hpc.parallel.tasks import COST_INTEGRAL_WEIGHT, COST_LATTICE_RADIUS, TaskTimes, cost_model
+from sporep_hpc.parallel.tasks import (
+    COST_INTEGRAL_WEIGHT,
+    COST_LATTICE_RADIUS,
+    PlanEntry,
+    Task,
+    TaskTimes,
+    chunk_id,
+    cost_model,
+    make_tasks,
+)
 from sporep_hpc.store import STATUS_DONE, StructureResult, failed_result
 
 
@@ -160,3 +169,23 @@ def test_task_counter_on_one_rank():
         assert not counter.stop_requested()
         counter.request_stop()
         assert counter.snapshot() == (6, 1, 1, 1, 1)
+
+
+def test_make_tasks_splits_only_what_exceeds_a_share():
+    plan = [
+        PlanEntry(0, "big", "structure", 4, 10, 10, cost=60.0),
+        PlanEntry(1, "small", "structure", 1, 2, 3, cost=20.0),
+        PlanEntry(2, "tiny", "structure", 1, 2, 1, cost=20.0),
+        PlanEntry(3, "bad", "failed", error="x"),
+        PlanEntry(4, "done", "structure", 1, 2, 2, cost=99.0),
+    ]
+    tasks, combine = make_tasks(plan, {"done"}, size=2)
+    # share = (60 + 20 + 20) / 2 = 50 < 60: "big" in ceil(2 * 60 / 50) = 3 chunks of 4, 3, 3 k-points
+    assert combine == [(0, 3)]
+    assert tasks[:3] == [Task(0, 0, 3, 24.0), Task(0, 1, 3, 18.0), Task(0, 2, 3, 18.0)]
+    assert tasks[3:] == [Task(1, 0, 1, 20.0), Task(2, 0, 1, 20.0)]
+    assert make_tasks(plan, {"done"}, size=1)[1] == []  # one rank: never split
+    assert make_tasks(plan, {"done"}, size=2, split=False)[1] == []
+    # chunks already in the journal are not rerun, but the structure is still to be combined
+    tasks, combine = make_tasks(plan, {"done", chunk_id("big", 1, 3)}, size=2)
+    assert [t.chunk for t in tasks if t.index == 0] == [0, 2] and combine == [(0, 3)]

@@ -27,7 +27,8 @@ def write_extxyz(path, structures):
     for s in structures:
         lat = " ".join(f"{x:.10f}" for x in s.lattice.matrix.ravel())
         lines += [str(len(s)), f'Lattice="{lat}" Properties=species:S:1:pos:R:3 pbc="T T T"']
-        lines += [f"{site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}" for site, (x, y, z) in zip(s, s.cart_coords)]
+        for site, (x, y, z) in zip(s, s.cart_coords, strict=True):
+            lines.append(f"{site.specie.symbol} {x:.10f} {y:.10f} {z:.10f}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -62,7 +63,7 @@ def test_unreadable_file_is_a_failed_record_not_an_exception(tmp_path):
     (tmp_path / "bad.cif").write_text("data_x\n_cell_length_a nonsense\n")
     (rec,) = collect_inputs([tmp_path / "bad.cif"])
     assert rec.kind == "failed" and "bad.cif" in rec.error and "\n" not in rec.error
-    with pytest.raises(InputError, match="bad.cif"):
+    with pytest.raises(InputError, match=r"bad\.cif"):
         read_structures(tmp_path / "bad.cif")
     with pytest.raises(InputError, match="no such file"):
         collect_inputs([tmp_path / "missing.cif"])
@@ -92,7 +93,7 @@ def test_validation_reasons(nacl):
     with pytest.raises(InputError, match="'big': 2 atoms, more than max_atoms=1"):
         check_structure(nacl, "big", max_atoms=1)
     close = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.08, 0, 0]])  # 0.4 Å apart
-    with pytest.raises(InputError, match="'close': atoms 0.400 Å apart"):
+    with pytest.raises(InputError, match=r"'close': atoms 0\.400 Å apart"):
         check_structure(close, "close")
     image = Structure(Lattice.cubic(0.45), ["H"], [[0, 0, 0]])  # periodic image at 0.45 Å
     with pytest.raises(InputError, match="apart"):

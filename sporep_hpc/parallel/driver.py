@@ -52,7 +52,19 @@ from .journal import (
 )
 from .progress import Progress, RunReport, plan_table, summary_table
 from .schedule import TaskCounter, block_range, largest_first, lpt_assign
-from .tasks import PHASES, FingerprintSet, PlanEntry, TaskTimes, compute_record, plan_records, resolve_inputs
+from .tasks import (
+    PHASES,
+    FingerprintSet,
+    PlanEntry,
+    TaskTimes,
+    chunk_id,
+    compute_part,
+    compute_record,
+    finish,
+    make_tasks,
+    plan_records,
+    resolve_inputs,
+)
 
 log = logging.getLogger("sporep_hpc.run")
 
@@ -211,23 +223,24 @@ def run(
         return note, {id: ref.status for id, ref in scan_journal(jdir).items()}
 
     note, journaled = _root_call(comm, _prepare)
-    todo = [e for e in plan if e.kind != "failed" and e.id not in journaled]
+    tasks, to_combine = make_tasks(plan, journaled, comm.size, execution.split_kpoints)
+    n_todo = sum(e.kind != "failed" and e.id not in journaled for e in plan)
     n_skipped = sum(e.kind != "failed" and e.id in journaled for e in plan)
     if comm.rank == 0:
         log.info(
-            "%s; %d structures: %d to compute, %d from the journal, %d failed validation; "
-            "%d ranks x %d threads, %s schedule",
-            note, n, len(todo), n_skipped, sum(e.kind == "failed" for e in plan), comm.size, n_threads,
-            execution.schedule,
+            "%s; %d structures: %d to compute (%d tasks, %d structures split by k-points), %d from the "
+            "journal, %d failed validation; %d ranks x %d threads, %s schedule",
+            note, n, n_todo, len(tasks), len(to_combine), n_skipped, sum(e.kind == "failed" for e in plan),
+            comm.size, n_threads, execution.schedule,
         )
     params_json = params.to_json()
     t_setup = time.perf_counter() - t_start
-    costs = [e.cost for e in todo]
+    costs = [t.cost for t in tasks]
     order = largest_first(costs)
 
     busy = TaskTimes()
     n_mine = 0
-    progress = Progress(len(todo), execution.progress_interval, active=comm.rank == 0)
+    progress = Progress(len(tasks), execution.progress_interval, active=comm.rank == 0)
     shard = _all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
     counter = TaskCounter(comm)
     try:
@@ -241,11 +254,15 @@ def run(
                 break
             if counter.stop_requested():
                 break
-            t = next(mine, len(todo)) if mine is not None else counter.next_task()
-            if t >= len(todo):
+            t = next(mine, len(tasks)) if mine is not None else counter.next_task()
+            if t >= len(tasks):
                 break
-            entry = todo[order[t] if mine is None else t]
-            result, times = compute_record(entry.index, records[entry.index], params, fingerprints, n_threads)
+            task = tasks[order[t] if mine is None else t]
+            record = records[task.index]
+            if task.n_chunks == 1:
+                result, times = compute_record(task.index, record, params, fingerprints, n_threads)
+            else:
+                result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, n_threads)
             t0 = time.perf_counter()
             shard.append(result, times)
             busy = busy + times + TaskTimes(io=time.perf_counter() - t0)
@@ -277,6 +294,8 @@ def run(
         shard.close()
     stopped = comm.allreduce(stopped or stop.requested)
     counter.free()
+    if to_combine and not stopped:
+        busy = busy + _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threads)
     all_times = comm.allgather(busy.as_tuple())
     phase_times = {p: sum(t[k] for t in all_times) for k, p in enumerate(PHASES)}
     busy_times = [sum(t) for t in all_times]
@@ -299,6 +318,32 @@ def run(
     if comm.rank == 0:
         log.info("%s", summary_table(report))
     return report
+
+
+def _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threads) -> TaskTimes:
+    """Join the k-point chunks of split structures (block-distributed over the ranks) into full entries."""
+    refs = _root_call(comm, lambda: scan_journal(jdir))
+    lo, hi = block_range(len(to_combine), comm.size, comm.rank)
+    spent = TaskTimes()
+
+    def _work():
+        nonlocal spent
+        if hi == lo:
+            return
+        with JournalShard(jdir, comm.rank, params_json) as shard:
+            for index, m in to_combine[lo:hi]:
+                record = records[index]
+                wanted = {j: refs[chunk_id(record.id, j, m)] for j in range(m)}
+                parts = [p for _, (p, _) in sorted(load_entries(wanted).items())]
+                result, times = finish(index, record, parts, fingerprints, n_threads)
+                t0 = time.perf_counter()
+                shard.append(result, times)
+                spent = spent + times + TaskTimes(io=time.perf_counter() - t0)
+                if result.status != STATUS_DONE:
+                    log.warning("%s", result.error)
+
+    _all_call(comm, _work)
+    return spent
 
 
 def _no_inputs(inputs: Sequence[str]) -> SporepError:

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,6 @@ def plan_record(index: int, record: InputRecord, params: RunParameters) -> PlanE
     if record.kind == "bands":
         return PlanEntry(index, record.id, "bands", cost=1.0)
     from ..basis import load_basis, n_ao
-    from ..kpoints import irreducible_kpoints
 
     s = record.structure
     try:
@@ -130,7 +129,7 @@ def plan_record(index: int, record: InputRecord, params: RunParameters) -> PlanE
             nao = n_ao(symbols, load_basis(params.basis, params.exp_to_discard))
         except InputError as exc:
             raise InputError(f"structure {record.id!r}: {exc}") from exc
-        kpts, _ = irreducible_kpoints(s, kdensity=params.kdensity)
+        kpts, _ = structure_kpoints(s, params)
     except InputError as exc:
         return PlanEntry(index, record.id, "failed", n_atoms=len(s), error=str(exc))
     cost = cost_model(nao, len(kpts), s.volume)
@@ -207,69 +206,193 @@ def _edges(bands: Any) -> dict[str, float]:
     return out
 
 
+def _failure(index: int, id: str, record: InputRecord, exc: BaseException, t0: float):
+    """A failed row for an exception raised while computing `record` (one line, naming the structure)."""
+    if isinstance(exc, SporepError):
+        msg = str(exc)
+        if record.id not in msg:
+            msg = f"structure {record.id!r}: {msg}"
+    else:  # isolate any other failure of one structure; logged with its traceback
+        log.warning("structure %r failed:\n%s", record.id, traceback.format_exc())
+        msg = f"structure {record.id!r}: internal error {type(exc).__name__}: {exc}"
+    msg = msg.splitlines()[0] if msg else f"structure {record.id!r}: failed"
+    return failed_result(index, id, msg, record.structure), TaskTimes(other=time.perf_counter() - t0)
+
+
+def chunk_id(id: str, chunk: int, n_chunks: int) -> str:
+    """Journal id of k-point chunk `chunk` of `n_chunks` of structure `id`."""
+    return f"{id}#k{chunk}of{n_chunks}"
+
+
+def structure_kpoints(structure: Any, params: RunParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Irreducible k-points (n_k, 3) and weights (n_k,) of a structure for these parameters."""
+    from ..kpoints import irreducible_kpoints
+
+    return irreducible_kpoints(structure, kdensity=params.kdensity, rounding=params.kgrid_rounding)
+
+
+def compute_part(
+    index: int, record: InputRecord, params: RunParameters, chunk: int = 0, n_chunks: int = 1,
+    n_threads: int = 1,
+) -> tuple[StructureResult, TaskTimes]:
+    """Eigenvalues of k-point chunk `chunk` of `n_chunks` (contiguous, np.array_split order) of a structure.
+
+    No fingerprints: see `finish`. The result's id is `chunk_id(...)` when n_chunks > 1; its
+    weights are the chunk's share of the full (normalised) weights. Failures are returned, never raised.
+    """
+    from ..operators import spectrum_with_stats
+
+    t0 = time.perf_counter()
+    id = record.id if n_chunks == 1 else chunk_id(record.id, chunk, n_chunks)
+    try:
+        kpts, weights = structure_kpoints(record.structure, params)
+        part = np.array_split(np.arange(len(weights)), n_chunks)[chunk]
+        bands, stats = spectrum_with_stats(
+            record.structure,
+            operator=params.operator,
+            basis=params.basis,
+            kpoints=kpts[part],
+            weights=weights[part],
+            exp_to_discard=params.exp_to_discard,
+            precision=params.precision,
+            lindep=params.lindep,
+            n_threads=n_threads,
+        )
+    except Exception as exc:  # recorded as this structure's failure (see _failure)
+        return _failure(index, id, record, exc, t0)
+    result = StructureResult(
+        index=index,
+        id=id,
+        status=STATUS_DONE,
+        kpoints=np.asarray(kpts[part], dtype=np.float64),
+        weights=np.asarray(weights[part], dtype=np.float64),
+        eigenvalues=np.ascontiguousarray(bands.eigenvalues, dtype=np.float64),
+        n_electrons=float("nan") if bands.n_electrons is None else float(bands.n_electrons),
+        **structure_fields(record.structure),
+    )
+    total = time.perf_counter() - t0
+    rest = max(0.0, total - stats.t_integrals - stats.t_eigen)
+    times = TaskTimes(stats.t_integrals, stats.t_eigen, 0.0, 0.0, rest)
+    return result, times
+
+
+def finish(
+    index: int, record: InputRecord, parts: Sequence[StructureResult], fingerprints: FingerprintSet,
+    n_threads: int = 1,
+) -> tuple[StructureResult, TaskTimes]:
+    """The full row of a structure from its k-point parts (in chunk order): band edges and fingerprints.
+
+    A failed part makes the structure fail with that part's reason.
+    """
+    from ..bands import BandStructure
+
+    t0 = time.perf_counter()
+    bad = next((p for p in parts if p.status != STATUS_DONE), None)
+    if bad is not None:
+        return failed_result(index, record.id, bad.error, record.structure), TaskTimes()
+    try:
+        n_e = parts[0].n_electrons
+        bands = BandStructure(
+            np.concatenate([p.eigenvalues for p in parts], axis=1),
+            np.concatenate([p.weights for p in parts]),
+            n_electrons=None if np.isnan(n_e) else n_e,
+            kpoints=np.concatenate([p.kpoints for p in parts]),
+        )
+        return _finish_bands(index, record, bands, fingerprints, n_threads, t0)
+    except Exception as exc:  # recorded as this structure's failure (see _failure)
+        return _failure(index, record.id, record, exc, t0)
+
+
+def _finish_bands(index, record, bands, fingerprints, n_threads, t0) -> tuple[StructureResult, TaskTimes]:
+    from ..fingerprints import fingerprint
+
+    vectors = {
+        name: np.asarray(fingerprint(bands, spec, n_threads=n_threads), dtype=np.float64)
+        for name, spec in fingerprints.specs.items()
+    }
+    kpts = bands.kpoints
+    if kpts is None:
+        kpts = np.full((bands.eigenvalues.shape[1], 3), np.nan)  # imported bands without k-points
+    result = StructureResult(
+        index=index,
+        id=record.id,
+        status=STATUS_DONE,
+        kpoints=np.asarray(kpts, dtype=np.float64).reshape(-1, 3),
+        weights=np.asarray(bands.weights, dtype=np.float64),
+        eigenvalues=np.ascontiguousarray(bands.eigenvalues, dtype=np.float64),
+        fingerprints=vectors,
+        **_edges(bands),
+        **structure_fields(record.structure),
+    )
+    return result, TaskTimes(dos=time.perf_counter() - t0)
+
+
 def compute_record(
     index: int, record: InputRecord, params: RunParameters, fingerprints: FingerprintSet, n_threads: int = 1
 ) -> tuple[StructureResult, TaskTimes]:
-    """Spectrum and fingerprints of one input (rank-independent).
+    """Spectrum and fingerprints of one input, in one piece (rank-independent).
 
     Any failure of this structure (bad input, basis, numerical problem) is returned as
     a failed StructureResult with a one-line reason naming it; it never propagates.
     """
-    from ..fingerprints import fingerprint
-
     t0 = time.perf_counter()
-    t_int = t_eig = 0.0
-    structure = record.structure
-    try:
-        if record.kind == "bands":
+    if record.kind == "failed":
+        return failed_result(index, record.id, record.error, record.structure), TaskTimes()
+    if record.kind == "bands":
+        try:
             bands = _read_imported_bands(record)
-        elif record.kind == "structure":
-            from ..operators import spectrum_with_stats
+            result, times = _finish_bands(index, record, bands, fingerprints, n_threads, t0)
+        except Exception as exc:  # recorded as this structure's failure (see _failure)
+            return _failure(index, record.id, record, exc, t0)
+        return result, TaskTimes(other=times.total)
+    part, t_part = compute_part(index, record, params, 0, 1, n_threads)
+    result, t_finish = finish(index, record, [part], fingerprints, n_threads)
+    return result, t_part + t_finish
 
-            bands, stats = spectrum_with_stats(
-                structure,
-                operator=params.operator,
-                basis=params.basis,
-                kdensity=params.kdensity,
-                exp_to_discard=params.exp_to_discard,
-                precision=params.precision,
-                lindep=params.lindep,
-                n_threads=n_threads,
-            )
-            t_int, t_eig = float(stats.t_integrals), float(stats.t_eigen)
+
+# ---------------------------------------------------------------------------- task list
+@dataclass(frozen=True)
+class Task:
+    """One unit of scheduled work: a whole structure, or k-point chunk `chunk` of `n_chunks`.
+
+    Attributes
+    ----------
+    index : int
+        Global structure index (plan entry).
+    chunk, n_chunks : int
+        Chunk number and count (0, 1 for a whole structure).
+    cost : float
+        Cost-model estimate of this task.
+    """
+
+    index: int
+    chunk: int = 0
+    n_chunks: int = 1
+    cost: float = 0.0
+
+
+def make_tasks(
+    plan: Sequence[PlanEntry], finished: Collection[str], size: int, split: bool = True
+) -> tuple[list[Task], list[tuple[int, int]]]:
+    """Tasks still to run, and the (index, n_chunks) of split structures to be combined afterwards.
+
+    A structure whose cost exceeds one rank's share (total cost / `size`) is split, when `split`
+    and size > 1, into min(n_k, ceil(2 cost / share)) contiguous k-point chunks, so that no task is
+    longer than about half a share. `finished` holds the ids (and chunk ids) in the journal.
+    The result depends on `size` only through the chunking, never through the values computed.
+    """
+    todo = [e for e in plan if e.kind != "failed" and e.id not in finished]
+    share = sum(e.cost for e in todo) / size
+    tasks: list[Task] = []
+    combine: list[tuple[int, int]] = []
+    for e in todo:
+        if split and size > 1 and e.kind == "structure" and e.n_k >= 2 and e.cost > share > 0:
+            m = min(e.n_k, max(2, math.ceil(2 * e.cost / share)))
+            sizes = [len(c) for c in np.array_split(np.arange(e.n_k), m)]
+            for j in range(m):
+                if chunk_id(e.id, j, m) not in finished:
+                    tasks.append(Task(e.index, j, m, e.cost * sizes[j] / e.n_k))
+            combine.append((e.index, m))
         else:
-            return failed_result(index, record.id, record.error, structure), TaskTimes()
-        t1 = time.perf_counter()
-        vectors = {
-            name: np.asarray(fingerprint(bands, spec, n_threads=n_threads), dtype=np.float64)
-            for name, spec in fingerprints.specs.items()
-        }
-        t_dos = time.perf_counter() - t1
-        eig = np.ascontiguousarray(bands.eigenvalues, dtype=np.float64)
-        kpts = getattr(bands, "kpoints", None)
-        if kpts is None:
-            kpts = np.full((eig.shape[1], 3), np.nan)  # imported bands without k-points
-        kpts = np.asarray(kpts, dtype=np.float64).reshape(-1, 3)
-        result = StructureResult(
-            index=index,
-            id=record.id,
-            status=STATUS_DONE,
-            kpoints=kpts,
-            weights=np.asarray(bands.weights, dtype=np.float64),
-            eigenvalues=eig,
-            **_edges(bands),
-            fingerprints=vectors,
-            **structure_fields(structure),
-        )
-    except SporepError as exc:
-        msg = str(exc)
-        if record.id not in msg:
-            msg = f"structure {record.id!r}: {msg}"
-        elapsed = TaskTimes(other=time.perf_counter() - t0)
-        return failed_result(index, record.id, msg.splitlines()[0], structure), elapsed
-    except Exception as exc:  # isolate any other failure of one structure; logged with its traceback
-        log.warning("structure %r failed:\n%s", record.id, traceback.format_exc())
-        msg = f"structure {record.id!r}: internal error {type(exc).__name__}: {exc}".splitlines()[0]
-        return failed_result(index, record.id, msg, structure), TaskTimes(other=time.perf_counter() - t0)
-    total = time.perf_counter() - t0
-    return result, TaskTimes(t_int, t_eig, t_dos, 0.0, max(0.0, total - t_int - t_eig - t_dos))
+            tasks.append(Task(e.index, 0, 1, e.cost))
+    return tasks, combine
