@@ -278,3 +278,37 @@ def test_kpoint_chunks_of_big_structures_give_the_same_store(comm, inputs, share
     run([str(inputs)], unsplit, config(split_kpoints=False), comm)
     assert_same_store(unsplit, out)
     comm.Barrier()
+
+
+def test_imported_band_files_and_stores_enter_at_eigenvalues(comm, inputs, shared_tmp_path):
+    # references: sporep_hpc.bandfiles.read_bands + fingerprint on the file (no driver), and the
+    # spectra of the store given as input
+    from sporep_hpc.bandfiles import read_bands
+    from sporep_hpc.fingerprints import fingerprint
+
+    bands_dir = shared_tmp_path / "bands"
+    if comm.rank == 0:
+        bands_dir.mkdir()
+        rng = np.random.default_rng(7)
+        eig = np.sort(rng.uniform(0, 60, (1, 5, 6)), axis=2)
+        np.savez(bands_dir / "model.npz", bands=eig, weights=np.full(5, 0.4), n_electrons=4.0)
+    comm.Barrier()
+    ref_store = serial_reference(comm, inputs, shared_tmp_path / "serial.h5")
+    out = shared_tmp_path / "imported.h5"
+    report = run([str(bands_dir / "model.npz"), str(ref_store)], out, config(), comm)
+    assert report.n_failed == 0 and report.n_done == 5
+    if comm.rank == 0:
+        expected = read_bands(bands_dir / "model.npz")
+        with open_store(out) as store, open_store(ref_store) as ref:
+            assert store.ids == ["model", *GOOD]
+            values, _, _ = store.fingerprints("kinetic")
+            np.testing.assert_allclose(store.spectrum(0)["eigenvalues"], expected.eigenvalues, rtol=0, atol=0)
+            np.testing.assert_allclose(values[0], fingerprint(expected, "kinetic"), rtol=0, atol=1e-12)
+            ref_values, _, _ = ref.fingerprints("kinetic")
+            for k, id in enumerate(GOOD, start=1):
+                j = ref.index_of(id)
+                got, want = store.spectrum(k)["eigenvalues"], ref.spectrum(j)["eigenvalues"]
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_allclose(values[k], ref_values[j], rtol=0, atol=1e-12)
+                np.testing.assert_array_equal(store.atoms(k)[1], ref.atoms(j)[1])
+    comm.Barrier()
