@@ -11,6 +11,9 @@ Per k-point (complex path; the real path uses the d-routines at time-reversal-in
   otherwise canonical orthogonalisation: zheevd('V') on B, drop eigenvalues < lindep, X = U s^-1/2,
   eigenvalues of X^H A X (zhemm, zgemm, zheevd), padded with NaN; the drop count is returned.
 Workspaces are queried once (lwork = -1) for n, allocated once per thread, reused for every k.
+
+`real_form` is the O(n²) change of basis that makes the Bloch matrices of a centrosymmetric crystal
+real symmetric (see sporep_hpc.operators._real_form), so that the real path serves every k-point.
 """
 
 from cython.parallel cimport prange, threadid

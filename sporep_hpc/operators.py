@@ -11,7 +11,13 @@ the screening radius (`integrals.lattice_blocks`, Obara–Saika, OpenMP over she
 then all k-points at once with one real GEMM on the stacked phases cos(2πk·n), sin(2πk·n)
 (`integrals.bloch_phase`; the blocks are real, so this is the complex GEMM without its zero imaginary
 half) giving H(k) with X(k) = H(k) + H(k)^H, then the eigenvalues
-(`eigensolve.eig_batch`, OpenMP over k-points, real LAPACK path at time-reversal-invariant k).
+(`eigensolve.eig_batch`, OpenMP over k-points, the zhegvd sequence or canonical orthogonalisation).
+Real symmetric LAPACK (the dsygvd sequence) is used at time-reversal-invariant k (2k ≡ 0) and, for
+crystals with an inversion centre, at every k: inversion and time reversal together make X(k) real in
+a basis of ± combinations of inversion partners (`_real_form`, an O(n²) change of basis in C), which
+roughly halves the eigenvalue cost. The real form is used only if its imaginary residual is below
+max(1e-11, 10 precision) Hartree; otherwise (an input that is only nearly centrosymmetric) the complex
+path runs.
 
 Screening: a primitive pair contributes at most
     |c_a c_b| (π/p)^{3/2} e^{−μR²} (|PA| + p^{−½})^{l_a} (|PB| + p^{−½})^{l_b}   (× a kinetic factor)
