@@ -162,3 +162,32 @@ def test_indefinite_b_reports_nan_padding_not_garbage(rng):
     assert dropped[0] == n_drop == 1
     assert_allclose(w[0, :-1], ref[:-1], rtol=0, atol=TOL)
     assert np.isnan(w[0, -1])
+
+
+def test_real_form_of_inversion_symmetric_matrices(rng):
+    # X = M X* M^H with M[μ, μ'] = d_μ (inversion partners μ <-> μ', |d| = 1, d_μ d*_μ' = 1): the basis
+    # change of sporep_hpc.operators._real_form must give a real symmetric matrix with X's eigenvalues
+    from sporep_hpc.operators import _Inversion, _real_form
+
+    partner = np.array([3, 5, 2, 0, 6, 1, 4])
+    parity = np.array([1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0])
+    shift = np.array([[1, 0, 2], [0, -1, 0], [0, 0, 0], [1, 0, 2], [3, 1, 1], [0, -1, 0], [3, 1, 1]], float)
+    inv = _Inversion(partner, parity, shift)
+    k = np.array([[0.13, -0.31, 0.22], [0.4, 0.1, -0.05]])
+    n = len(partner)
+    halves = np.empty((len(k), 2, n, n))
+    for i, kk in enumerate(k):
+        d = parity * np.exp(-2j * np.pi * (shift @ kk))
+        m = np.zeros((n, n), complex)
+        m[np.arange(n), partner] = d
+        y = rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))
+        y = y + np.conj(y.T)
+        x = (y + m @ np.conj(y) @ np.conj(m.T)) / 2
+        assert_allclose(x, m @ np.conj(x) @ np.conj(m.T), atol=1e-13)  # the symmetry holds
+        halves[i, 0], halves[i, 1] = (x / 2).real, (x / 2).imag  # H with X = H + H^H
+    real, residual = _real_form(halves, k, inv)
+    assert residual < 1e-13
+    for i in range(len(k)):
+        x = halves[i, 0] * 2 + 2j * halves[i, 1]
+        assert_allclose(real[i], real[i].T, rtol=0, atol=1e-13)
+        assert_allclose(np.linalg.eigvalsh(real[i]), np.linalg.eigvalsh(x), rtol=0, atol=1e-12)
