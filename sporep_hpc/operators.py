@@ -502,7 +502,7 @@ class SpectrumStats:
         Basis functions per cell (= bands).
     n_kpoints : int
     n_translations : int
-        Lattice translations kept after screening.
+        Lattice translations whose blocks were kept after screening: T = 0 and one of each ±T pair.
     n_dropped : int
         Largest number of overlap eigenvalues below `lindep` dropped at one k-point (0: none).
     t_integrals : float, s
