@@ -72,8 +72,13 @@ def set_thread_environment(n_threads: int) -> None:
     """Export the OpenMP/BLAS thread counts for this rank (effective for libraries not yet loaded)."""
     for var in THREAD_VARIABLES:
         os.environ[var] = str(n_threads)
-    if "numpy" in sys.modules:
-        log.debug("numpy was imported before the thread count was set; BLAS may ignore OMP_NUM_THREADS")
+    if "numpy" in sys.modules:  # BLAS already loaded (e.g. by another subcommand's parser): limit it now
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            log.warning("numpy was imported before the thread count was set; BLAS may use too many threads")
+        else:
+            threadpool_limits(limits=n_threads)
 
 
 def check_launch(comm) -> None:
