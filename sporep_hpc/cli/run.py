@@ -92,6 +92,14 @@ def check_launch(comm) -> None:
         )
 
 
+def _leave_mpi(comm, MPI) -> None:
+    """Before a non-zero exit that every rank agreed on: under `python -m mpi4py` such an exit would
+    call MPI_Abort, so synchronise and finalize MPI first, and the processes exit normally."""
+    comm.Barrier()
+    if "mpi4py.run" in sys.modules and not MPI.Is_finalized():
+        MPI.Finalize()
+
+
 def run_command(args) -> int:
     from mpi4py import MPI
 
@@ -101,7 +109,13 @@ def run_command(args) -> int:
     comm = MPI.COMM_WORLD
     setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
     check_launch(comm)
-    config = build_config(load_toml(args.config) if args.config else None, _overrides(args))
+    from ..errors import SporepError
+
+    try:  # same files and flags on every rank: the same error everywhere
+        config = build_config(load_toml(args.config) if args.config else None, _overrides(args))
+    except SporepError:
+        _leave_mpi(comm, MPI)
+        raise
 
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     ranks_on_node = node.size
@@ -118,13 +132,24 @@ def run_command(args) -> int:
     from ..parallel.driver import StopFlag, handle_signals, run
 
     stop = StopFlag()
-    with handle_signals(stop):
-        report = run(
-            args.inputs, args.output, config, comm, n_threads=n_threads, dry_run=args.dry_run, stop=stop
-        )
-    comm.Barrier()  # rank 0 has printed the summary before any rank exits
-    if report.exit_code and "mpi4py.run" in sys.modules and not MPI.Is_finalized():
-        # under `python -m mpi4py`, a non-zero exit would call MPI_Abort; every rank agreed on this
-        # code, so finalize first and let the process exit normally with it
-        MPI.Finalize()
+    try:
+        with handle_signals(stop):
+            report = run(
+                args.inputs, args.output, config, comm, n_threads=n_threads, dry_run=args.dry_run, stop=stop
+            )
+    except SporepError as exc:
+        if comm.size > 1 and not getattr(exc, "agreed", False):
+            log.error("sporep-hpc run: error on rank %d: %s; aborting all ranks", comm.rank, exc)
+            comm.Abort(exc.exit_code)
+        _leave_mpi(comm, MPI)  # every rank raised the same error: exit normally with its code
+        raise
+    except Exception:
+        if comm.size > 1:  # the other ranks may wait in a collective: never leave them hanging
+            log.exception("sporep-hpc run: internal error on rank %d; aborting all ranks", comm.rank)
+            comm.Abort(1)
+        raise
+    if report.exit_code:
+        _leave_mpi(comm, MPI)
+    else:
+        comm.Barrier()  # rank 0 has printed the summary before any rank exits
     return 0 if args.dry_run else report.exit_code

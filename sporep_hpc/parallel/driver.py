@@ -119,6 +119,7 @@ def _root_call(comm: Any, fn: Callable[[], Any]) -> Any:
             error = exc
     value, error = comm.bcast((value, error), root=0)
     if error is not None:
+        error.agreed = True  # raised on every rank: the caller may exit normally
         raise error
     return value
 
@@ -133,6 +134,7 @@ def _all_call(comm: Any, fn: Callable[[], Any]) -> Any:
     errors = comm.allgather(error)
     first = next((e for e in errors if e is not None), None)
     if first is not None:
+        first.agreed = True  # raised on every rank: the caller may exit normally
         raise first
     return value
 
@@ -243,6 +245,11 @@ def run(
     progress = Progress(len(tasks), execution.progress_interval, active=comm.rank == 0)
     shard = _all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
     counter = TaskCounter(comm)
+    if comm.rank == 0 and comm.size > 1 and execution.schedule == "dynamic" and not counter.progress_thread:
+        log.warning(
+            "MPI without MPI_THREAD_MULTIPLE: no RMA progress thread on rank 0; if task requests stall "
+            "while rank 0 computes, use --schedule static (or the MPI's asynchronous progress)"
+        )
     try:
         if execution.schedule == "static":
             mine = iter(lpt_assign(costs, comm.size)[comm.rank])

@@ -109,6 +109,11 @@ class TaskCounter:
                 self._pump.start()
         comm.Barrier()
 
+    @property
+    def progress_thread(self) -> bool:
+        """True when rank 0 runs the RMA progress thread (same value on every rank)."""
+        return self._pump_comm is not None
+
     def _progress_loop(self, interval: float) -> None:
         while not self._pump_stop.wait(interval):
             self._pump_comm.Iprobe()
