@@ -20,6 +20,7 @@ from sporep_hpc.parallel.journal import (
 from sporep_hpc.parallel.progress import RunReport, format_duration, progress_line, summary_table
 from sporep_hpc.parallel.schedule import TaskCounter, block_range, largest_first, lpt_assign, lpt_makespan
 from sporep_hpc.parallel.tasks import (
+    COST_CONSTANT,
     COST_INTEGRAL_WEIGHT,
     COST_LATTICE_RADIUS,
     PlanEntry,
@@ -77,11 +78,13 @@ def test_lpt_is_deterministic_with_ties():
 
 
 def test_cost_model_terms():
-    # hand-computed: n_ao^3 n_k + w n_ao^2 (4/3 pi R^3 / V)
+    # hand-computed: n_ao^3 n_k + w n_ao^2 (4/3 pi R^3 / V) + c
     n_t = 4 / 3 * math.pi * COST_LATTICE_RADIUS**3 / 100.0
-    assert cost_model(10, 4, 100.0) == pytest.approx(1000 * 4 + COST_INTEGRAL_WEIGHT * 100 * n_t)
-    assert cost_model(20, 4, 100.0) > cost_model(10, 8, 100.0)  # cubic in n_ao, linear in n_k
-    assert cost_model(1, 1, 1e9) == pytest.approx(1 + COST_INTEGRAL_WEIGHT)  # at least one translation
+    expected = 1000 * 4 + COST_INTEGRAL_WEIGHT * 100 * n_t + COST_CONSTANT
+    assert cost_model(10, 4, 100.0) == pytest.approx(expected)
+    assert cost_model(200, 4, 100.0) > cost_model(100, 8, 100.0)  # cubic in n_ao, linear in n_k
+    # at least one translation
+    assert cost_model(1, 1, 1e9) == pytest.approx(1 + COST_INTEGRAL_WEIGHT + COST_CONSTANT)
 
 
 def result(i, rng):
@@ -173,19 +176,29 @@ def test_task_counter_on_one_rank():
 
 def test_make_tasks_splits_only_what_exceeds_a_share():
     plan = [
-        PlanEntry(0, "big", "structure", 4, 10, 10, cost=60.0),
-        PlanEntry(1, "small", "structure", 1, 2, 3, cost=20.0),
-        PlanEntry(2, "tiny", "structure", 1, 2, 1, cost=20.0),
+        PlanEntry(0, "big", "structure", 4, 2, 10, cost=8 * 10 + 5.0),  # eigen 2^3 * 10 k, fixed 5
+        PlanEntry(1, "small", "structure", 1, 2, 3, cost=40.0),
+        PlanEntry(2, "tiny", "structure", 1, 2, 1, cost=35.0),
         PlanEntry(3, "bad", "failed", error="x"),
         PlanEntry(4, "done", "structure", 1, 2, 2, cost=99.0),
     ]
     tasks, combine = make_tasks(plan, {"done"}, size=2)
-    # share = (60 + 20 + 20) / 2 = 50 < 60: "big" in ceil(2 * 60 / 50) = 3 chunks of 4, 3, 3 k-points
+    # share = (85 + 40 + 35) / 2 = 80 < 85; room = 80/2 - 5 = 35: ceil(80 / 35) = 3 chunks of 4, 3, 3 k
     assert combine == [(0, 3)]
-    assert tasks[:3] == [Task(0, 0, 3, 24.0), Task(0, 1, 3, 18.0), Task(0, 2, 3, 18.0)]
-    assert tasks[3:] == [Task(1, 0, 1, 20.0), Task(2, 0, 1, 20.0)]
+    assert tasks[:3] == [Task(0, 0, 3, 5 + 32.0), Task(0, 1, 3, 5 + 24.0), Task(0, 2, 3, 5 + 24.0)]
+    assert tasks[3:] == [Task(1, 0, 1, 40.0), Task(2, 0, 1, 35.0)]
     assert make_tasks(plan, {"done"}, size=1)[1] == []  # one rank: never split
     assert make_tasks(plan, {"done"}, size=2, split=False)[1] == []
     # chunks already in the journal are not rerun, but the structure is still to be combined
     tasks, combine = make_tasks(plan, {"done", chunk_id("big", 1, 3)}, size=2)
     assert [t.chunk for t in tasks if t.index == 0] == [0, 2] and combine == [(0, 3)]
+
+
+def test_make_tasks_does_not_split_when_the_fixed_part_dominates():
+    # fixed part 50 > half a share (70 / 2): chunks would each cost more than the share
+    plan = [
+        PlanEntry(0, "a", "structure", 1, 2, 4, cost=82.0),
+        PlanEntry(1, "b", "structure", 1, 2, 1, cost=58.0),
+    ]
+    tasks, combine = make_tasks(plan, set(), size=2)
+    assert combine == [] and [t.n_chunks for t in tasks] == [1, 1]
