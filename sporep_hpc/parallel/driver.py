@@ -109,14 +109,21 @@ def handle_signals(stop: StopFlag, names: Sequence[str] = STOP_SIGNALS):
 
 
 # ---------------------------------------------------------------------------- agreement helpers
+def _as_store_error(exc: OSError) -> StoreError:
+    return StoreError(f"{exc.filename or 'file system'}: {exc.strerror or exc}")
+
+
 def _root_call(comm: Any, fn: Callable[[], Any]) -> Any:
-    """Run `fn` on rank 0 and broadcast its value; a SporepError there is raised on every rank."""
+    """Run `fn` on rank 0 and broadcast its value; a SporepError (or OSError, as StoreError) there is
+    raised on every rank."""
     value, error = None, None
     if comm.rank == 0:
         try:
             value = fn()
         except SporepError as exc:
             error = exc
+        except OSError as exc:
+            error = _as_store_error(exc)
     value, error = comm.bcast((value, error), root=0)
     if error is not None:
         error.agreed = True  # raised on every rank: the caller may exit normally
@@ -125,12 +132,15 @@ def _root_call(comm: Any, fn: Callable[[], Any]) -> Any:
 
 
 def _all_call(comm: Any, fn: Callable[[], Any]) -> Any:
-    """Run `fn` on every rank; if it raised a SporepError on any rank, raise the first on all ranks."""
+    """Run `fn` on every rank; if it raised a SporepError (or OSError, as StoreError) on any rank, raise
+    the first on all ranks."""
     value, error = None, None
     try:
         value = fn()
     except SporepError as exc:
         error = exc
+    except OSError as exc:
+        error = _as_store_error(exc)
     errors = comm.allgather(error)
     first = next((e for e in errors if e is not None), None)
     if first is not None:
@@ -221,6 +231,8 @@ def run(
     jdir = journal_dir(output)
 
     def _prepare():
+        if output.is_dir():
+            raise StoreError(f"output {output} is a directory; give the store's file name")
         note = prepare_journal(jdir, params, execution.restart)
         return note, {id: ref.status for id, ref in scan_journal(jdir).items()}
 
