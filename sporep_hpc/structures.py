@@ -186,14 +186,12 @@ def _records_from_file(path: Path, base_id: str) -> list[InputRecord]:
     ]
 
 
-def collect_inputs(paths: Iterable[str | Path]) -> list[InputRecord]:
-    """Input records for files and directories (searched recursively, sorted).
+def list_input_files(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """(file, base id) of every input file, in input order (directories searched recursively, sorted).
 
-    Unreadable files become records of kind ``"failed"``; a path that does not exist
-    raises InputError (nothing can be said about it). Ids are not checked for
-    uniqueness here: see `check_unique_ids`.
+    Only names are looked at (cheap); a path that does not exist raises InputError.
     """
-    records: list[InputRecord] = []
+    out: list[tuple[Path, str]] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
@@ -202,13 +200,27 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[InputRecord]:
             )
             if not files:
                 log.warning("%s: no structure or band files found", path)
-            for f in files:
-                records.extend(_records_from_file(f, _relative_id(f, path)))
+            out.extend((f, _relative_id(f, path)) for f in files)
         elif path.is_file():
-            records.extend(_records_from_file(path, _stem(path)))
+            out.append((path, _stem(path)))
         else:
             raise InputError(f"{path}: no such file or directory")
-    return records
+    return out
+
+
+def records_from_file(path: str | Path, base_id: str) -> list[InputRecord]:
+    """The input records of one file (one per structure; one "failed" record if unreadable)."""
+    return _records_from_file(Path(path), base_id)
+
+
+def collect_inputs(paths: Iterable[str | Path]) -> list[InputRecord]:
+    """Input records for files and directories (searched recursively, sorted).
+
+    Unreadable files become records of kind ``"failed"``; a path that does not exist
+    raises InputError (nothing can be said about it). Ids are not checked for
+    uniqueness here: see `check_unique_ids`.
+    """
+    return [r for path, base in list_input_files(paths) for r in _records_from_file(path, base)]
 
 
 def check_unique_ids(records: Sequence[InputRecord], max_bytes: int = 64) -> None:

@@ -41,7 +41,7 @@ from ..store import (
     mpio_available,
     write_store,
 )
-from ..structures import InputRecord
+from ..structures import InputRecord, check_unique_ids
 from .journal import (
     JournalShard,
     journal_dir,
@@ -60,10 +60,11 @@ from .tasks import (
     chunk_id,
     compute_part,
     compute_record,
+    expand_unit,
     finish,
+    input_units,
     make_tasks,
     plan_records,
-    resolve_inputs,
 )
 
 log = logging.getLogger("sporep_hpc.run")
@@ -207,7 +208,7 @@ def run(
         return FingerprintSet.from_parameters(params)
 
     fingerprints = _all_call(comm, _check_parameters)
-    records: list[InputRecord] = _root_call(comm, lambda: resolve_inputs(inputs))
+    records = _resolve(comm, inputs)
     n = len(records)
     if n == 0:
         raise _no_inputs(inputs)
@@ -363,6 +364,16 @@ def _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threa
 
     _all_call(comm, _work)
     return spent
+
+
+def _resolve(comm: Any, inputs: Sequence[str]) -> list[InputRecord]:
+    """Input records, read in parallel: rank 0 lists the files, each rank reads a block, allgather."""
+    units = _root_call(comm, lambda: input_units(inputs))
+    lo, hi = block_range(len(units), comm.size, comm.rank)
+    mine = _all_call(comm, lambda: [expand_unit(u) for u in units[lo:hi]])
+    records = [r for block in comm.allgather(mine) for unit in block for r in unit]
+    _all_call(comm, lambda: check_unique_ids(records))
+    return records
 
 
 def _no_inputs(inputs: Sequence[str]) -> SporepError:

@@ -20,7 +20,7 @@ import numpy as np
 from ..config import RunParameters
 from ..errors import InputError, SporepError
 from ..store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
-from ..structures import InputRecord, check_structure, check_unique_ids, collect_inputs
+from ..structures import InputRecord, check_structure, check_unique_ids, list_input_files, records_from_file
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +36,47 @@ COST_CONSTANT = 6.0e6
 
 
 # ---------------------------------------------------------------------------- inputs
-def resolve_inputs(inputs: Iterable[str], max_id_bytes: int = 64) -> list[InputRecord]:
-    """Input records for files, directories, ``examples:<spec>`` sets and our own stores (``*.h5``).
+def input_units(inputs: Iterable[str]) -> list[tuple[str, str, str]]:
+    """The inputs as independent units (kind, source, base id), in order; cheap (names only).
 
-    Ids are checked for uniqueness (InputError before anything runs).
+    kind is "examples" (a built-in set spec) or "file" (one file of the inputs, directories expanded).
     """
-    records: list[InputRecord] = []
+    units: list[tuple[str, str, str]] = []
     for item in inputs:
         item = str(item)
         if item.startswith(EXAMPLES_PREFIX):
-            from ..examples import load_set
+            units.append(("examples", item, ""))
+        else:
+            units.extend(("file", str(path), base) for path, base in list_input_files([item]))
+    return units
 
-            for id, structure, properties in load_set(item[len(EXAMPLES_PREFIX) :]):
-                records.append(InputRecord(id, item, "structure", structure, "", properties))
-            continue
-        for record in collect_inputs([item]):
-            if record.kind == "bands" and Path(record.source).suffix.lower() in (".h5", ".hdf5"):
-                records.extend(_store_records(record))
-            else:
-                records.append(record)
+
+def expand_unit(unit: tuple[str, str, str]) -> list[InputRecord]:
+    """The input records of one unit (reads the file or builds the set)."""
+    kind, source, base = unit
+    if kind == "examples":
+        from ..examples import load_set
+
+        return [
+            InputRecord(id, source, "structure", structure, "", properties)
+            for id, structure, properties in load_set(source[len(EXAMPLES_PREFIX) :])
+        ]
+    records = []
+    for record in records_from_file(source, base):
+        if record.kind == "bands" and Path(record.source).suffix.lower() in (".h5", ".hdf5"):
+            records.extend(_store_records(record))
+        else:
+            records.append(record)
+    return records
+
+
+def resolve_inputs(inputs: Iterable[str], max_id_bytes: int = 64) -> list[InputRecord]:
+    """Input records for files, directories, ``examples:<spec>`` sets and our own stores (``*.h5``).
+
+    Ids are checked for uniqueness (InputError before anything runs). Serial; the driver
+    distributes `expand_unit` over the ranks instead.
+    """
+    records = [r for unit in input_units(inputs) for r in expand_unit(unit)]
     check_unique_ids(records, max_id_bytes)
     return records
 
