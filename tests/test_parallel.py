@@ -202,3 +202,18 @@ def test_make_tasks_does_not_split_when_the_fixed_part_dominates():
     ]
     tasks, combine = make_tasks(plan, set(), size=2)
     assert combine == [] and [t.n_chunks for t in tasks] == [1, 1]
+
+
+def test_internal_failures_are_retried_and_done_entries_win(tmp_path, rng):
+    jdir = tmp_path / "j"
+    params = RunParameters()
+    prepare_journal(jdir, params, "auto")
+    with JournalShard(jdir, 0, params.to_json()) as shard:
+        shard.append(failed_result(0, "id/0", "structure 'id/0': internal error MemoryError: x"), TaskTimes())
+        shard.append(failed_result(1, "bad", "structure 'bad': atoms 0.1 Å apart"), TaskTimes())
+    refs = scan_journal(jdir)
+    assert refs["id/0"].retry and not refs["bad"].retry
+    with JournalShard(jdir, 1, params.to_json()) as shard:  # the retry, on another rank
+        shard.append(result(0, rng), TaskTimes())
+    refs = scan_journal(jdir)
+    assert refs["id/0"].status == STATUS_DONE and refs["id/0"].shard.endswith("rank-1.h5")

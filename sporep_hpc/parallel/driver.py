@@ -235,7 +235,7 @@ def run(
         if output.is_dir():
             raise StoreError(f"output {output} is a directory; give the store's file name")
         note = prepare_journal(jdir, params, execution.restart)
-        return note, {id: ref.status for id, ref in scan_journal(jdir).items()}
+        return note, {id: ref.status for id, ref in scan_journal(jdir).items() if not ref.retry}
 
     note, journaled = _root_call(comm, _prepare)
     tasks, to_combine = make_tasks(plan, journaled, comm.size, execution.split_kpoints)

@@ -31,6 +31,8 @@ from .tasks import PHASES, TaskTimes
 log = logging.getLogger(__name__)
 
 PARAMETERS_FILE = "parameters.json"
+#: Marker of failures that are not the structure's fault (see tasks._failure): retried on resume.
+INTERNAL = "internal error"
 _ARRAYS = ("cell", "numbers", "positions", "kpoints", "weights", "eigenvalues")
 _SCALARS = ("n_electrons", "fermi_energy", "vbm", "cbm", "band_gap")
 
@@ -47,11 +49,17 @@ def shard_path(directory: Path, rank: int) -> Path:
 
 @dataclass(frozen=True)
 class EntryRef:
-    """Where a journal entry lives: shard file, group name, and its status."""
+    """Where a journal entry lives: shard file, group name, its status, and whether a rerun retries it.
+
+    `retry` is True for a structure that failed with an internal (unexpected) error: a transient
+    cause (a killed library, a full disk) is not a property of the structure, so a resumed run
+    computes it again. Failures with a reason about the structure itself are kept.
+    """
 
     shard: str
     group: str
     status: int
+    retry: bool = False
 
 
 def prepare_journal(directory: Path, params: RunParameters, restart: str) -> str:
@@ -95,8 +103,8 @@ def prepare_journal(directory: Path, params: RunParameters, restart: str) -> str
 def scan_journal(directory: Path) -> dict[str, EntryRef]:
     """{id: EntryRef} of the complete entries of every shard (rank 0 only).
 
-    Shards are read in name order and the first complete entry of an id wins.
-    Unreadable shards are moved aside with a warning.
+    Shards are read in name order; a "done" entry wins over a failed one, else the first
+    complete entry of an id wins. Unreadable shards are moved aside with a warning.
     """
     found: dict[str, EntryRef] = {}
     if not directory.is_dir():
@@ -111,7 +119,13 @@ def scan_journal(directory: Path) -> dict[str, EntryRef]:
                         continue
                     id = attrs["id"]
                     id = id.decode() if isinstance(id, bytes) else str(id)
-                    found.setdefault(id, EntryRef(str(shard), f"entries/{name}", int(attrs["status"])))
+                    status = int(attrs["status"])
+                    error = attrs.get("error", "")
+                    error = error.decode() if isinstance(error, bytes) else str(error)
+                    ref = EntryRef(str(shard), f"entries/{name}", status, status != 1 and INTERNAL in error)
+                    old = found.get(id)
+                    if old is None or (old.status != 1 and status == 1):
+                        found[id] = ref
         except OSError as exc:
             n = len(list(directory.glob(shard.name + ".corrupt-*")))
             aside = shard.with_name(f"{shard.name}.corrupt-{n}")
