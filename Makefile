@@ -55,9 +55,12 @@ $(EXT_STAMP): $(DEPS_STAMP) setup.py $(wildcard ext/*.pyx ext/*.pxd)
 	touch $@
 
 demo: install
-	$(MPIEXEC) -n $(NP) $(VENV)/bin/sporep-hpc run examples:batio3 "examples:cnt?max_atoms=60" -o demo/demo.h5 --restart fresh
-	$(VENV)/bin/sporep-hpc similarity demo/demo.h5 --fingerprint kinetic --metric cosine --plots demo
-	$(VENV)/bin/sporep-hpc info demo/demo.h5
+	@mkdir -p demo
+	$(MPIEXEC) -n $(NP) $(VENV)/bin/sporep-hpc run examples:batio3 "examples:cnt?max_atoms=200" -o demo/demo.h5 --restart fresh
+	$(MPIEXEC) -n $(NP) $(VENV)/bin/sporep-hpc similarity demo/demo.h5 --fingerprint kinetic --metric cosine --neighbours 0 --plots demo
+	$(VENV)/bin/sporep-hpc classify demo/demo.h5 --fingerprint kinetic --labels property:electronic --plots demo
+	@echo; echo "==================== sporep-hpc demo report ===================="
+	$(PY) -m sporep_hpc.cli.report demo/demo.h5 --plots demo
 
 # Serial suite, the serial-HDF5 fallback, the MPI suite at 2 and 3 ranks, then the laptop install.
 test: install test-serial test-fallback test-mpi test-laptop

@@ -188,3 +188,27 @@ def test_store_round_trip(tmp_path, rng):
     bad = _store(tmp_path / "bad.h5", x2, spec_b, [f"t{i}" for i in range(5)])
     with pytest.raises(ParameterError, match="incompatible: window 0 width"):
         cl.predict_store(bad, path, model="m1")
+
+
+def test_grouped_permutation_importance(rng):
+    from sklearn.metrics import balanced_accuracy_score
+
+    class OnFeature1:
+        """A fixed rule that looks at feature 1 only."""
+
+        def predict(self, x):
+            return (x[:, 1] > 0).astype(int)
+
+    x = rng.normal(size=(30, 4))
+    y = (x[:, 1] + 0.3 * rng.normal(size=30) > 0).astype(int)
+    groups = [np.array([0, 1]), np.array([2, 3])]
+    mean, std = cl.grouped_permutation_importance(OnFeature1(), x, y, groups, 4, np.random.default_rng(5))
+    # the block without feature 1 cannot change the answers: exactly zero
+    assert mean[2] == mean[3] == 0.0 and std[2] == std[3] == 0.0
+    # the block with feature 1: the mean balanced-accuracy drop over the same 4 row permutations
+    draws = np.random.default_rng(5)
+    base = balanced_accuracy_score(y, OnFeature1().predict(x))
+    perms = [draws.permutation(30) for _ in range(4)]
+    drops = [base - balanced_accuracy_score(y, (x[p, 1] > 0).astype(int)) for p in perms]
+    assert mean[0] == mean[1] == pytest.approx(np.mean(drops), abs=1e-15)
+    assert mean[0] > 0.2  # the rule is informative

@@ -40,6 +40,7 @@ __all__ = [
     "classify_store",
     "evaluate",
     "example_properties",
+    "grouped_permutation_importance",
     "labels_for_ids",
     "make_estimator",
     "predict_store",
@@ -77,7 +78,12 @@ class ClassifierConfig:
     seed : int
         Seed of the forest, the fold shuffling, the learning-curve subsets and the permutations.
     n_repeats : int
-        Permutations per feature for the permutation importance.
+        Permutations per feature group for the permutation importance.
+    permutation_groups : int
+        Adjacent features are permuted together in at most this many groups (blocks of
+        ceil(n_features / permutation_groups) neighbouring energies): neighbouring samples of a smeared
+        DOS are strongly correlated, so permuting one alone hardly changes a forest's answer, and
+        one group per feature costs n_features × n_repeats predictions per fold.
     train_sizes : tuple of float
         Fractions of each training fold for the learning curve, in (0, 1].
     n_jobs : int
@@ -91,6 +97,7 @@ class ClassifierConfig:
     cv_folds: int = 5
     seed: int = 0
     n_repeats: int = 5
+    permutation_groups: int = 64
     train_sizes: tuple = (0.25, 0.5, 0.75, 1.0)
     n_jobs: int = 1
 
@@ -103,6 +110,7 @@ class ClassifierConfig:
         check_interval("cv_folds", self.cv_folds, 2, None, integer=True)
         check_interval("seed", self.seed, 0, 2**32 - 1, integer=True)
         check_interval("n_repeats", self.n_repeats, 1, None, integer=True)
+        check_interval("permutation_groups", self.permutation_groups, 1, None, integer=True)
         check_interval("n_jobs", self.n_jobs, 1, None, integer=True)
         sizes = tuple(float(s) for s in self.train_sizes)
         if not sizes:
@@ -117,6 +125,7 @@ class ClassifierConfig:
             "n_estimators": self.n_estimators, "max_depth": self.max_depth,
             "min_samples_leaf": self.min_samples_leaf, "balancing": self.balancing,
             "cv_folds": self.cv_folds, "seed": self.seed, "n_repeats": self.n_repeats,
+            "permutation_groups": self.permutation_groups,
             "train_sizes": list(self.train_sizes), "n_jobs": self.n_jobs,
         }
 
@@ -252,7 +261,8 @@ class ClassificationResult:
     impurity_importance : ndarray of shape (n_features,)
         Mean decrease in impurity of the final model (sums to 1).
     permutation_importance : ndarray of shape (n_features,)
-        Drop of the balanced accuracy when the feature is permuted, averaged over the held-out folds.
+        Drop of the balanced accuracy when the feature's group (see `ClassifierConfig.permutation_groups`)
+        is permuted, averaged over the held-out folds; every feature of a group carries its group's value.
     permutation_importance_std : ndarray of shape (n_features,)
     learning_curve : dict
         ``train_sizes`` (mean absolute size per fraction), ``fractions``, ``train_scores`` and
@@ -335,6 +345,38 @@ def _proba_full(estimator, x, n_classes) -> np.ndarray:
     return full
 
 
+def _groups(n_features: int, max_groups: int) -> list[np.ndarray]:
+    """Consecutive feature blocks, at most `max_groups` of them, sizes differing by at most one."""
+    return [g for g in np.array_split(np.arange(n_features), min(n_features, max_groups)) if g.size]
+
+
+def grouped_permutation_importance(
+    estimator, x: np.ndarray, y: np.ndarray, groups: Sequence[np.ndarray], n_repeats: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced-accuracy drop when the columns of a group are permuted together (same row permutation).
+
+    Returns
+    -------
+    mean, std : ndarray of shape (n_features,)
+        Each feature carries the mean and standard deviation (over repeats) of its group.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    base = balanced_accuracy_score(y, estimator.predict(x))
+    mean = np.zeros(x.shape[1])
+    std = np.zeros(x.shape[1])
+    work = x.copy()
+    for g in groups:
+        drops = np.empty(n_repeats)
+        for r in range(n_repeats):
+            work[:, g] = x[rng.permutation(x.shape[0])][:, g]
+            drops[r] = base - balanced_accuracy_score(y, estimator.predict(work))
+        work[:, g] = x[:, g]
+        mean[g], std[g] = drops.mean(), drops.std()
+    return mean, std
+
+
 def evaluate(
     x: np.ndarray,
     labels: Sequence[str],
@@ -355,7 +397,6 @@ def evaluate(
         Structure ids (for the result only).
     """
     from sklearn.base import clone
-    from sklearn.inspection import permutation_importance
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix
     from sklearn.model_selection import StratifiedKFold
 
@@ -395,11 +436,10 @@ def evaluate(
         y_oof[test] = pred
         for k, v in _fold_metrics(y[test], pred, _proba_full(model, x[test], len(classes)), classes).items():
             per_fold.setdefault(k, []).append(v)
-        pi = permutation_importance(
-            model, x[test], y[test], scoring="balanced_accuracy", n_repeats=config.n_repeats,
-            random_state=config.seed, n_jobs=1,
+        perm[f], perm_sd[f] = grouped_permutation_importance(
+            model, x[test], y[test], _groups(x.shape[1], config.permutation_groups), config.n_repeats,
+            np.random.default_rng([config.seed, f, 1]),
         )
-        perm[f], perm_sd[f] = pi.importances_mean, pi.importances_std
         rng = np.random.default_rng([config.seed, f])
         for s, frac in enumerate(config.train_sizes):
             sub = train if frac == 1.0 else _subset(y, train, frac, rng)

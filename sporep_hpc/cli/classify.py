@@ -48,7 +48,15 @@ def add_parser(subparsers) -> None:
         choices=BALANCING,
         help="auto: BalancedRandomForest if imbalanced-learn is installed, else class weights",
     )
-    p.add_argument("--repeats", type=int, default=d.n_repeats, help="permutations per feature (default 5)")
+    p.add_argument(
+        "--repeats", type=int, default=d.n_repeats, help="permutations per energy block (default 5)"
+    )
+    p.add_argument(
+        "--groups",
+        type=int,
+        default=d.permutation_groups,
+        help=f"energy blocks for the permutation importance (default {d.permutation_groups})",
+    )
     p.add_argument("--jobs", type=int, default=1, help="threads of the forest (default 1)")
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--no-save", action="store_true", dest="no_save", help="do not store the model")
@@ -58,6 +66,8 @@ def add_parser(subparsers) -> None:
 def format_result(result, top: int = 5) -> str:
     """Multi-line summary: classes, CV metrics, confusion matrix, most important energies."""
     import numpy as np
+
+    from ..analysis.classify import _groups
 
     lines = [
         "classes: " + ", ".join(f"{c} ({result.class_counts[c]})" for c in result.classes),
@@ -73,13 +83,21 @@ def format_result(result, top: int = 5) -> str:
     lines.append("  " + " " * width + "  " + "  ".join(f"{c:>{width}s}" for c in result.classes))
     for c, row in zip(result.classes, result.confusion, strict=True):
         lines.append(f"  {c:>{width}s}  " + "  ".join(f"{int(v):>{width}d}" for v in row))
-    order = np.argsort(result.permutation_importance)[::-1][:top]
-    lines.append("most important energies (permutation importance, impurity importance):")
-    for k in order:
-        lines.append(
-            f"  {result.energies[k]:9.3f} eV  {result.permutation_importance[k]:+.4f}  "
-            f"{result.impurity_importance[k]:.4f}"
+    order = np.argsort(result.impurity_importance)[::-1][:top]
+    lines.append(
+        "highest impurity importance at: "
+        + ", ".join(f"{result.energies[k]:.2f} eV ({result.impurity_importance[k]:.3f})" for k in order)
+    )
+    groups = _groups(len(result.energies), result.config.permutation_groups)
+    ranked = sorted(groups, key=lambda g: -result.permutation_importance[g[0]])[: max(1, top // 2 + 1)]
+    lines.append(
+        "largest permutation importance (energy blocks permuted together): "
+        + ", ".join(
+            f"{result.energies[g[0]]:.1f}..{result.energies[g[-1]]:.1f} eV "
+            f"({result.permutation_importance[g[0]]:+.3f})"
+            for g in ranked
         )
+    )
     return "\n".join(lines)
 
 

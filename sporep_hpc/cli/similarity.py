@@ -47,7 +47,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads per rank")
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument(
-        "--neighbours", type=int, default=3, help="nearest neighbours listed per structure (default 3)"
+        "--neighbours", type=int, default=3, help="nearest neighbours listed per structure, 0 for none (default 3)"
     )
     p.set_defaults(run=similarity_command)
 
@@ -168,7 +168,7 @@ def similarity_command(args) -> int:
         f"similarity {res.name}: {args.metric} distances of fingerprint {fingerprint} between {n} structures "
         f"({comm.size} rank(s), tile {args.tile}) -> {args.store}:/similarity/{res.name}"
     )
-    if n <= 200 and n > 1:
+    if args.neighbours > 0 and 1 < n <= 200:
         rec = read_similarity(args.store, res.name)
         print(f"nearest neighbours ({args.metric} distance):")
         print("\n".join(nearest_neighbours(rec.distance, rec.ids, args.neighbours)))
