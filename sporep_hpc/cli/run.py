@@ -44,6 +44,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--operator", help="kinetic (default) or overlap")
     g.add_argument("--basis", help="Gaussian basis (default ano-valence)")
     g.add_argument("--kdensity", type=float, help="k-point spacing in 1/Å (default 0.15)")
+    g.add_argument("--kgrid-rounding", dest="kgrid_rounding", help="ceil (default) or round (original study)")
     g.add_argument("--exp-to-discard", type=float, dest="exp_to_discard", help="Bohr^-2 (default 0.1)")
     g.add_argument("--precision", type=float, help="lattice-sum threshold (default 1e-12)")
     g.add_argument("--lindep", type=float, help="overlap eigenvalue cut-off (default 1e-8)")
@@ -56,14 +57,20 @@ def add_parser(subparsers) -> None:
     e.add_argument("--restart", help="auto (resume from the journal, default) or fresh")
     e.add_argument("--progress-interval", type=float, dest="progress_interval", help="seconds (default 10)")
     e.add_argument("--keep-journal", action="store_true", default=None, dest="keep_journal")
+    e.add_argument(
+        "--no-split", action="store_false", default=None, dest="split_kpoints",
+        help="never split a big structure into k-point chunks",
+    )
     e.add_argument("--dry-run", action="store_true", help="print the task plan and exit")
     p.set_defaults(run=run_command)
 
 
 def _overrides(args) -> dict:
     keys = (
-        "operator", "basis", "kdensity", "exp_to_discard", "precision", "lindep", "fingerprints",
+        "operator", "basis", "kdensity", "kgrid_rounding", "exp_to_discard", "precision", "lindep",
+        "fingerprints",
         "max_atoms", "min_distance", "schedule", "threads", "restart", "progress_interval", "keep_journal",
+        "split_kpoints",
     )
     return {k: getattr(args, k) for k in keys}
 
