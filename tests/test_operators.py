@@ -16,7 +16,7 @@ from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
 from sporep_hpc.basis import load_basis
-from sporep_hpc.errors import InputError, ParameterError
+from sporep_hpc.errors import InputError, ParameterError, SporepError
 from sporep_hpc.operators import HARTREE_EV, SpectrumStats, operator_spectrum, spectrum_with_stats
 
 pytest.importorskip("pyscf")
@@ -63,6 +63,25 @@ def test_nanotube_spectrum_matches_pyscf(chirality, basis):
     ref = np.array([scipy.linalg.eigh(t_ref[i], s_ref[i], eigvals_only=True) for i in range(2)])
     bands = operator_spectrum(st, kpoints=k)
     assert_allclose(bands.eigenvalues[0] / HARTREE_EV, ref, rtol=0, atol=TOL_HA)
+
+
+@pytest.mark.slow  # loading pymatgen's AFLOW library takes ~6 s once; still run by default
+def test_aflow_prototypes_match_pyscf(basis):
+    # breadth: 12 prototypes drawn (fixed seed) from pymatgen's AFLOW library, many elements and cells
+    try:
+        from sporep_hpc.examples import load_set
+
+        items = load_set("aflow?max_atoms=12")
+    except (ImportError, SporepError) as exc:
+        pytest.skip(f"AFLOW example set unavailable: {exc}")
+    pick = np.random.default_rng(7).choice(len(items), 12, replace=False)
+    k = np.array([[0.11, -0.23, 0.37], [0.5, 0.0, 0.5]])
+    for i in pick:
+        name, st, _ = items[i]
+        s_ref, t_ref = pyscf_matrices(st, k, basis)
+        ref = np.array([scipy.linalg.eigh(t_ref[j], s_ref[j], eigvals_only=True) for j in range(len(k))])
+        got = operator_spectrum(st, kpoints=k).eigenvalues[0] / HARTREE_EV
+        assert_allclose(got, ref, rtol=0, atol=TOL_HA, err_msg=name)
 
 
 def test_band_structure_fields(basis):
