@@ -628,7 +628,8 @@ def operator_spectrum(
         "kinetic": eigenvalues of T(k) c = ε S(k) c, in eV. "overlap": eigenvalues of S(k), which are
         dimensionless numbers (stored unscaled in the eV-labelled eigenvalue field).
     basis : str or BasisSet
-        "ano-valence" (default) or any basis_set_exchange name.
+        "ano-valence" (default) or any basis_set_exchange name; a loaded `BasisSet` is used as is
+        (its own exp_to_discard applies).
     kpoints : array_like of shape (n_k, 3), fractional, optional
         Default: the irreducible Monkhorst-Pack points for `kdensity` (sporep_hpc.kpoints).
     weights : array_like of shape (n_k,), optional
