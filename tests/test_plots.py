@@ -43,3 +43,46 @@ def test_all_figures(tmp_path, rng):
 def test_shape_mismatch(tmp_path):
     with pytest.raises(ParameterError, match="must match energies"):
         plots.plot_fingerprints(np.arange(5.0), np.zeros((2, 4)), ["a", "b"], tmp_path / "x.png")
+
+
+# ---- the demo pipeline on a reduced set (the commands of `make demo`, in-process, one rank) -----------
+
+
+def test_demo_pipeline_reduced(tmp_path, monkeypatch, capsys):
+    import csv
+
+    from sporep_hpc.cli import main
+    from sporep_hpc.cli.report import main as report_main
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")  # `run` exports thread counts; restore them after the test
+    store, figs = tmp_path / "demo.h5", tmp_path / "figs"
+    # 4 BaTiO3 polymorphs + the 6 tubes with <= 24 atoms: (4,0) (5,0) (6,0) (4,4) (5,5) (6,6)
+    assert main(["run", "examples:batio3", "examples:cnt?max_atoms=24", "-o", str(store)]) == 0
+    assert main(["similarity", str(store), "--metric", "cosine", "--plots", str(figs)]) == 0
+    out = capsys.readouterr().out
+    assert "between 10 structures" in out and "nearest neighbours" in out
+    args = ["classify", str(store), "--labels", "property:electronic", "--trees", "20", "--folds", "2",
+            "--repeats", "1", "--groups", "8", "--plots", str(figs)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    # zone folding: (6,0), (4,4), (5,5), (6,6) metallic; (4,0), (5,0) semiconducting
+    assert "metallic (4), semiconducting (2)" in out and "model saved" in out
+    pred = tmp_path / "pred.csv"
+    assert main(["predict", str(store), "--model", str(store), "-o", str(pred)]) == 0
+    with pred.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 10 and {r["label"] for r in rows} <= {"metallic", "semiconducting"}
+    capsys.readouterr()
+    assert report_main([str(store), "--plots", str(figs)]) == 0
+    report = capsys.readouterr().out
+    assert "BaTiO3 polymorphs" in report and "closest:" in report and "nanotubes: 6 tubes" in report
+    pngs = sorted(p.name for p in figs.glob("*.png"))
+    assert pngs == sorted([
+        "kinetic_cosine_heatmap.png", "kinetic_cosine_dendrogram.png", "kinetic_fingerprints.png",
+        "kinetic_confusion.png", "kinetic_importance.png", "kinetic_learning_curve.png",
+    ])
+    for name in pngs:
+        _check_png(figs / name)
+    assert main(["examples"]) == 0
+    assert "cnt" in capsys.readouterr().out
