@@ -17,6 +17,7 @@ is agreed on (allgather) before the next collective step.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
@@ -45,10 +46,12 @@ from ..structures import InputRecord, check_unique_ids
 from .journal import (
     JournalShard,
     journal_dir,
+    list_shards,
     load_entries,
+    merge_refs,
     prepare_journal,
     remove_journal,
-    scan_journal,
+    scan_shard,
 )
 from .progress import Progress, RunReport, plan_table, summary_table
 from .schedule import TaskCounter, block_range, largest_first, lpt_assign
@@ -234,10 +237,10 @@ def run(
     def _prepare():
         if output.is_dir():
             raise StoreError(f"output {output} is a directory; give the store's file name")
-        note = prepare_journal(jdir, params, execution.restart)
-        return note, {id: ref.status for id, ref in scan_journal(jdir).items() if not ref.retry}
+        return prepare_journal(jdir, params, execution.restart)
 
-    note, journaled = _root_call(comm, _prepare)
+    note = _root_call(comm, _prepare)
+    journaled = {id: ref.status for id, ref in _scan_all(comm, jdir).items() if not ref.retry}
     tasks, to_combine = make_tasks(plan, journaled, comm.size, execution.split_kpoints)
     n_todo = sum(e.kind != "failed" and e.id not in journaled for e in plan)
     n_skipped = sum(e.kind != "failed" and e.id in journaled for e in plan)
@@ -340,9 +343,41 @@ def run(
     return report
 
 
+def _scan_all(comm: Any, jdir: Path) -> dict:
+    """`scan_journal` with the shards shared out over the ranks (shard k read by rank k mod size)."""
+    shards = _root_call(comm, lambda: [str(p) for p in list_shards(jdir)])
+    mine = _all_call(
+        comm, lambda: {k: scan_shard(Path(shards[k])) for k in range(comm.rank, len(shards), comm.size)}
+    )
+    per_shard: dict[int, list] = {}
+    for block in comm.allgather(mine):
+        per_shard.update(block)
+    return merge_refs(per_shard[k] for k in range(len(shards)))
+
+
+def _exchange_rows(
+    comm: Any, refs: dict, plan: Sequence[PlanEntry], blocks: Sequence[tuple[int, int]]
+) -> dict:
+    """{index: StructureResult} of this rank's block, read from the journal without a storm of opens.
+
+    Each shard is opened by one rank only (shard k by rank k mod size), which sends every row it
+    read to the rank owning that row (`blocks[r]` = [lo, hi) of rank r) in one alltoall.
+    """
+    chosen = {e.index: refs[e.id] for e in plan if e.kind != "failed" and e.id in refs}
+    shards = sorted({ref.shard for ref in chosen.values()})
+    mine = {shard for k, shard in enumerate(shards) if k % comm.size == comm.rank}
+    loaded = _all_call(comm, lambda: load_entries({i: r for i, r in chosen.items() if r.shard in mine}))
+    held = [(lo, r) for r, (lo, hi) in enumerate(blocks) if hi > lo]
+    starts = [lo for lo, _ in held]
+    outgoing: list[list] = [[] for _ in range(comm.size)]
+    for index, (result, _) in loaded.items():
+        outgoing[held[bisect.bisect_right(starts, index) - 1][1]].append(result)
+    return {r.index: r for batch in comm.alltoall(outgoing) for r in batch}
+
+
 def _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threads) -> TaskTimes:
     """Join the k-point chunks of split structures (block-distributed over the ranks) into full entries."""
-    refs = _root_call(comm, lambda: scan_journal(jdir))
+    refs = _scan_all(comm, jdir)
     lo, hi = block_range(len(to_combine), comm.size, comm.rank)
     spent = TaskTimes()
 
@@ -403,15 +438,13 @@ def fingerprint_meta(fingerprints: FingerprintSet) -> dict[str, FingerprintMeta]
     return out
 
 
-def _rows(lo: int, hi: int, refs: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry]):
-    """StructureResults of rows [lo, hi): from the journal, or failed rows from the plan."""
-    wanted = {i: refs[plan[i].id] for i in range(lo, hi) if plan[i].kind != "failed" and plan[i].id in refs}
-    loaded = load_entries(wanted)
+def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry]):
+    """StructureResults of rows [lo, hi): from the journal (`loaded`), or failed rows from the plan."""
     rows = []
     for i in range(lo, hi):
         e = plan[i]
         if i in loaded:
-            rows.append(loaded[i][0])
+            rows.append(loaded[i])
         elif e.kind == "failed":
             rows.append(failed_result(i, e.id, e.error, records[i].structure))
         else:
@@ -424,7 +457,7 @@ def _assemble(output, jdir, records, plan, params, fingerprints, comm, keep_jour
     """Write the store from the journal (mpio on all ranks, or rank 0 alone); return the failures."""
     n = len(plan)
     tmp = output.with_name(output.name + ".partial")
-    refs = _root_call(comm, lambda: scan_journal(jdir))
+    refs = _scan_all(comm, jdir)
     header = StoreHeader(
         parameters_json=store_parameters_json(params, fingerprints),
         created=comm.bcast(_utc_now() if comm.rank == 0 else None, root=0),
@@ -433,8 +466,9 @@ def _assemble(output, jdir, records, plan, params, fingerprints, comm, keep_jour
     )
     meta = fingerprint_meta(fingerprints)
     if comm.size > 1 and mpio_available():
-        lo, hi = block_range(n, comm.size, comm.rank)
-        rows = _all_call(comm, lambda: _rows(lo, hi, refs, records, plan))
+        blocks = [block_range(n, comm.size, r) for r in range(comm.size)]
+        lo, hi = blocks[comm.rank]
+        rows = _rows(lo, hi, _exchange_rows(comm, refs, plan, blocks), records, plan)
         write_store(tmp, rows, lo, n, header, meta, comm)
         local_failures = [(r.id, r.error) for r in rows if r.status == STATUS_FAILED]
         failures = [f for block in comm.allgather(local_failures) for f in block]
@@ -442,8 +476,11 @@ def _assemble(output, jdir, records, plan, params, fingerprints, comm, keep_jour
         if comm.size > 1 and comm.rank == 0:
             log.info("h5py without MPI (or SPOREP_FORCE_SERIAL_HDF5=1): rank 0 assembles the store")
 
+        blocks = [(0, n)] + [(n, n)] * (comm.size - 1)  # every row to rank 0
+        loaded = _exchange_rows(comm, refs, plan, blocks)
+
         def _serial():
-            rows = _rows(0, n, refs, records, plan)
+            rows = _rows(0, n, loaded, records, plan)
             write_store(tmp, rows, 0, n, header, meta, None)
             return [(r.id, r.error) for r in rows if r.status == STATUS_FAILED]
 

@@ -100,39 +100,57 @@ def prepare_journal(directory: Path, params: RunParameters, restart: str) -> str
     return f"new journal {directory}"
 
 
-def scan_journal(directory: Path) -> dict[str, EntryRef]:
-    """{id: EntryRef} of the complete entries of every shard (rank 0 only).
+def list_shards(directory: Path) -> list[Path]:
+    """The shard files of a journal, in name order."""
+    return sorted(directory.glob("rank-*.h5")) if directory.is_dir() else []
 
-    Shards are read in name order; a "done" entry wins over a failed one, else the first
-    complete entry of an id wins. Unreadable shards are moved aside with a warning.
+
+def scan_shard(shard: Path) -> list[tuple[str, EntryRef]]:
+    """(id, EntryRef) of the complete entries of one shard, in entry order.
+
+    An unreadable shard (cut by a crash) is moved aside (``*.corrupt-<n>``) with a warning and
+    contributes nothing: its structures are recomputed.
     """
+    out: list[tuple[str, EntryRef]] = []
+    try:
+        with h5py.File(shard, "r") as f:
+            entries = f.get("entries")
+            for name in sorted(entries) if entries is not None else []:
+                attrs = entries[name].attrs
+                if not attrs.get("complete", 0):
+                    continue
+                id = attrs["id"]
+                id = id.decode() if isinstance(id, bytes) else str(id)
+                status = int(attrs["status"])
+                error = attrs.get("error", "")
+                error = error.decode() if isinstance(error, bytes) else str(error)
+                retry = status != 1 and INTERNAL in error
+                out.append((id, EntryRef(str(shard), f"entries/{name}", status, retry)))
+    except OSError as exc:
+        n = len(list(shard.parent.glob(shard.name + ".corrupt-*")))
+        aside = shard.with_name(f"{shard.name}.corrupt-{n}")
+        log.warning("journal shard %s is unreadable (%s); moved to %s, its structures are recomputed",
+                    shard, exc, aside.name)
+        shard.replace(aside)
+        return []
+    return out
+
+
+def merge_refs(per_shard: Iterable[list[tuple[str, EntryRef]]]) -> dict[str, EntryRef]:
+    """{id: EntryRef} from the shards' entries given in shard order: a "done" entry wins over a
+    failed one, else the first complete entry of an id wins."""
     found: dict[str, EntryRef] = {}
-    if not directory.is_dir():
-        return found
-    for shard in sorted(directory.glob("rank-*.h5")):
-        try:
-            with h5py.File(shard, "r") as f:
-                entries = f.get("entries")
-                for name in sorted(entries) if entries is not None else []:
-                    attrs = entries[name].attrs
-                    if not attrs.get("complete", 0):
-                        continue
-                    id = attrs["id"]
-                    id = id.decode() if isinstance(id, bytes) else str(id)
-                    status = int(attrs["status"])
-                    error = attrs.get("error", "")
-                    error = error.decode() if isinstance(error, bytes) else str(error)
-                    ref = EntryRef(str(shard), f"entries/{name}", status, status != 1 and INTERNAL in error)
-                    old = found.get(id)
-                    if old is None or (old.status != 1 and status == 1):
-                        found[id] = ref
-        except OSError as exc:
-            n = len(list(directory.glob(shard.name + ".corrupt-*")))
-            aside = shard.with_name(f"{shard.name}.corrupt-{n}")
-            log.warning("journal shard %s is unreadable (%s); moved to %s, its structures are recomputed",
-                        shard, exc, aside.name)
-            shard.replace(aside)
+    for entries in per_shard:
+        for id, ref in entries:
+            old = found.get(id)
+            if old is None or (old.status != 1 and ref.status == 1):
+                found[id] = ref
     return found
+
+
+def scan_journal(directory: Path) -> dict[str, EntryRef]:
+    """{id: EntryRef} of the complete entries of every shard (serial; see `merge_refs` for the rule)."""
+    return merge_refs(scan_shard(shard) for shard in list_shards(directory))
 
 
 class JournalShard:
