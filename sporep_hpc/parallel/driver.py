@@ -2,14 +2,17 @@
 
 `run` is collective over the communicator it is given (no hidden COMM_WORLD):
 
-1. rank 0 resolves the inputs (ids unique) and broadcasts them;
+1. rank 0 lists the input files (names only); every rank reads a block of them; allgather
+   (ids checked unique);
 2. every rank plans a block of structures (validation, n_ao, n_k, cost); allgather;
-3. rank 0 prepares the journal (parameters checked, finished ids read);
+3. rank 0 prepares the journal (parameters checked); the shards are scanned, one rank each;
 4. tasks not in the journal run largest first, handed out by an RMA counter
    (``schedule="dynamic"``) or by a greedy LPT assignment (``"static"``); every rank
-   computes and appends each result to its own shard, flushed per task;
-5. the ranks write the store collectively (mpio) from the journal, each a contiguous
-   block of rows, or rank 0 alone when h5py lacks MPI; temporary name, then rename.
+   computes and appends each result to its own shard, flushed per task. Structures costing
+   more than a rank's share run as k-point chunks, joined afterwards in k order;
+5. each shard is read by one rank and its rows sent to the rank owning them (alltoall);
+   the ranks write the store collectively (mpio), each a contiguous block of rows, or rank 0
+   alone when h5py lacks MPI; temporary name, then rename.
 
 Every collective is reached by every rank in the same order; a failure on one rank
 is agreed on (allgather) before the next collective step.
