@@ -1,11 +1,13 @@
 """Scaling study of `sporep-hpc run` (issue 8): strong and weak scaling, time per structure versus size
 (the cost model checked against measurement), HDF5 assembly bandwidth against a plain serial write of the
-same bytes, and (with --aflow) the AFLOW-prototype throughput in structures per core-hour.
+same bytes, and (with --parts aflow) the AFLOW-prototype throughput in structures per core-hour.
 
     python benchmarks/scaling.py                       # all parts at 1, 2, 4, ... ranks up to the cores here
     python benchmarks/scaling.py --parts strong,weak --max-ranks 16 --repeats 5
     python benchmarks/scaling.py --parts aflow --aflow-ranks 2      # long: the whole examples:aflow set
 
+Columns "cpu" (CPU seconds of all ranks inside `run`, including MPI busy-waiting) and "load" (1-min load
+average after the runs) tell whether other jobs shared the cores: on a shared machine wall times are noise.
 The same script runs unchanged on a bigger node: the rank counts are 1, 2, 4, ... up to the cores it
 may use (os.sched_getaffinity), each rank with --threads OpenMP threads (default 1). Every MPI run is
 a fresh `mpiexec -n R python -m mpi4py benchmarks/scaling.py --worker ...`; the time reported is the
@@ -137,6 +139,7 @@ def _timed_runs(ranks: int, threads: int, inputs: str, workdir: Path, repeats: i
     best = reports[int(np.argsort(walls)[len(walls) // 2])]
     busy = best["busy"]
     return {"wall": statistics.median(walls), "done": best["done"], "failed": best["failed"],
+            "cpu": statistics.median(r["cpu"] for r in reports), "load": os.getloadavg()[0],
             "imbalance": max(busy) / (sum(busy) / len(busy)) if sum(busy) > 0 else 1.0}  # fmt: skip
 
 
@@ -152,7 +155,7 @@ def rank_counts(max_ranks: int) -> list[int]:
 def strong(ranks: list[int], threads: int, workdir: Path, repeats: int, schedule: str, inputs: str) -> None:
     print(f"\n== strong scaling: {inputs} (fixed set), {threads} thread(s) per rank, {schedule} schedule")
     head = f"{'name':<8} {'size':>5} {'ranks':>5} {'threads':>7} {'t_1 [s]':>9} {'t_R [s]':>9}"
-    print(f"{head} {'speed-up':>8} {'effic.':>7} {'imbal.':>7}")
+    print(f"{head} {'speed-up':>8} {'effic.':>7} {'imbal.':>7} {'cpu [s]':>8} {'load':>5}")
     base = None
     for r in ranks:
         res = _timed_runs(r, threads, inputs, workdir, repeats, schedule)
@@ -160,7 +163,8 @@ def strong(ranks: list[int], threads: int, workdir: Path, repeats: int, schedule
         size = res["done"] + res["failed"]
         print(
             f"{'strong':<8} {size:>5} {r:>5} {threads:>7} {base:>9.2f} {res['wall']:>9.2f} "
-            f"{base / res['wall']:>8.2f} {base / res['wall'] / r:>7.1%} {res['imbalance']:>7.3f}"
+            f"{base / res['wall']:>8.2f} {base / res['wall'] / r:>7.1%} {res['imbalance']:>7.3f} "
+            f"{res['cpu']:>8.1f} {res['load']:>5.1f}"
         )
 
 
@@ -185,14 +189,15 @@ def _copies(workdir: Path, n: int) -> str:
 
 def weak(ranks: list[int], threads: int, workdir: Path, repeats: int, per_rank: int, schedule: str) -> None:
     print(f"\n== weak scaling: {per_rank} identical Si64 cells per rank, {threads} thread(s) per rank")
-    print(f"{'name':<8} {'size':>5} {'ranks':>5} {'threads':>7} {'t_1 [s]':>9} {'t_R [s]':>9} {'effic.':>7}")
+    head = f"{'name':<8} {'size':>5} {'ranks':>5} {'threads':>7} {'t_1 [s]':>9} {'t_R [s]':>9}"
+    print(f"{head} {'effic.':>7} {'cpu [s]':>8} {'load':>5}")
     base = None
     for r in ranks:
         res = _timed_runs(r, threads, _copies(workdir, per_rank * r), workdir, repeats, schedule)
         base = base or res["wall"]
         print(
             f"{'weak':<8} {per_rank * r:>5} {r:>5} {threads:>7} {base:>9.2f} {res['wall']:>9.2f} "
-            f"{base / res['wall']:>7.1%}"
+            f"{base / res['wall']:>7.1%} {res['cpu']:>8.1f} {res['load']:>5.1f}"
         )
 
 
