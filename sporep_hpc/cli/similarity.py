@@ -47,7 +47,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads per rank")
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument(
-        "--neighbours", type=int, default=3, help="nearest neighbours listed per structure, 0 for none (default 3)"
+        "--neighbours",
+        type=int,
+        default=3,
+        help="nearest neighbours listed per structure, 0: none (default 3)",
     )
     p.set_defaults(run=similarity_command)
 
