@@ -317,3 +317,24 @@ def test_imported_band_files_and_stores_enter_at_eigenvalues(comm, inputs, share
                 np.testing.assert_allclose(values[k], ref_values[j], rtol=0, atol=1e-12)
                 np.testing.assert_array_equal(store.atoms(k)[1], ref.atoms(j)[1])
     comm.Barrier()
+
+
+def test_resume_on_another_rank_count(comm, inputs, shared_tmp_path):
+    # a run stopped on `comm` (one shard per rank) is finished by a one-rank job: more shards than ranks
+    out = shared_tmp_path / "rerank.h5"
+    stop = StopFlag()
+
+    def stop_early(n):
+        if comm.rank == 0 and n == 1:
+            stop.set()
+
+    report = run([str(inputs)], out, config(schedule="static"), comm, stop=stop, on_task_done=stop_early)
+    assert report.stopped
+    if comm.rank == 0:
+        shards = sorted(p.name for p in journal_dir(out).glob("rank-*.h5"))
+        assert shards == [f"rank-{r}.h5" for r in range(comm.size)]
+        report = run([str(inputs)], out, config(), MPI.COMM_SELF)
+        assert report.n_done == 4 and report.n_skipped >= 1
+    comm.Barrier()
+    assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial.h5"))
+    comm.Barrier()
