@@ -1,19 +1,39 @@
 """MPI test harness: every test here runs on 1, 2 and 3 ranks (see the Makefile).
 
 Tests get a private duplicate of COMM_WORLD (`comm`), so hidden COMM_WORLD use shows.
-Ranks other than 0 report only failures, so the output keeps one summary.
+Ranks other than 0 write their report to a temporary file, shown only when that rank
+fails, so the output keeps one summary (rank 0's) and still shows any rank's failure.
 """
 
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from mpi4py import MPI
 
+_quiet = {"report": None, "failed": False}
 
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     if MPI.COMM_WORLD.rank > 0:
-        config.option.verbose = -2
-        config.option.reportchars = "fE"
+        _quiet["report"] = tempfile.TemporaryFile("w+")
+        sys.stdout = _quiet["report"]  # the terminal reporter, created after this hook, writes here
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _quiet["failed"] = exitstatus != 0
+
+
+def pytest_unconfigure(config):
+    report = _quiet["report"]
+    if report is not None:
+        sys.stdout = sys.__stdout__
+        if _quiet["failed"]:
+            report.seek(0)
+            sys.stderr.write(f"---- report of rank {MPI.COMM_WORLD.rank} ----\n{report.read()}")
+        report.close()
 
 
 @pytest.fixture
