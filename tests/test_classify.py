@@ -212,3 +212,20 @@ def test_grouped_permutation_importance(rng):
     drops = [base - balanced_accuracy_score(y, (x[p, 1] > 0).astype(int)) for p in perms]
     assert mean[0] == mean[1] == pytest.approx(np.mean(drops), abs=1e-15)
     assert mean[0] > 0.2  # the rule is informative
+
+
+def test_balanced_random_forest_when_installed(rng):
+    pytest.importorskip("imblearn")
+    x, labels, e = _two_class_data(rng, n=40)
+    cfg = cl.ClassifierConfig(n_estimators=20, cv_folds=3, n_repeats=1, balancing="balanced-rf")
+    res = cl.evaluate(x, labels, e, cfg)
+    assert res.estimator_name == "BalancedRandomForestClassifier"
+    assert res.metrics["balanced_accuracy_adjusted"]["mean"] > 0.5
+
+
+def test_balanced_rf_needs_imblearn():
+    if cl.imblearn_available():
+        pytest.skip("imbalanced-learn is installed")
+    with pytest.raises(ParameterError, match="imbalanced-learn"):
+        cl.make_estimator(cl.ClassifierConfig(balancing="balanced-rf"))
+    assert type(cl.make_estimator(cl.ClassifierConfig())).__name__ == "RandomForestClassifier"

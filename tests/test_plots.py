@@ -62,6 +62,17 @@ def test_demo_pipeline_reduced(tmp_path, monkeypatch, capsys):
     assert main(["similarity", str(store), "--metric", "cosine", "--plots", str(figs)]) == 0
     out = capsys.readouterr().out
     assert "between 10 structures" in out and "nearest neighbours" in out
+    # real fingerprints: the stored matrix against scipy's cdist on the stored vectors (1e-12)
+    from scipy.spatial.distance import cdist
+
+    from sporep_hpc.store import open_store
+    from sporep_hpc.store.analysis import read_similarity
+
+    with open_store(store) as s:
+        values, _, _ = s.fingerprints("kinetic")
+    np.testing.assert_allclose(
+        read_similarity(store, "kinetic_cosine").distance, cdist(values, values, "cosine"), rtol=0, atol=1e-12
+    )
     args = ["classify", str(store), "--labels", "property:electronic", "--trees", "20", "--folds", "2",
             "--repeats", "1", "--groups", "8", "--plots", str(figs)]
     assert main(args) == 0

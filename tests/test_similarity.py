@@ -227,3 +227,12 @@ def test_compute_similarity_errors(tmp_path, dos_like):
         sim.compute_similarity(path, "overlap", "cosine")
     with pytest.raises(StoreError, match="no such store"):
         sim.compute_similarity(tmp_path / "missing.h5", "kinetic", "cosine")
+
+
+def test_no_linkage_beyond_max(tmp_path, dos_like):
+    from sporep_hpc.store.analysis import read_similarity
+
+    e, x = dos_like
+    path = make_store(tmp_path / "s.h5", x[:6], e)
+    res = sim.compute_similarity(path, "kinetic", "euclidean", max_linkage=5, tile=4)
+    assert res.linkage is None and read_similarity(path, res.name).linkage is None
