@@ -38,7 +38,11 @@ def examples_command(args) -> int:
         return 0
     entries = catalogue(args.spec)
     for e in entries:
-        tags = ", ".join(f"{k}={v}" for k, v in e.properties.items() if k not in ("reference",))
+        tags = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in e.properties.items()
+            if k not in ("reference", "n_atoms")
+        )
         print(f"{e.id:<32s} {e.n_atoms:5d} atoms  {tags}")
     print(f"{len(entries)} structures, {sum(e.n_atoms for e in entries)} atoms")
     if args.write:
