@@ -465,7 +465,8 @@ def compute_similarity(
         ids = store.ids
     usable = (status == STATUS_DONE) & np.all(np.isfinite(values), axis=1)
     index = np.flatnonzero(usable).astype(np.int64)
-    if index.size < values.shape[0]:
+    root = comm is None or comm.rank == 0
+    if index.size < values.shape[0] and root:
         log.warning("similarity %s: %d of %d structures have no fingerprint and are left out",
                     name, values.shape[0] - index.size, values.shape[0])
     offsets = window_offsets_from_attrs(attrs, energies) if metric == "wasserstein" else None
@@ -497,7 +498,7 @@ def compute_similarity(
             linkage, problem = comm.bcast((linkage, problem), root=0)
         if problem:
             raise StoreError(f"{path}: clustering of similarity {name!r} failed: {problem}")
-    elif index.size > max_linkage:
+    elif index.size > max_linkage and root:
         log.warning(
             "similarity %s: n=%d > max_linkage=%d, no clustering stored", name, index.size, max_linkage
         )
