@@ -229,3 +229,30 @@ def test_balanced_rf_needs_imblearn():
     with pytest.raises(ParameterError, match="imbalanced-learn"):
         cl.make_estimator(cl.ClassifierConfig(balancing="balanced-rf"))
     assert type(cl.make_estimator(cl.ClassifierConfig())).__name__ == "RandomForestClassifier"
+
+
+def test_predict_refuses_other_run_parameters(tmp_path, rng):
+    from sporep_hpc.fingerprints import FingerprintSpec, Window
+    from sporep_hpc.store import FingerprintMeta, StoreHeader, StructureResult, write_store
+
+    spec = FingerprintSpec("fp", (Window("zero", 0.0, 10.0, 20, "gaussian", 0.5),))
+    x, labels, _ = _two_class_data(rng, n=24, f=20)
+
+    def store(path, params, rows):
+        res = [StructureResult(index=i, id=f"s{i}", status=1, fingerprints={"fp": v})
+               for i, v in enumerate(rows)]
+        header = StoreHeader(json.dumps(params), "2026-01-01T00:00:00+00:00", 1, "test")
+        meta = {"fp": FingerprintMeta(spec.energies, {"spec": spec.to_json()})}
+        write_store(path, res, 0, len(res), header, meta)
+        return path
+
+    params = {"operator": "kinetic", "basis": "ano-valence", "kdensity": 0.15, "max_atoms": 200}
+    train = store(tmp_path / "train.h5", params, x)
+    cl.classify_store(train, "fp", {f"s{i}": lab for i, lab in enumerate(labels)}, config=FAST)
+    # max_atoms does not change a spectrum: accepted
+    same = store(tmp_path / "same.h5", {**params, "max_atoms": 50}, x[:3])
+    assert len(cl.predict_store(same, train).ids) == 3
+    # another k-point density changes every spectrum: refused, naming the parameter
+    other = store(tmp_path / "other.h5", {**params, "kdensity": 0.2}, x[:3])
+    with pytest.raises(ParameterError, match=r"kdensity=0\.15.*kdensity=0\.2"):
+        cl.predict_store(other, train)

@@ -48,6 +48,16 @@ __all__ = [
 ]
 
 BALANCING = ("auto", "balanced-rf", "class-weight", "none")
+#: Run parameters that change the spectra, hence the fingerprints: a model refuses other values.
+SPECTRUM_PARAMETERS = (
+    "operator",
+    "basis",
+    "kdensity",
+    "kgrid_rounding",
+    "exp_to_discard",
+    "precision",
+    "lindep",
+)
 PROPERTY_PREFIX = "property:"
 
 
@@ -122,11 +132,16 @@ class ClassifierConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable parameters."""
         return {
-            "n_estimators": self.n_estimators, "max_depth": self.max_depth,
-            "min_samples_leaf": self.min_samples_leaf, "balancing": self.balancing,
-            "cv_folds": self.cv_folds, "seed": self.seed, "n_repeats": self.n_repeats,
+            "n_estimators": self.n_estimators,
+            "max_depth": self.max_depth,
+            "min_samples_leaf": self.min_samples_leaf,
+            "balancing": self.balancing,
+            "cv_folds": self.cv_folds,
+            "seed": self.seed,
+            "n_repeats": self.n_repeats,
             "permutation_groups": self.permutation_groups,
-            "train_sizes": list(self.train_sizes), "n_jobs": self.n_jobs,
+            "train_sizes": list(self.train_sizes),
+            "n_jobs": self.n_jobs,
         }
 
 
@@ -221,7 +236,7 @@ def labels_for_ids(ids: Sequence[str], source: str | Path | Mapping[str, str]) -
     if isinstance(source, Mapping):
         labels, desc = {str(k): str(v) for k, v in source.items()}, "mapping"
     elif isinstance(source, str) and source.startswith(PROPERTY_PREFIX):
-        prop = source[len(PROPERTY_PREFIX):]
+        prop = source[len(PROPERTY_PREFIX) :]
         known = example_properties(ids)
         labels = {i: str(p[prop]) for i, p in known.items() if prop in p}
         if not labels:
@@ -351,7 +366,11 @@ def _groups(n_features: int, max_groups: int) -> list[np.ndarray]:
 
 
 def grouped_permutation_importance(
-    estimator, x: np.ndarray, y: np.ndarray, groups: Sequence[np.ndarray], n_repeats: int,
+    estimator,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[np.ndarray],
+    n_repeats: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Balanced-accuracy drop when the columns of a group are permuted together (same row permutation).
@@ -419,8 +438,12 @@ def evaluate(
         raise ParameterError(f"every class needs at least 2 labelled structures; too few: {small}")
     n_folds = int(min(config.cv_folds, counts.min()))
     if n_folds < config.cv_folds:
-        log.warning("classify: %d folds instead of %d (smallest class has %d members)",
-                    n_folds, config.cv_folds, counts.min())
+        log.warning(
+            "classify: %d folds instead of %d (smallest class has %d members)",
+            n_folds,
+            config.cv_folds,
+            counts.min(),
+        )
     folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=config.seed).split(x, y))
     base = make_estimator(config)
     per_fold: dict[str, list] = {}
@@ -437,7 +460,11 @@ def evaluate(
         for k, v in _fold_metrics(y[test], pred, _proba_full(model, x[test], len(classes)), classes).items():
             per_fold.setdefault(k, []).append(v)
         perm[f], perm_sd[f] = grouped_permutation_importance(
-            model, x[test], y[test], _groups(x.shape[1], config.permutation_groups), config.n_repeats,
+            model,
+            x[test],
+            y[test],
+            _groups(x.shape[1], config.permutation_groups),
+            config.n_repeats,
             np.random.default_rng([config.seed, f, 1]),
         )
         rng = np.random.default_rng([config.seed, f])
@@ -532,9 +559,11 @@ def classify_store(
         values, energies, attrs = store.fingerprints(fingerprint)
         ids = store.ids
         status = store.status
+        run_parameters = _spectrum_parameters(store.parameters)
     labelled, source = labels_for_ids(ids, labels)
     usable = [
-        i for i, lab in enumerate(labelled)
+        i
+        for i, lab in enumerate(labelled)
         if lab is not None and status[i] == STATUS_DONE and np.all(np.isfinite(values[i]))
     ]
     missing = sum(lab is None for lab in labelled)
@@ -560,9 +589,28 @@ def classify_store(
                 "metrics": result.summary(),
                 "classes": list(result.classes),
                 "label_source": source,
+                "run_parameters": run_parameters,
             },
         )
     return result
+
+
+def _spectrum_parameters(parameters: Mapping[str, Any]) -> dict:
+    return {k: parameters[k] for k in SPECTRUM_PARAMETERS if k in parameters}
+
+
+def _check_parameters(model: Mapping[str, Any], here: Mapping[str, Any], name: str, path) -> None:
+    """ParameterError unless the spectrum parameters agree (floats to 1e-12 relative)."""
+    for key in SPECTRUM_PARAMETERS:
+        a, b = model.get(key), here.get(key)
+        if isinstance(a, float) and isinstance(b, float):
+            same = math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+        else:
+            same = a == b
+        if not same:
+            raise ParameterError(
+                f"model {name!r} was trained on fingerprints made with {key}={a!r}; {path} has {key}={b!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -598,8 +646,8 @@ def predict_store(
     """Apply the model /models/<model> of `model_store` to the fingerprints of `path`.
 
     The fingerprint (default: the one the model was trained on) must have the same parameters:
-    the same window specification (`FingerprintSpec.check_compatible`) and the same energy grid,
-    else ParameterError.
+    the same spectrum parameters (`SPECTRUM_PARAMETERS`: operator, basis, k-point density, ...), the same
+    window specification (`FingerprintSpec.check_compatible`) and the same energy grid, else ParameterError.
     """
     from ..fingerprints import FingerprintSpec
     from ..store import STATUS_DONE, open_store
@@ -611,6 +659,8 @@ def predict_store(
         values, energies, attrs = store.fingerprints(fp_name)
         ids = store.ids
         status = store.status
+        here = _spectrum_parameters(store.parameters)
+    _check_parameters(record.attrs.get("run_parameters", {}), here, record.name, path)
     trained = record.attrs.get("fingerprint_attrs", {})
     spec_model, spec_here = trained.get("spec"), attrs.get("spec")
     if spec_model and spec_here:

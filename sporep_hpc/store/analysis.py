@@ -269,7 +269,7 @@ class ModelRecord:
         Energy grid of the fingerprint the model was trained on.
     attrs : dict
         fingerprint, fingerprint_attrs (dict), estimator (dict), metrics (dict), classes (list),
-        label_source, created.
+        run_parameters (dict: the spectrum parameters of the training store), label_source, created.
     """
 
     name: str
@@ -278,7 +278,7 @@ class ModelRecord:
     attrs: dict
 
 
-_JSON_ATTRS = ("fingerprint_attrs", "estimator", "metrics", "classes")
+_JSON_ATTRS = ("fingerprint_attrs", "estimator", "metrics", "classes", "run_parameters")
 
 
 def save_model(path: Any, name: str, estimator: Any, energies: np.ndarray, attrs: dict[str, Any]) -> None:
