@@ -236,3 +236,12 @@ def test_no_linkage_beyond_max(tmp_path, dos_like):
     path = make_store(tmp_path / "s.h5", x[:6], e)
     res = sim.compute_similarity(path, "kinetic", "euclidean", max_linkage=5, tile=4)
     assert res.linkage is None and read_similarity(path, res.name).linkage is None
+
+
+@pytest.mark.parametrize("metric", sim.METRICS)
+def test_thread_count_does_not_change_results(dos_like, metric):
+    # each element is computed by one thread from the same inputs: bitwise identical for any count
+    e, x = dos_like
+    one = sim.pairwise_distances(x, metric=metric, energies=e, n_threads=1)
+    two = sim.pairwise_distances(x, metric=metric, energies=e, n_threads=2)
+    assert np.array_equal(one, two)
