@@ -111,8 +111,12 @@ def plot_distance_heatmap(
     size = min(12.0, 3.0 + 0.18 * n)
     fig = _figure(size + 1.5, size)
     ax = fig.add_subplot()
-    im = ax.imshow(d, cmap="viridis", interpolation="nearest")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="distance")
+    from matplotlib.colors import PowerNorm
+
+    # square-root colour scale: small distances (near neighbours) stay distinguishable next to large ones
+    vmax = float(d.max()) if d.size and d.max() > 0 else 1.0
+    im = ax.imshow(d, cmap="viridis", interpolation="nearest", norm=PowerNorm(0.5, vmin=0.0, vmax=vmax))
+    fig.colorbar(im, ax=ax, shrink=0.8, label="distance (square-root scale)")
     if n <= MAX_TICK_LABELS:
         ax.set_xticks(range(n), names, rotation=90, fontsize="x-small")
         ax.set_yticks(range(n), names, fontsize="x-small")
