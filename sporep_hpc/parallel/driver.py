@@ -263,6 +263,9 @@ def run(
     n_mine = 0
     progress = Progress(len(tasks), execution.progress_interval, active=comm.rank == 0)
     shard = _all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
+    # both schedules need the progress thread: without it, even the done/failed counts a rank adds
+    # after each task wait until rank 0 finishes its own task (measured: static 2-rank run 13 s
+    # instead of 3.4 s)
     counter = TaskCounter(comm)
     if comm.rank == 0 and comm.size > 1 and execution.schedule == "dynamic" and not counter.progress_thread:
         log.warning(

@@ -79,7 +79,7 @@ class TaskCounter:
     """
 
     def __init__(
-        self, comm: Any, start: int = 0, progress_thread: bool = True, progress_interval: float = 1e-3
+        self, comm: Any, start: int = 0, progress_thread: bool = True, progress_interval: float = 5e-4
     ):
         from mpi4py import MPI
 
