@@ -85,6 +85,17 @@ def _section_tubes(distance, ids, metric) -> list[str]:
         f"  mean distance within a family {sub[same & off].mean():.4g}, "
         f"between families {sub[~same].mean():.4g}"
     )
+    masked = sub + np.diag(np.full(len(idx), np.inf))
+    nearest = np.argmin(masked, axis=1)
+    for what, labels in (("family", family), ("kind", kind)):
+        lab = np.array(labels)
+        hits = int(np.sum(lab[nearest] == lab))
+        counts = np.array(list(Counter(labels).values()))
+        chance = float((counts * (counts - 1)).sum() / (len(idx) * (len(idx) - 1)))
+        lines.append(
+            f"  nearest tube has the same {what}: {hits}/{len(idx)} "
+            f"(random neighbour: {chance * len(idx):.1f}/{len(idx)})"
+        )
     diam = np.array([props[i]["diameter"] for i in tube_ids])
     iu = np.triu_indices(len(idx), 1)
     corr = np.corrcoef(np.abs(diam[:, None] - diam[None, :])[iu], sub[iu])[0, 1]
