@@ -60,7 +60,7 @@ demo: install
 	$(MPIEXEC) -n $(NP) $(VENV)/bin/sporep-hpc similarity demo/demo.h5 --fingerprint kinetic --metric cosine --neighbours 0 --plots demo
 	$(VENV)/bin/sporep-hpc classify demo/demo.h5 --fingerprint kinetic --labels property:electronic --plots demo
 	@echo; echo "==================== sporep-hpc demo report ===================="
-	$(PY) -m sporep_hpc.cli.report demo/demo.h5 --plots demo
+	$(VENV)/bin/sporep-hpc report demo/demo.h5 --plots demo
 
 # Serial suite, the serial-HDF5 fallback, the MPI suite at 2 and 3 ranks, then the laptop install.
 test: install test-serial test-fallback test-mpi test-laptop

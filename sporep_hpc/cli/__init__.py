@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import SporepError
 
-SUBCOMMANDS = ("run", "info", "similarity", "classify", "predict", "examples", "jobs", "split", "merge")
+SUBCOMMANDS = (
+    "run", "info", "similarity", "classify", "predict", "report", "examples", "jobs", "split", "merge",
+)
 
 EPILOG = """\
 typical session:
@@ -28,6 +30,7 @@ typical session:
   sporep-hpc info store.h5                                            what is in a store
   sporep-hpc similarity store.h5 --fingerprint kinetic --metric cosine --plots figs/
   sporep-hpc classify store.h5 --labels labels.csv --plots figs/
+  sporep-hpc report store.h5                                          what the analysis found
 
 exit codes: 0 ok, 1 internal error, 2 bad input or parameters, 3 store problem,
             4 some structures failed, 5 stopped by a signal (rerun the same command to resume)
