@@ -41,6 +41,7 @@ from ..store import (
     STATUS_FAILED,
     FingerprintMeta,
     StoreHeader,
+    StructureResult,
     failed_result,
     mpio_available,
     write_store,
@@ -62,6 +63,7 @@ from .tasks import (
     PHASES,
     FingerprintSet,
     PlanEntry,
+    Task,
     TaskTimes,
     chunk_id,
     compute_part,
@@ -259,70 +261,28 @@ def run(
     costs = [t.cost for t in tasks]
     order = largest_first(costs)
 
-    busy = TaskTimes()
-    n_mine = 0
-    progress = Progress(len(tasks), execution.progress_interval, active=comm.rank == 0)
     shard = _all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
-    # both schedules need the progress thread: without it, even the done/failed counts a rank adds
-    # after each task wait until rank 0 finishes its own task (measured: static 2-rank run 13 s
-    # instead of 3.4 s)
-    counter = TaskCounter(comm)
-    if comm.rank == 0 and comm.size > 1 and execution.schedule == "dynamic" and not counter.progress_thread:
-        log.warning(
-            "MPI without MPI_THREAD_MULTIPLE: no RMA progress thread on rank 0; if task requests stall "
-            "while rank 0 computes, use --schedule static (or the MPI's asynchronous progress)"
-        )
-    try:
-        if execution.schedule == "static":
-            mine = iter(lpt_assign(costs, comm.size)[comm.rank])
+
+    def compute(task: Task) -> tuple[StructureResult, TaskTimes]:
+        """Run one task and journal it (flushed)."""
+        record = records[task.index]
+        if task.n_chunks == 1:
+            result, times = compute_record(task.index, record, params, fingerprints, n_threads)
         else:
-            mine = None
-        while True:
-            if stop.requested:
-                counter.request_stop()
-                break
-            if counter.stop_requested():
-                break
-            t = next(mine, len(tasks)) if mine is not None else counter.next_task()
-            if t >= len(tasks):
-                break
-            task = tasks[order[t] if mine is None else t]
-            record = records[task.index]
-            if task.n_chunks == 1:
-                result, times = compute_record(task.index, record, params, fingerprints, n_threads)
-            else:
-                result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, n_threads)
-            t0 = time.perf_counter()
-            shard.append(result, times)
-            busy = busy + times + TaskTimes(io=time.perf_counter() - t0)
-            n_mine += 1
-            counter.task_finished(result.status == STATUS_DONE)
-            if result.status != STATUS_DONE:
-                log.warning("%s", result.error)
-            if on_task_done is not None:
-                on_task_done(n_mine)
-            if comm.rank == 0:
-                _, done, failed, *_ = counter.snapshot()
-                progress.update(done, failed)
-        if stop.requested:
-            counter.request_stop()
-        counter.rank_finished()
-        if comm.rank == 0:  # report progress until every rank has left its loop
-            while True:
-                _, done, failed, finished_ranks, _ = counter.snapshot()
-                progress.update(done, failed)
-                if finished_ranks >= comm.size:
-                    break
-                if stop.requested:
-                    counter.request_stop()
-                time.sleep(0.05)
-            progress.update(done, failed, force=True)
-            progress.close()
-        stopped = counter.stop_requested()
+            result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, n_threads)
+        t0 = time.perf_counter()
+        shard.append(result, times)
+        if result.status != STATUS_DONE:
+            log.warning("%s", result.error)
+        return result, times + TaskTimes(io=time.perf_counter() - t0)
+
+    try:
+        loop = _loop_static if execution.schedule == "static" else _loop_dynamic
+        interval = execution.progress_interval
+        busy, stopped = loop(comm, tasks, costs, order, compute, stop, on_task_done, interval)
     finally:
         shard.close()
     stopped = comm.allreduce(stopped or stop.requested)
-    counter.free()
     if to_combine and not stopped:
         busy = busy + _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threads)
     all_times = comm.allgather(busy.as_tuple())
@@ -347,6 +307,70 @@ def run(
     if comm.rank == 0:
         log.info("%s", summary_table(report))
     return report
+
+
+def _loop_dynamic(comm, tasks, costs, order, compute, stop, on_task_done, interval) -> tuple[TaskTimes, bool]:
+    """Self-scheduling: task numbers from the RMA counter, largest first; rank 0 also reports progress."""
+    busy, n_mine = TaskTimes(), 0
+    progress = Progress(len(tasks), interval, active=comm.rank == 0)
+    counter = TaskCounter(comm)
+    if comm.rank == 0 and comm.size > 1 and not counter.progress_thread:
+        log.warning(
+            "MPI without MPI_THREAD_MULTIPLE: no RMA progress thread on rank 0; if task requests stall "
+            "while rank 0 computes, use --schedule static (or the MPI's asynchronous progress)"
+        )
+    try:
+        while not (stop.requested or counter.stop_requested()):
+            t = counter.next_task()
+            if t >= len(tasks):
+                break
+            result, times = compute(tasks[order[t]])
+            busy, n_mine = busy + times, n_mine + 1
+            counter.task_finished(result.status == STATUS_DONE)
+            if on_task_done is not None:
+                on_task_done(n_mine)
+            if comm.rank == 0:
+                _, done, failed, *_ = counter.snapshot()
+                progress.update(done, failed)
+        if stop.requested:
+            counter.request_stop()
+        counter.rank_finished()
+        if comm.rank == 0:  # report progress until every rank has left its loop
+            while True:
+                _, done, failed, finished_ranks, _ = counter.snapshot()
+                progress.update(done, failed)
+                if finished_ranks >= comm.size:
+                    break
+                if stop.requested:
+                    counter.request_stop()
+                time.sleep(0.05)
+            progress.update(done, failed, force=True)
+            progress.close()
+        stopped = counter.stop_requested()
+    finally:
+        counter.free()
+    return busy, stopped
+
+
+def _loop_static(comm, tasks, costs, order, compute, stop, on_task_done, interval) -> tuple[TaskTimes, bool]:
+    """Greedy LPT assignment fixed in advance: no communication at all until the loop ends (the fallback
+    for MPI libraries whose passive-target RMA stalls). Rank 0's progress line shows its own share,
+    a good estimate of the whole since LPT balances the estimated cost."""
+    busy, n_mine, done, failed = TaskTimes(), 0, 0, 0
+    mine = lpt_assign(costs, comm.size)[comm.rank]
+    progress = Progress(len(mine), interval, active=comm.rank == 0)
+    for t in mine:
+        if stop.requested:
+            break
+        result, times = compute(tasks[t])
+        busy, n_mine = busy + times, n_mine + 1
+        done, failed = (done + 1, failed) if result.status == STATUS_DONE else (done, failed + 1)
+        if on_task_done is not None:
+            on_task_done(n_mine)
+        progress.update(done, failed)
+    progress.update(done, failed, force=True)
+    progress.close()
+    return busy, stop.requested
 
 
 def _scan_all(comm: Any, jdir: Path) -> dict:
