@@ -147,8 +147,15 @@ class TaskCounter:
         return self._fetch_add(STOP, 0) > 0
 
     def snapshot(self) -> tuple[int, ...]:
-        """(next, done, failed, finished_ranks, stop) slot by slot."""
-        return tuple(self._fetch_add(slot, 0) for slot in range(_N_SLOTS))
+        """(next, done, failed, finished_ranks, stop), read atomically in one Get_accumulate(NO_OP)."""
+        MPI = self._MPI
+        zeros = np.zeros(_N_SLOTS, dtype=np.int64)
+        out = np.zeros(_N_SLOTS, dtype=np.int64)
+        self.win.Lock(0, MPI.LOCK_SHARED)
+        target = (0, _N_SLOTS, MPI.INT64_T)
+        self.win.Get_accumulate([zeros, MPI.INT64_T], [out, MPI.INT64_T], 0, target=target, op=MPI.NO_OP)
+        self.win.Unlock(0)
+        return tuple(int(x) for x in out)
 
     def free(self) -> None:
         """Stop the progress thread and release the window (collective)."""
