@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from mpi4py import MPI
 from pymatgen.core import Lattice, Structure
 
 import sporep_hpc.merge as merge_module
@@ -85,6 +86,24 @@ def database(comm, shared_tmp_path):
     return shared_tmp_path
 
 
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """One-structure stores si.h5, c1.h5, nacl.h5, nacl-k025.h5 (other kdensity) and ref.h5 (si + c1).
+
+    Built once per module on a private duplicate of COMM_WORLD (runs are the slow part of these tests).
+    """
+    comm = MPI.COMM_WORLD.Dup()
+    directory = Path(comm.bcast(str(tmp_path_factory.mktemp("stores")) if comm.rank == 0 else None, root=0))
+    _on_root(comm, lambda: _write_inputs(directory))
+    db = directory / "db"
+    for name in ("si", "c1", "nacl"):
+        run([str(db / f"{name}.cif")], directory / f"{name}.h5", _config(), comm)
+    run([str(db / "nacl.cif")], directory / "nacl-k025.h5", _config(kdensity=0.25), comm)
+    assert run([str(db / "si.cif"), str(db / "c1.cif")], directory / "ref.h5", _config(), comm).n_done == 2
+    yield directory
+    comm.Free()
+
+
 def test_split_run_chunks_merge_equals_one_run(comm, database):
     config = _config()
     listing = database / "list.txt"
@@ -108,22 +127,17 @@ def test_split_run_chunks_merge_equals_one_run(comm, database):
     comm.Barrier()
 
 
-def test_collective_and_serial_paths_with_more_ranks_than_rows(comm, database, monkeypatch):
+def test_collective_and_serial_paths_with_more_ranks_than_rows(comm, single, shared_tmp_path, monkeypatch):
     """Two one-row stores on up to 3 ranks (a rank owns no row); rank 0 alone (h5py without MPI) agrees."""
-    config = _config()
-    si, c1 = str(database / "db/si.cif"), str(database / "db/c1.cif")
-    a, b, reference = database / "a.h5", database / "b.h5", database / "ref.h5"
-    run([si], a, config, comm)
-    run([c1], b, config, comm)
-    assert run([si, c1], reference, config, comm).n_done == 2
-    report = merge_stores([a, b], database / "parallel.h5", comm)
+    a, b, reference = single / "si.h5", single / "c1.h5", single / "ref.h5"
+    report = merge_stores([a, b], shared_tmp_path / "parallel.h5", comm)
     assert report.parallel == (comm.size > 1 and merge_module.mpio_available())
     assert (report.n_rows, report.n_done, report.n_failed) == (2, 2, 0)
     monkeypatch.setattr(merge_module, "mpio_available", lambda: False)
-    assert not merge_stores([a, b], database / "serial.h5", comm).parallel
+    assert not merge_stores([a, b], shared_tmp_path / "serial.h5", comm).parallel
     if comm.rank == 0:
-        _assert_same_store(database / "parallel.h5", reference)
-        _assert_same_store(database / "serial.h5", reference)
+        _assert_same_store(shared_tmp_path / "parallel.h5", reference)
+        _assert_same_store(shared_tmp_path / "serial.h5", reference)
     comm.Barrier()
 
 
@@ -134,21 +148,18 @@ def _expect_error_on_every_rank(comm, match, fn):
     assert len(set(messages)) == 1, messages
 
 
-def test_refusals_name_the_problem(comm, database):
-    si, nacl = str(database / "db/si.cif"), str(database / "db/nacl.cif")
-    a, b, c = database / "a.h5", database / "b.h5", database / "c.h5"
-    run([si], a, _config(), comm)
-    run([nacl], b, _config(), comm)
-    run([nacl], c, _config(kdensity=0.25), comm)
+def test_refusals_name_the_problem(comm, single, shared_tmp_path):
+    database = shared_tmp_path
+    a, b, c = single / "si.h5", single / "nacl.h5", single / "nacl-k025.h5"
     _expect_error_on_every_rank(
         comm,
-        r"different parameters: kdensity is 0.3 in .*a.h5 but 0.25 in .*c.h5",
+        r"different parameters: kdensity is 0.3 in .*si.h5 but 0.25 in .*nacl-k025.h5",
         lambda: merge_stores([a, c], database / "x.h5", comm),
     )
     _on_root(comm, lambda: shutil.copy(a, database / "a2.h5"))
     _expect_error_on_every_rank(
         comm,
-        r"duplicate id 'si': row 0 of .*a.h5 and row 0 of .*a2.h5",
+        r"duplicate id 'si': row 0 of .*si.h5 and row 0 of .*a2.h5",
         lambda: merge_stores([a, database / "a2.h5"], database / "x.h5", comm),
     )
     _expect_error_on_every_rank(
@@ -180,14 +191,13 @@ def test_refusals_name_the_problem(comm, database):
     comm.Barrier()
 
 
-def test_cli_merge_with_manifest_and_exit_codes(comm, database, capsys):
+def test_cli_merge_with_manifest_and_exit_codes(comm, single, shared_tmp_path, capsys):
     """`sporep-hpc merge` (on COMM_WORLD, as launched by mpiexec): 0 when merged, 3 for a store problem."""
     from sporep_hpc.cli import main
 
-    si, nacl = str(database / "db/si.cif"), str(database / "db/nacl.cif")
-    a, b = database / "a.h5", database / "b.h5"
-    run([si], a, _config(), comm)
-    run([nacl], b, _config(), comm)
+    database = shared_tmp_path
+    si, nacl = str(single / "db/si.cif"), str(single / "db/nacl.cif")
+    a, b = single / "si.h5", single / "nacl.h5"
 
     def _manifest():
         (database / "two.txt").write_text(f"{nacl}\n{si}\n")
