@@ -26,7 +26,17 @@ imported band structures (*.npz, vasprun*.xml, our own *.h5 stores).
 
 Progress is journaled in <store>.journal/: rerunning the same command resumes a killed or signalled
 run (SIGTERM/SIGUSR1 stop cleanly after the current task, exit code 5). Changed parameters are
-refused unless --restart fresh.
+refused unless --restart fresh. Exit code 4: the store was written but some structures failed
+(reasons in the summary and in `sporep-hpc info`).
+
+A --config TOML file holds the same settings (flags override it), flat or in two tables:
+  [parameters]                    # stored in the store; a resumed run must keep them
+  kdensity = 0.15                 # 1/Å
+  fingerprints = ["kinetic", "vbm_cbm"]
+  max_atoms = 120
+  [execution]                     # never change the results
+  schedule = "static"
+  threads = 2
 """
 
 

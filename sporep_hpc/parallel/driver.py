@@ -458,12 +458,14 @@ def fingerprint_meta(fingerprints: FingerprintSet) -> dict[str, FingerprintMeta]
     """Store metadata (energies, attrs) of each fingerprint."""
     out = {}
     for name, spec in fingerprints.specs.items():
-        spec_json = spec.to_json()
-        data = json.loads(spec_json)
-        attrs: dict[str, Any] = {"spec": spec_json}
-        for key in ("reference", "window", "windows", "smearing", "width", "order"):
-            if key in data:
-                attrs[key] = data[key] if isinstance(data[key], (str, int, float)) else json.dumps(data[key])
+        windows = json.loads(spec.to_json())["windows"]
+        attrs = {
+            "spec": spec.to_json(),  # the full specification (FingerprintSpec.from_json)
+            "reference": "+".join(w["reference"] for w in windows),  # e.g. "vbm+cbm"
+            # [e_min (eV), e_max (eV), n_energies] per window
+            "window": json.dumps([[w["e_min"], w["e_max"], w["n_energies"]] for w in windows]),
+            "smearing": json.dumps([{k: w[k] for k in ("smearing", "width", "order")} for w in windows]),
+        }
         out[name] = FingerprintMeta(energies=spec.energies, attrs=attrs)
     return out
 

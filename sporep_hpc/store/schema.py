@@ -9,8 +9,9 @@ The schema lives here and nowhere else. All energies are eV, lengths Å.
 /spectra/         kpoints_offset (N+1), kpoints (K,3) fractional, weights (K), bands_offset (N+1),
                   n_bands (N), eigenvalues (flat: n_spin*n_k*n_bands per structure, C order), n_electrons,
                   fermi_energy, vbm, cbm, band_gap (N) eV
-/fingerprints/<name>/  values (N, n_features), energies (n_features) eV;
-                  attrs reference, window, smearing, spec (JSON)
+/fingerprints/<name>/  values (N, n_features), energies (n_features) eV (relative to each window's
+                  reference); attrs reference ("vbm+cbm"), window (JSON [[e_min, e_max, n], ...] eV),
+                  smearing (JSON [{smearing, width, order}, ...]), spec (FingerprintSpec JSON)
 ```
 n_spin of structure i is ``(bands_offset[i+1]-bands_offset[i]) / (n_k * n_bands[i])``.
 """
