@@ -6,6 +6,7 @@ rank count or the schedule (1e-12, DESIGN §4/§7). The spectra themselves are c
 against direct `operator_spectrum` / `fingerprint` calls that involve no driver.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -123,6 +124,14 @@ def test_spectra_match_direct_calls(comm, inputs, shared_tmp_path):
                 np.testing.assert_allclose(values[i], fingerprint(bands, "kinetic"), rtol=0, atol=1e-12)
                 assert sp["n_electrons"] == bands.n_electrons
                 assert sp["vbm"] == pytest.approx(bands.vbm, abs=1e-12)
+            from sporep_hpc.fingerprints import FingerprintSpec, get_spec
+
+            _, energies, attrs = store.fingerprints("kinetic")
+            spec = get_spec("kinetic")
+            np.testing.assert_array_equal(energies, spec.energies)
+            assert FingerprintSpec.from_json(attrs["spec"]) == spec
+            assert attrs["reference"] == "zero" and json.loads(attrs["window"]) == [[0.0, 180.0, 1024]]
+            assert store.parameters["kdensity"] == KDENSITY
             _, numbers, positions = store.atoms(store.index_of("si"))
             np.testing.assert_allclose(positions[1], [5.43 / 4] * 3, atol=1e-12)
             assert list(numbers) == [14, 14]
