@@ -203,10 +203,12 @@ cdef int lattice_blocks(const double[:, ::1] atom_xyz,    # IN (n_atoms, 3) Bohr
     Only the translations with a slot are stored (the caller keeps T = 0 and one of each ±T pair, as
     S_{-T} = S_T^T); block (J, I) at T is (I, J) at -T transposed. Each shell pair is computed by one
     thread and writes its own blocks (I, J, T) and (J, I, -T): results do not depend on the thread count.
+    Pairs go to threads in round-robin chunks of 8 consecutive pairs (balance, without two threads
+    writing into the same cache lines of neighbouring blocks at every step).
     """
     cdef Py_ssize_t q
     cdef int n_pairs = pairs.shape[0]
-    for q in prange(n_pairs, schedule="static", chunksize=1, num_threads=n_threads):
+    for q in prange(n_pairs, schedule="static", chunksize=8, num_threads=n_threads):
         _pair_blocks(pairs[q, 0], pairs[q, 1], pairs[q, 2], pairs[q, 0] != pairs[q, 1], atom_xyz, shells,
                      prim_pairs, pair_rcut2[q], trans, slot, mslot, c2s, cart_pows, want_kinetic, s_out,
                      t_out)
