@@ -1,14 +1,37 @@
 """The four BaTiO3 polymorphs: cubic Pm-3m, tetragonal P4mm, orthorhombic Amm2, rhombohedral R3m.
 
-Source: G. H. Kwei, A. C. Lawson, S. J. L. Billinge and S.-W. Cheong, "Structures of the ferroelectric
-phases of barium titanate", J. Phys. Chem. 97, 2368–2377 (1993) (neutron powder diffraction, Rietveld):
-rhombohedral at 15 K, orthorhombic at 190 K, tetragonal at 280 K; the cubic cell edge is the
-paraelectric value quoted from the same work. Positions are given in the paper's settings (Ba at the
-origin) and expanded with pymatgen's space-group machinery.
+Provenance of the numbers (checked 2026-11-26 against public copies of database records; every digit
+marked VERIFIED was read from the record named, nothing was interpolated or rounded):
 
-Note for maintainers: the numbers below were transcribed for this module without access to the
-paper's tables in the session that wrote it; the symmetry of each cell is checked by tests (spglib),
-but the digits should be checked against Tables II–IV of the paper before they are quoted elsewhere.
+* cubic (Pm-3m) -- VERIFIED. ICSD 67518: R. H. Buttner and E. N. Maslen, "Structural parameters and
+  electron difference density in BaTiO3", Acta Cryst. B48, 764-769 (1992), as copied in the public
+  repository pavoljuhas/pdfrecipebuilder, file ``BaTiO3.cif`` (commit 7060801): a = 4.006(2) A;
+  Ba 1a (0, 0, 0), Ti 1b (1/2, 1/2, 1/2), O 3c (1/2, 1/2, 0). The record states no measurement
+  temperature, so ``temperature`` is None. (The value used before, a = 4.0094 A "from Kwei et al.",
+  was found in no source; the abstract of Kwei et al., as reproduced at datapdf.com, speaks of the
+  three *ferroelectric* phases only.)
+
+* tetragonal (P4mm, 280 K), orthorhombic (Amm2, 190 K), rhombohedral (R3m, 15 K) -- UNVERIFIED.
+  These digits were typed from memory when the module was written and attributed to G. H. Kwei,
+  A. C. Lawson, S. J. L. Billinge and S.-W. Cheong, "Structures of the ferroelectric phases of barium
+  titanate", J. Phys. Chem. 97, 2368-2377 (1993), doi:10.1021/j100112a043. No readable copy of the
+  paper's tables, nor of the matching COD/AMCSD records, was found, so they are NOT confirmed; do not
+  quote them. What was found:
+
+  - Kwei et al., orthorhombic at T = 270 K: COD 9016638 (AMCSD 0018596), in the FINDSYM-processed copy
+    httk/httk ``Tutorial/tutorial_data/all_spacegroups/cifs/38.cif`` (commit cdbe28e): Amm2,
+    a = 3.98740, b = 5.67510, c = 5.69010 A; Ba 2a (0, 0, 0), Ti 2b (1/2, 0, 0.48310),
+    O1 2a (0, 0, 0.59900), O2 4e (1/2, 0.74400, 0.75140). Its cell agrees with the 190 K cell below
+    to 0.1 % (checked by a test), but its O1 z puts O1 2.28 A from Ba, which is physically implausible
+    (probably a transcription error in that copy), so the record was not adopted.
+  - Kwei et al. at 190 K (orthorhombic) is COD 9014492 according to amirkhesro/xrdkit
+    (``src/xrdkit/structures/perovskite/Amm2.toml``); the record itself was not found.
+  - A tetragonal candidate named there: Aimi et al., J. Ceram. Soc. Jpn. 129, 73-78 (2021), 298 K,
+    COD 1559964 (``.../perovskite/P4mm.toml``); its numbers were not found either.
+
+Positions are given with Ba at the origin and expanded with pymatgen's space-group machinery; each
+cell's symmetry, Ti-O octahedron and volume are checked by tests (spglib), which does not validate the
+digits themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +41,8 @@ from dataclasses import dataclass
 __all__ = ["POLYMORPHS", "Polymorph", "entries", "polymorph", "polymorphs"]
 
 REFERENCE = "Kwei, Lawson, Billinge & Cheong, J. Phys. Chem. 97, 2368 (1993)"
+_UNVERIFIED = f"UNVERIFIED, attributed to {REFERENCE}; digits not checked against the paper"
+_BUTTNER_MASLEN = "Buttner & Maslen, Acta Cryst. B48, 764 (1992), ICSD 67518"
 
 
 @dataclass(frozen=True)
@@ -36,8 +61,12 @@ class Polymorph:
         a, b, c (Å), alpha, beta, gamma (degrees).
     sites : tuple of (element, (x, y, z))
         Asymmetric unit, fractional coordinates.
-    temperature : float
-        Measurement temperature, K.
+    temperature : float or None
+        Measurement temperature, K (None: not stated in the source record).
+    reference : str
+        Where the numbers come from.
+    verified : bool
+        True if every number was checked against the cited record (see the module docstring).
     """
 
     phase: str
@@ -45,15 +74,18 @@ class Polymorph:
     number: int
     lattice: tuple
     sites: tuple
-    temperature: float
+    temperature: float | None
+    reference: str = _UNVERIFIED
+    verified: bool = False
 
 
 POLYMORPHS = (
     Polymorph(
-        "cubic", "Pm-3m", 221, (4.0094, 4.0094, 4.0094, 90.0, 90.0, 90.0),
+        "cubic", "Pm-3m", 221, (4.006, 4.006, 4.006, 90.0, 90.0, 90.0),
         (("Ba", (0.0, 0.0, 0.0)), ("Ti", (0.5, 0.5, 0.5)), ("O", (0.5, 0.5, 0.0))),
-        400.0,
+        None, _BUTTNER_MASLEN, True,
     ),
+    # the three ferroelectric phases below are UNVERIFIED (see the module docstring)
     Polymorph(
         "tetragonal", "P4mm", 99, (3.9970, 3.9970, 4.0314, 90.0, 90.0, 90.0),
         (("Ba", (0.0, 0.0, 0.0)), ("Ti", (0.5, 0.5, 0.5224)), ("O", (0.5, 0.5, -0.0244)),
@@ -76,7 +108,8 @@ POLYMORPHS = (
 
 def _properties(p: Polymorph) -> dict:
     return {
-        "phase": p.phase, "spacegroup": p.spacegroup, "temperature": p.temperature, "reference": REFERENCE
+        "phase": p.phase, "spacegroup": p.spacegroup, "temperature": p.temperature,
+        "reference": p.reference, "verified": p.verified,
     }
 
 
