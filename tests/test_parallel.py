@@ -124,10 +124,24 @@ def test_journal_round_trip_and_incomplete_entries(tmp_path, rng):
     assert loaded[10][1] == TaskTimes(1.0, 2.0, 3.0, 0.0, 0.5)
     bad, _ = load_entries({0: refs["bad"]})[0]
     assert bad.status == -1 and bad.error == "structure 'bad': no"
-    # appending after a restart continues past the cut entry
+    # a restart writes a new segment: the file of the killed run is never written again
     with JournalShard(jdir, 1, params.to_json()) as shard:
         shard.append(result(5, rng), TaskTimes())
-    assert "id/5" in scan_journal(jdir)
+    refs = scan_journal(jdir)
+    assert refs["id/5"].shard.endswith("rank-1.1.h5") and "id/1" in refs
+
+
+def test_journal_segments_rotate(tmp_path, rng):
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    with JournalShard(jdir, 3, "{}", max_entries=2) as shard:
+        for i in range(5):
+            shard.append(result(i, rng), TaskTimes())
+    names = sorted(p.name for p in jdir.glob("rank-*.h5"))
+    assert names == ["rank-3.1.h5", "rank-3.2.h5", "rank-3.h5"]
+    assert sorted(scan_journal(jdir)) == [f"id/{i}" for i in range(5)]
+    with JournalShard(jdir, 3, "{}") as shard:
+        assert shard.path.name == "rank-3.3.h5"
 
 
 def test_journal_parameters_checked_and_fresh_restart(tmp_path):

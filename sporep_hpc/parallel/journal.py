@@ -1,5 +1,8 @@
 """Per-rank journal shards: ``<store>.journal/rank-<r>.h5``, one entry per finished structure.
 
+A shard is a sequence of segment files (``rank-<r>.h5``, ``rank-<r>.1.h5``, ...): each run, and
+every SEGMENT_ENTRIES entries, starts a new one, so a crash can only damage the segment in writing.
+
 Each entry is a group ``/entries/<seq>`` holding a StructureResult (status done or
 failed + message) and its phase times; the attribute ``complete`` is written last
 and the file flushed, so an entry cut by a kill is ignored on reading. The journal's
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,8 +47,23 @@ def journal_dir(store_path: str | Path) -> Path:
     return p.with_name(p.name + ".journal")
 
 
-def shard_path(directory: Path, rank: int) -> Path:
-    return directory / f"rank-{rank}.h5"
+#: Entries per shard segment: a crash that corrupts the segment being written loses at most these.
+SEGMENT_ENTRIES = 1000
+_SEGMENT_NAME = re.compile(r"^rank-(\d+)(?:\.(\d+))?\.h5$")
+
+
+def shard_path(directory: Path, rank: int, segment: int = 0) -> Path:
+    """Segment `segment` of rank `rank`'s shard: ``rank-<r>.h5``, then ``rank-<r>.<k>.h5``."""
+    return directory / (f"rank-{rank}.h5" if segment == 0 else f"rank-{rank}.{segment}.h5")
+
+
+def _segments(directory: Path, rank: int) -> list[int]:
+    out = []
+    for p in directory.glob(f"rank-{rank}*.h5"):
+        m = _SEGMENT_NAME.match(p.name)
+        if m and int(m.group(1)) == rank:
+            out.append(int(m.group(2) or 0))
+    return out
 
 
 @dataclass(frozen=True)
@@ -126,7 +145,7 @@ def scan_shard(shard: Path) -> list[tuple[str, EntryRef]]:
                 error = error.decode() if isinstance(error, bytes) else str(error)
                 retry = status != 1 and INTERNAL in error
                 out.append((id, EntryRef(str(shard), f"entries/{name}", status, retry)))
-    except OSError as exc:
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:  # what h5py raises on a damaged file
         n = len(list(shard.parent.glob(shard.name + ".corrupt-*")))
         aside = shard.with_name(f"{shard.name}.corrupt-{n}")
         log.warning("journal shard %s is unreadable (%s); moved to %s, its structures are recomputed",
@@ -154,25 +173,38 @@ def scan_journal(directory: Path) -> dict[str, EntryRef]:
 
 
 class JournalShard:
-    """This rank's shard, opened for appending (a context manager)."""
+    """This rank's shard, written as a sequence of segment files (a context manager).
 
-    def __init__(self, directory: Path, rank: int, params_json: str):
-        self.path = shard_path(directory, rank)
+    Every opening starts a new segment (a file written by an earlier, possibly killed, run is
+    never reopened for writing), and a segment is closed after `max_entries` entries: a crash
+    that corrupts the file being written loses at most that segment.
+    """
+
+    def __init__(self, directory: Path, rank: int, params_json: str, max_entries: int = SEGMENT_ENTRIES):
+        self.directory, self.rank = directory, rank
+        self.params_json, self.max_entries = params_json, max_entries
+        existing = _segments(directory, rank)
+        self.segment = max(existing) + 1 if existing else 0
+        self.file = None
+        self._open()
+
+    def _open(self) -> None:
+        self.path = shard_path(self.directory, self.rank, self.segment)
         try:
-            self.file = h5py.File(self.path, "a")
+            self.file = h5py.File(self.path, "w-")
         except OSError as exc:
-            raise StoreError(f"cannot open journal shard {self.path}: {exc}") from exc
-        self.file.attrs["parameters"] = params_json
-        self.entries = self.file.require_group("entries")
-        self._seq = len(self.entries)
+            raise StoreError(f"cannot create journal shard {self.path}: {exc}") from exc
+        self.file.attrs["parameters"] = self.params_json
+        self.entries = self.file.create_group("entries")
+        self._seq = 0
 
     def append(self, result: StructureResult, times: TaskTimes) -> None:
         """Write one finished structure and flush (the entry is complete only after this returns)."""
-        name = f"{self._seq:08d}"
-        while name in self.entries:  # an incomplete entry from a killed run
-            self._seq += 1
-            name = f"{self._seq:08d}"
-        g = self.entries.create_group(name)
+        if self._seq >= self.max_entries:
+            self.close()
+            self.segment += 1
+            self._open()
+        g = self.entries.create_group(f"{self._seq:08d}")
         self._seq += 1
         for key in _ARRAYS:
             g.create_dataset(key, data=np.asarray(getattr(result, key)))
@@ -191,7 +223,7 @@ class JournalShard:
         self.file.flush()
 
     def close(self) -> None:
-        if self.file.id.valid:
+        if self.file is not None and self.file.id.valid:
             self.file.close()
 
     def __enter__(self) -> JournalShard:
