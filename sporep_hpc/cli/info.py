@@ -72,7 +72,7 @@ def describe_journal(path: str | Path) -> str:
     shards = sorted(p.name for p in jdir.glob("rank-*.h5"))
     return (
         f"store {path} not assembled yet; journal {jdir}: {len(refs)} structures finished "
-        f"({done} done, {len(refs) - done} failed) in {len(shards)} shard(s)"
+        f"({done} done, {len(refs) - done} failed) in {len(shards)} shard file(s)"
     )
 
 
