@@ -1,6 +1,7 @@
 """Structure reading (all formats, ids) and per-structure validation."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ from pymatgen.core import Lattice, Structure
 
 from sporep_hpc.errors import InputError
 from sporep_hpc.structures import (
+    CompactStructure,
+    as_structure,
     check_structure,
     check_unique_ids,
     closest_distance,
@@ -121,3 +124,20 @@ def test_closest_distance_matches_brute_force(rng):
                     continue
                 best = min(best, np.linalg.norm(cart[j] + t @ lat - cart[i]))
     assert closest_distance(s, 10.0) == pytest.approx(best, abs=1e-9)
+
+
+def test_compact_structure_round_trip_is_exact(rng):
+    # reference: the original pymatgen Structure, compared array for array (no tolerance)
+    from pymatgen.core import Species
+
+    lat = np.diag([3.0, 4.0, 5.0]) + rng.uniform(-0.2, 0.2, (3, 3))
+    s = Structure(Lattice(lat), [Species("Ba", 2), "O", "Ti"], rng.uniform(0, 1, (3, 3)))
+    c = CompactStructure.from_structure(s)
+    back = as_structure(c)
+    np.testing.assert_array_equal(back.lattice.matrix, s.lattice.matrix)
+    np.testing.assert_array_equal(back.frac_coords, s.frac_coords)
+    np.testing.assert_array_equal(back.cart_coords, s.cart_coords)
+    assert [str(x.specie) for x in back] == ["Ba2+", "O", "Ti"] and len(c) == 3
+    assert len(pickle.dumps(c)) < len(pickle.dumps(s)) / 2
+    disordered = Structure(Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}], [[0, 0, 0]])
+    assert CompactStructure.from_structure(disordered) is disordered  # kept for validation to reject

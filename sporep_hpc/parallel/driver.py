@@ -46,7 +46,7 @@ from ..store import (
     mpio_available,
     write_store,
 )
-from ..structures import InputRecord, check_unique_ids
+from ..structures import InputRecord, check_unique_ids, compact_record
 from .journal import (
     JournalShard,
     journal_dir,
@@ -435,7 +435,7 @@ def _resolve(comm: Any, inputs: Sequence[str]) -> list[InputRecord]:
     """Input records, read in parallel: rank 0 lists the files, each rank reads a block, allgather."""
     units = _root_call(comm, lambda: input_units(inputs))
     lo, hi = block_range(len(units), comm.size, comm.rank)
-    mine = _all_call(comm, lambda: [expand_unit(u) for u in units[lo:hi]])
+    mine = _all_call(comm, lambda: [[compact_record(r) for r in expand_unit(u)] for u in units[lo:hi]])
     records = [r for block in comm.allgather(mine) for unit in block for r in unit]
     _all_call(comm, lambda: check_unique_ids(records))
     return records

@@ -20,7 +20,14 @@ import numpy as np
 from ..config import RunParameters
 from ..errors import InputError, SporepError
 from ..store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
-from ..structures import InputRecord, check_structure, check_unique_ids, list_input_files, records_from_file
+from ..structures import (
+    InputRecord,
+    as_structure,
+    check_structure,
+    check_unique_ids,
+    list_input_files,
+    records_from_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +155,7 @@ def plan_record(index: int, record: InputRecord, params: RunParameters) -> PlanE
         return PlanEntry(index, record.id, "bands", cost=1.0)
     from ..basis import load_basis, n_ao
 
-    s = record.structure
+    s = as_structure(record.structure)
     try:
         check_structure(s, record.id, max_atoms=params.max_atoms, min_distance=params.min_distance)
         symbols = [site.specie.symbol for site in s]
@@ -272,10 +279,11 @@ def compute_part(
     t0 = time.perf_counter()
     id = record.id if n_chunks == 1 else chunk_id(record.id, chunk, n_chunks)
     try:
-        kpts, weights = structure_kpoints(record.structure, params)
+        structure = as_structure(record.structure)
+        kpts, weights = structure_kpoints(structure, params)
         part = np.array_split(np.arange(len(weights)), n_chunks)[chunk]
         bands, stats = spectrum_with_stats(
-            record.structure,
+            structure,
             operator=params.operator,
             basis=params.basis,
             kpoints=kpts[part],
@@ -295,7 +303,7 @@ def compute_part(
         weights=np.asarray(weights[part], dtype=np.float64),
         eigenvalues=np.ascontiguousarray(bands.eigenvalues, dtype=np.float64),
         n_electrons=float("nan") if bands.n_electrons is None else float(bands.n_electrons),
-        **structure_fields(record.structure),
+        **structure_fields(structure),
     )
     total = time.perf_counter() - t0
     rest = max(0.0, total - stats.t_integrals - stats.t_eigen)

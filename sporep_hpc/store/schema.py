@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..structures import as_structure
+
 SCHEMA_VERSION = "1.0"
 
 ID_WIDTH = 64
@@ -127,9 +129,11 @@ class StructureResult:
 
 
 def structure_fields(structure) -> dict:
-    """The /structures fields of a pymatgen Structure (formula, cell, numbers, positions)."""
+    """The /structures fields of a pymatgen Structure or CompactStructure (formula, cell, numbers,
+    positions)."""
     if structure is None:
         return {}
+    structure = as_structure(structure)
     return {
         "formula": structure.composition.reduced_formula,
         "cell": np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64),
