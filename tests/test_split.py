@@ -162,3 +162,41 @@ def test_cli_split_then_render_array(database, capsys):
     assert "2 lists in list.chunks" in capsys.readouterr().out
     assert main(["split", "list.txt", "--chunks", "99", "--force"]) == 2
     assert main(["split", "missing.txt", "--chunks", "2"]) == 2
+
+
+def test_array_job_end_to_end(database, tmp_path):
+    """split -> the rendered array script run by bash for each task (a fake srun that just executes the
+    command: one rank) -> merge: the merged store holds every structure of the list, in the list's order."""
+    import os
+    import subprocess
+    import sys
+
+    import h5py
+
+    (database / "small.txt").write_text("si8.cif\nflat\nnacl.cif\n")
+    split_list("small.txt", 2, RunParameters())
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    srun = bindir / "srun"
+    srun.write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')  # drop srun options
+    srun.chmod(0o755)
+    spec = jobs.JobSpec("array", structures="small.txt", output="stores", python=sys.executable)
+    script = database / "array.sbatch"
+    script.write_text(jobs.render(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "PMI", "MPI"))}
+    env.update(PATH=f"{bindir}:{env['PATH']}", OMP_NUM_THREADS="1")
+    for task in (0, 1):
+        res = subprocess.run(["/bin/bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": str(task)},
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+    stores = sorted(str(p) for p in (database / "stores").glob("chunk-*.h5"))
+    assert len(stores) == 2
+    manifest = str(database / "small.chunks" / MANIFEST)
+    assert main(["merge", *stores, "-o", "all.h5", "--manifest", manifest]) == 0
+    with h5py.File(database / "all.h5", "r") as f:
+        ids = [x.decode() for x in f["structures/id"][()]]
+        status = f["structures/status"][()]
+    assert (
+        ids == [r.id for r in resolve_inputs(["si8.cif", "flat", "nacl.cif"])] == ["si8", "c1", "si2", "nacl"]
+    )
+    assert (status == 1).all()
