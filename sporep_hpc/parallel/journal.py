@@ -22,7 +22,6 @@ import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h5py
 import numpy as np
@@ -280,14 +279,3 @@ def remove_journal(directory: Path) -> None:
     """Delete the journal (after the store was renamed into place)."""
     if directory.is_dir():
         shutil.rmtree(directory)
-
-
-def finished_ids(refs: Mapping[str, EntryRef]) -> set[str]:
-    return set(refs)
-
-
-def summarize_times(entries: Iterable[tuple[StructureResult, TaskTimes]]) -> dict[str, Any]:
-    total = TaskTimes()
-    for _, t in entries:
-        total = total + t
-    return dict(zip(PHASES, total.as_tuple(), strict=True))
