@@ -171,12 +171,12 @@ class JobSpec:
     """The Python of the environment where sporep-hpc is installed, as seen from the compute nodes."""
     setup: tuple[str, ...] = ()
     """Shell lines run before the job (``module load ...``, ``source .../activate``)."""
-    schedule: str = "static"
-    """``sporep-hpc run --schedule``. Static (cost-balanced LPT) by default: the dynamic RMA counter needs
-    passive-target progress, which MPICH provides only with MPIR_CVAR_ASYNC_PROGRESS=1 (measured here:
-    a rank waited 2.8 s for the counter while rank 0 computed 3 s)."""
+    schedule: str = "dynamic"
+    """``sporep-hpc run --schedule``: dynamic (RMA task counter; rank 0 keeps it responsive with a progress
+    thread, which needs MPI_THREAD_MULTIPLE: the run warns when it is missing) or static (cost-model LPT, no
+    one-sided communication; use it when the run warns or ranks wait for tasks)."""
     run_args: tuple[str, ...] = ()
-    """Extra arguments of ``sporep-hpc run`` (``--config run.toml``, ``--schedule static``, ...)."""
+    """Extra arguments of ``sporep-hpc run`` (``--config run.toml``, ``--kdensity 0.2``, ...)."""
     chunks: int | None = None
     """Array: number of chunks (inferred from ``chunk_dir`` when None)."""
     chunk_dir: str | None = None
@@ -444,6 +444,7 @@ def _values(spec: JobSpec, script: str, resolve: bool) -> dict[str, str]:
         "array_throttle": f"%{spec.max_parallel}" if spec.max_parallel else "",
         "signal_seconds": str(spec.signal_seconds),
         "max_restarts": str(spec.max_restarts),
+        "schedule": spec.schedule,
     }
     if spec.template == "analysis":
         store = _absolute(spec.store, resolve)

@@ -262,7 +262,7 @@ def test_full_option_render_passes_bash_n(workdir, tmp_path):
             ranks=4,
             threads=2,
             run_args=("--kdensity", "0.2"),
-            schedule="dynamic",
+            schedule="static",
             launcher="mpirun",
             **common,
         ),
@@ -315,7 +315,7 @@ def test_command_line_reproduces_the_spec(workdir, capsys):
         threads=3,
         time="2:00:00",
         run_args=("--kdensity", "0.2", "--config", "my run.toml"),
-        schedule="dynamic",
+        schedule="static",
         setup=("module load x",),
         python="/usr/bin/env",
     )
@@ -364,7 +364,7 @@ def test_single_node_script_runs_the_listed_inputs(workdir, fake_env):
         "-o",
         str(workdir / "out/store.h5"),
         "--schedule",
-        "static",
+        "dynamic",
         "--kdensity",
         "0.2",
     ]
@@ -413,7 +413,7 @@ def test_array_task_processes_its_chunk(workdir, fake_env):
     for argv, task in zip(calls, (1, 0, 2), strict=True):
         head = ["--kill-on-bad-exit=1", "python", "-m", "mpi4py", "-m", "sporep_hpc", "run"]
         out = str(workdir / "stores" / f"chunk-{task:04d}.h5")
-        assert argv == [*head, *chunks[task], "-o", out, "--schedule", "static"]
+        assert argv == [*head, *chunks[task], "-o", out, "--schedule", "dynamic"]
 
 
 def test_array_task_errors(workdir, fake_env):

@@ -77,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--schedule",
         choices=jobs.SCHEDULES,
         default=d.schedule,
-        help="run's task schedule (dynamic needs MPI one-sided progress, e.g. MPIR_CVAR_ASYNC_PROGRESS=1)",
+        help="run's task schedule: dynamic (RMA counter) or static (cost-model LPT, no one-sided MPI)",
     )
     g.add_argument("--python", default=sys.executable, help="the Python where sporep-hpc is installed")
     g.add_argument(
@@ -92,7 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="'ARGS'",
-        help="extra arguments of `sporep-hpc run`, shell-split, e.g. '--schedule static' (repeatable)",
+        help="extra arguments of `sporep-hpc run`, shell-split, e.g. '--kdensity 0.2' (repeatable)",
     )
     a = r.add_argument_group("array")
     a.add_argument("--chunks", type=int, help="number of chunks (default: the chunk lists found)")
