@@ -7,9 +7,10 @@ that no row is pending, then writes the merged store through the store's own wri
 block of output rows from the inputs and the ranks write collectively; otherwise rank 0
 does all of it. The output is written under ``<output>.partial`` and renamed when complete.
 
-Row order: the inputs' rows one after the other, or, with the manifest of `sporep-hpc split`,
-the order of the original list, so that merging the chunk stores of a job array gives the
-store of one run over the whole list (up to the ``created``/``n_ranks`` attributes).
+Post-processing groups of the inputs (/similarity, /models) describe those stores alone and are
+not copied (a warning says so). Row order: the inputs' rows one after the other, or, with the
+manifest of `sporep-hpc split`, the order of the original list, so that merging the chunk stores
+of a job array gives the store of one run over the whole list (up to ``created``/``n_ranks``).
 """
 
 from __future__ import annotations
@@ -127,6 +128,13 @@ def read_summary(path: str | Path) -> StoreSummary:
             grp = f[f"fingerprints/{name}"]
             fingerprints[name] = (grp["energies"][()], {k: _attr(v) for k, v in grp.attrs.items()})
         attrs = store.attrs
+        dropped = [name for name in ("similarity", "models") if name in f]
+        if dropped:
+            log.warning(
+                "%s: /%s not merged (computed on that store alone; recompute on the merged store)",
+                path,
+                ", /".join(dropped),
+            )
         if "parameters" not in attrs:
             raise StoreError(f"{path}: no 'parameters' attribute: not written by `sporep-hpc run`")
         return StoreSummary(
