@@ -95,6 +95,7 @@ bench: install
 	$(PY) benchmarks/bench_dos.py
 	$(PY) benchmarks/bench_operators.py
 	$(PY) benchmarks/bench_scaling.py
+	$(PY) benchmarks/scaling.py --repeats 3
 
 clean:
 	rm -rf build $(LAPTOP) demo bench-out .pytest_cache .ruff_cache $(EXT_STAMP) sporep_hpc/_ext/*.so ext/*.c ext/*.html
