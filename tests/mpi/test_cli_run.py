@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
@@ -59,22 +60,24 @@ def test_run_info_and_exit_codes(rank0, tmp_path):
     assert r.returncode == 3 and "no such store" in r.stderr
 
 
-def test_sigterm_stops_cleanly_with_exit_code_5(rank0, tmp_path):
+def test_sigterm_stops_cleanly_with_exit_code_5(rank0, tmp_path, rng):
     if not rank0:
         return
     d = tmp_path / "many"
     d.mkdir()
-    for i in range(150):  # enough work (tens of ms each) to be signalled mid-run
-        s = Structure(Lattice.cubic(5.43 + 0.001 * i), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    diamond = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
+                        [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75]])
+    for i in range(40):  # 8-atom cells without symmetry, ~0.25 s each here: the run takes ~10 s
+        s = Structure(Lattice.cubic(5.43), ["Si"] * 8, diamond + rng.uniform(-0.01, 0.01, (8, 3)))
         s.to(filename=str(d / f"si{i:03d}.json"))
     out = tmp_path / "big.h5"
     journal = tmp_path / "big.h5.journal"
-    cmd = [sys.executable, "-m", "sporep_hpc", "run", str(d), "-o", str(out), "--kdensity", "0.2"]
+    cmd = [sys.executable, "-m", "sporep_hpc", "run", str(d), "-o", str(out), "--kdensity", "0.08"]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(journal.glob("rank-0.h5")) and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.2)
+    time.sleep(0.05)  # a few tasks in: the whole run takes seconds
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 5, err
