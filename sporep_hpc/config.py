@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from ._validation import check_choice, check_interval
 from .errors import ParameterError
 
@@ -157,8 +155,20 @@ _PARAM_KEYS = tuple(f.name for f in fields(RunParameters))
 _EXEC_KEYS = tuple(f.name for f in fields(ExecutionOptions))
 
 
+def _toml_module():
+    try:
+        import tomllib  # Python >= 3.11
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib  # the same parser, for Python 3.10
+        except ModuleNotFoundError as exc:
+            raise ParameterError("reading a TOML config needs Python >= 3.11 or the tomli package") from exc
+    return tomllib
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Flat key → value mapping from a TOML run file (``[parameters]``/``[execution]`` tables or flat)."""
+    tomllib = _toml_module()
     path = Path(path)
     try:
         with path.open("rb") as fh:
