@@ -163,3 +163,17 @@ def test_layering_imports_only_downwards():
             if _layer(dep) > mine:
                 problems.append(f"{rel} (layer {top}) imports upward from {dep}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("raised", "code"), [(InputError("bad"), 2), (StoreError("gone"), 3), (RuntimeError("bug"), 1)]
+)
+def test_errors_map_to_exit_codes(monkeypatch, raised, code):
+    """SporepError subclasses give their exit code; any other exception 1, with its traceback logged."""
+    import sporep_hpc.cli.examples as examples_cli
+
+    def boom(args):
+        raise raised
+
+    monkeypatch.setattr(examples_cli, "examples_command", boom)
+    assert main(["examples"]) == code

@@ -72,6 +72,16 @@ def setup_logging(rank: int = 0, verbose: bool = False) -> None:
     log.propagate = False
 
 
+def abort_other_ranks(exc: BaseException, code: int) -> None:
+    """In a run of several MPI ranks, an error not known to be raised on every rank would leave
+    the others waiting in a collective: abort them all (what `python -m mpi4py` does)."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if getattr(exc, "agreed", False) or mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
+        return
+    if mpi.COMM_WORLD.size > 1:
+        mpi.COMM_WORLD.Abort(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `sporep-hpc`; returns the exit code."""
     parser = build_parser()
@@ -84,7 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except SporepError as exc:
         log.error("sporep-hpc %s: error: %s", args.command, exc)
+        abort_other_ranks(exc, exc.exit_code)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         log.error("sporep-hpc %s: interrupted", args.command)
+        abort_other_ranks(exc, 130)
         return 130
+    except Exception as exc:
+        log.exception("sporep-hpc %s: internal error (a bug: please report it with this log)", args.command)
+        abort_other_ranks(exc, 1)
+        return 1
