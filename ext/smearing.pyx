@@ -102,10 +102,9 @@ cdef inline double _theta(double x, int kind, int order, double cutoff) noexcept
     return 0.0
 
 
-def delta_array(const double[::1] x,  # IN (n,)
-                double[::1] out,      # OUT (n,)
-                int kind, int order, double cutoff, int n_threads):
-    """out[i] = δ(x[i]); returns a status code."""
+cdef int _map(const double[::1] x, double[::1] out, bint want_theta,
+              int kind, int order, double cutoff, int n_threads) noexcept:
+    """out[i] = θ(x[i]) (want_theta) or δ(x[i]); shared body of `delta_array` and `theta_array`."""
     cdef Py_ssize_t i, n = x.shape[0]
     if out.shape[0] != n:
         return 2
@@ -113,23 +112,22 @@ def delta_array(const double[::1] x,  # IN (n,)
         return 1
     with nogil:
         for i in prange(n, schedule="static", num_threads=n_threads):
-            out[i] = _delta(x[i], kind, order, cutoff)
+            out[i] = _theta(x[i], kind, order, cutoff) if want_theta else _delta(x[i], kind, order, cutoff)
     return 0
+
+
+def delta_array(const double[::1] x,  # IN (n,)
+                double[::1] out,      # OUT (n,)
+                int kind, int order, double cutoff, int n_threads):
+    """out[i] = δ(x[i]); returns a status code."""
+    return _map(x, out, False, kind, order, cutoff, n_threads)
 
 
 def theta_array(const double[::1] x,  # IN (n,)
                 double[::1] out,      # OUT (n,)
                 int kind, int order, double cutoff, int n_threads):
     """out[i] = θ(x[i]); returns a status code."""
-    cdef Py_ssize_t i, n = x.shape[0]
-    if out.shape[0] != n:
-        return 2
-    if kind < 0 or kind > 3:
-        return 1
-    with nogil:
-        for i in prange(n, schedule="static", num_threads=n_threads):
-            out[i] = _theta(x[i], kind, order, cutoff)
-    return 0
+    return _map(x, out, True, kind, order, cutoff, n_threads)
 
 
 cdef inline Py_ssize_t _lower_bound(const double[::1] a, double value) noexcept nogil:
