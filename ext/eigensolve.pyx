@@ -126,21 +126,54 @@ cdef void _fill_d(double* dst, const double[:, :, :] re, int k, int n, int herm)
                 dst[r * n + c] = re[k, r, c]
 
 
+ctypedef fused scalar:
+    double
+    double complex
+
+
+cdef inline void _store(double[:, ::1] w, int k, const double* src, int m) noexcept nogil:
+    """w[k, :m] = src[:m]."""
+    cdef int i
+    for i in range(m):
+        w[k, i] = src[i]
+
+
+cdef int _canonical_vectors(scalar* b, const double* ev, int n, double lindep, double[:, ::1] w, int k,
+                            int* dropped) noexcept nogil:
+    """Canonical orthogonalisation after the eigenvectors of B (columns of b, eigenvalues ev ascending).
+
+    Counts the eigenvalues below lindep into dropped[0] = nd, fills w[k] with NaN and scales the kept
+    columns nd..n-1 of b by ev^-1/2, so that X = b + nd n holds the m = n − nd columns; returns m.
+    """
+    cdef int i, j, nd = 0
+    cdef double scale
+    cdef scalar* x
+    while nd < n and ev[nd] < lindep:
+        nd += 1
+    dropped[0] = nd
+    for i in range(n):
+        w[k, i] = NAN
+    x = b + <size_t> nd * <size_t> n
+    for j in range(n - nd):
+        scale = 1.0 / sqrt(ev[nd + j])
+        for i in range(n):
+            x[<size_t> j * n + i] = x[<size_t> j * n + i] * scale
+    return n - nd
+
+
 cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :] a_im,
                     const double[:, :, :] b_re, const double[:, :, :] b_im, int generalized, int herm,
                     double lindep, Work* ws, double[:, ::1] w, int* dropped) noexcept nogil:
-    cdef int info = 0, i, j, m, nd, itype = 1
+    cdef int info = 0, m, itype = 1
     cdef double anorm, rcond = 0.0
     cdef double complex one = 1.0, zero = 0.0
     cdef double complex* x
-    cdef double scale
     dropped[0] = 0
     _fill_z(ws.a, a_re, a_im, k, n, herm)
     if not generalized:
         zheevd("N", "L", &n, ws.a, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
                ws.iwork, &ws.liwork, &info)
-        for i in range(n):
-            w[k, i] = ws.w[i]
+        _store(w, k, ws.w, n)
         return info
     _fill_z(ws.b, b_re, b_im, k, n, herm)
     anorm = zlanhe("1", "L", &n, ws.b, &n, ws.rwork)
@@ -155,8 +188,7 @@ cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :,
             return info
         zheevd("N", "L", &n, ws.a, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
                ws.iwork, &ws.liwork, &info)
-        for i in range(n):
-            w[k, i] = ws.w[i]
+        _store(w, k, ws.w, n)
         return info
     # canonical orthogonalisation
     info = 0
@@ -165,26 +197,15 @@ cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :,
            ws.iwork, &ws.liwork, &info)
     if info != 0:
         return info
-    nd = 0
-    while nd < n and ws.w[nd] < lindep:
-        nd += 1
-    dropped[0] = nd
-    m = n - nd
-    for i in range(n):
-        w[k, i] = NAN
+    m = _canonical_vectors(ws.b, ws.w, n, lindep, w, k, dropped)
     if m == 0:
         return 0
-    x = ws.b + <size_t> nd * <size_t> n
-    for j in range(m):
-        scale = 1.0 / sqrt(ws.w[nd + j])
-        for i in range(n):
-            x[<size_t> j * n + i] = x[<size_t> j * n + i] * scale
+    x = ws.b + <size_t> dropped[0] * <size_t> n
     zhemm("L", "L", &n, &m, &one, ws.a, &n, x, &n, &zero, ws.y, &n)
     zgemm("C", "N", &m, &m, &n, &one, x, &n, ws.y, &n, &zero, ws.c, &m)
     zheevd("N", "L", &m, ws.c, &m, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
            ws.iwork, &ws.liwork, &info)
-    for i in range(m):
-        w[k, i] = ws.w[i]
+    _store(w, k, ws.w, m)
     return info
 
 
@@ -196,14 +217,13 @@ cdef int _real_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :]
     cdef double* c = <double*> ws.c
     cdef double* y = <double*> ws.y
     cdef double* x
-    cdef int info = 0, i, j, m, nd, itype = 1
-    cdef double anorm, rcond = 0.0, one = 1.0, zero = 0.0, scale
+    cdef int info = 0, m, itype = 1
+    cdef double anorm, rcond = 0.0, one = 1.0, zero = 0.0
     dropped[0] = 0
     _fill_d(a, a_re, k, n, herm)
     if not generalized:
         dsyevd("N", "L", &n, a, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
-        for i in range(n):
-            w[k, i] = ws.w[i]
+        _store(w, k, ws.w, n)
         return info
     _fill_d(b, b_re, k, n, herm)
     anorm = dlansy("1", "L", &n, b, &n, ws.dwork)
@@ -217,33 +237,21 @@ cdef int _real_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :]
         if info != 0:
             return info
         dsyevd("N", "L", &n, a, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
-        for i in range(n):
-            w[k, i] = ws.w[i]
+        _store(w, k, ws.w, n)
         return info
     info = 0
     _fill_d(b, b_re, k, n, herm)
     dsyevd("V", "L", &n, b, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
     if info != 0:
         return info
-    nd = 0
-    while nd < n and ws.w[nd] < lindep:
-        nd += 1
-    dropped[0] = nd
-    m = n - nd
-    for i in range(n):
-        w[k, i] = NAN
+    m = _canonical_vectors(b, ws.w, n, lindep, w, k, dropped)
     if m == 0:
         return 0
-    x = b + <size_t> nd * <size_t> n
-    for j in range(m):
-        scale = 1.0 / sqrt(ws.w[nd + j])
-        for i in range(n):
-            x[<size_t> j * n + i] *= scale
+    x = b + <size_t> dropped[0] * <size_t> n
     dsymm("L", "L", &n, &m, &one, a, &n, x, &n, &zero, y, &n)
     dgemm("T", "N", &m, &m, &n, &one, x, &n, y, &n, &zero, c, &m)
     dsyevd("N", "L", &m, c, &m, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
-    for i in range(m):
-        w[k, i] = ws.w[i]
+    _store(w, k, ws.w, m)
     return info
 
 
