@@ -5,26 +5,12 @@ import math
 
 import numpy as np
 import pytest
+from _references import ref_theta
 from numpy.testing import assert_allclose, assert_array_equal
-from scipy import special
 
 from sporep_hpc.bands import BandStructure
 from sporep_hpc.errors import InputError, ParameterError
 from sporep_hpc.smearing import SMEARING_KINDS
-
-
-def ref_theta(x, kind, order=1):
-    """Occupation θ(x) from scipy closed forms (DESIGN.md §3), independent of the kernels."""
-    if kind == "gaussian":
-        return 0.5 * special.erfc(-x)
-    if kind == "fermi-dirac":
-        return special.expit(x)
-    if kind == "cold":
-        u = x - 1 / math.sqrt(2)
-        return 0.5 * special.erfc(-u) + np.exp(-u * u) / math.sqrt(2 * math.pi)
-    # Methfessel-Paxton, order 1: θ = ½ erfc(−x) + x e^{−x²}/(2√π)
-    assert order == 1
-    return 0.5 * special.erfc(-x) + x * np.exp(-x * x) / (2 * math.sqrt(math.pi))
 
 
 def ref_count(eig, weights, mu, kind, width, order=1):

@@ -5,27 +5,14 @@ import math
 
 import numpy as np
 import pytest
+from _references import ref_delta
 from numpy.testing import assert_allclose, assert_array_equal
-from scipy import integrate, special
+from scipy import integrate
 
 from sporep_hpc.bands import BandStructure
 from sporep_hpc.smearing import SMEARING_KINDS
 
 HBAR2_2M = 3.80998212  # ħ²/2mₑ in eV Å² (CODATA 2018)
-
-
-def ref_delta(x, kind, order=1):
-    """δ(x) from closed forms (DESIGN.md §3) in numpy, without cut-off."""
-    with np.errstate(over="ignore", under="ignore"):
-        if kind == "gaussian":
-            return np.exp(-x * x) / math.sqrt(math.pi)
-        if kind == "fermi-dirac":
-            return special.expit(x) * special.expit(-x)
-        if kind == "cold":
-            u = x - 1 / math.sqrt(2)
-            return np.exp(-u * u) * (2 - math.sqrt(2) * x) / math.sqrt(math.pi)
-        assert order == 1  # Methfessel-Paxton N = 1: e^{−x²}(3/2 − x²)/√π
-        return np.exp(-x * x) * (1.5 - x * x) / math.sqrt(math.pi)
 
 
 def brute_force_dos(eig, weights, energies, kind, width):

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from numpy.polynomial.hermite import hermval
+from _references import ref_delta, ref_theta
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate, special
 
@@ -14,41 +14,6 @@ from sporep_hpc.smearing import SMEARING_KINDS, Smearing, cutoff, delta, dtheta,
 
 KINDS_ORDERS = [("gaussian", 1), ("fermi-dirac", 1), ("cold", 1)]
 KINDS_ORDERS += [("methfessel-paxton", n) for n in range(6)]
-
-
-def _hermite(n: int, x: np.ndarray) -> np.ndarray:
-    """Physicists' Hermite polynomial H_n(x) from numpy (independent of our recurrence)."""
-    coef = np.zeros(n + 1)
-    coef[n] = 1.0
-    return hermval(x, coef)
-
-
-def ref_delta(x: np.ndarray, kind: str, order: int) -> np.ndarray:
-    """Textbook δ(x) (DESIGN.md §3; Methfessel & Paxton PRB 40, 3616 (1989); Marzari et al. PRL 82, 3296)."""
-    with np.errstate(over="ignore", under="ignore"):
-        if kind == "gaussian":
-            return np.exp(-x * x) / math.sqrt(math.pi)
-        if kind == "fermi-dirac":
-            return special.expit(x) * special.expit(-x)
-        if kind == "cold":
-            u = x - 1 / math.sqrt(2)
-            return np.exp(-u * u) * (2 - math.sqrt(2) * x) / math.sqrt(math.pi)
-        a = [(-1) ** n / (math.factorial(n) * 4**n * math.sqrt(math.pi)) for n in range(order + 1)]
-        return np.exp(-x * x) * sum(a[n] * _hermite(2 * n, x) for n in range(order + 1))
-
-
-def ref_theta(x: np.ndarray, kind: str, order: int) -> np.ndarray:
-    with np.errstate(over="ignore", under="ignore"):
-        if kind == "gaussian":
-            return 0.5 * special.erfc(-x)
-        if kind == "fermi-dirac":
-            return special.expit(x)
-        if kind == "cold":
-            u = x - 1 / math.sqrt(2)
-            return 0.5 * special.erf(u) + np.exp(-u * u) / math.sqrt(2 * math.pi) + 0.5
-        a = [(-1) ** n / (math.factorial(n) * 4**n * math.sqrt(math.pi)) for n in range(order + 1)]
-        tail = sum(a[n] * _hermite(2 * n - 1, x) for n in range(1, order + 1))
-        return 0.5 * special.erfc(-x) - np.exp(-x * x) * tail
 
 
 @pytest.mark.parametrize(("kind", "order"), KINDS_ORDERS)

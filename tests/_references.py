@@ -1,0 +1,52 @@
+"""Smearing references shared by the tests: textbook closed forms in numpy/scipy, independent of the kernels.
+
+δ(x) and θ(x) follow DESIGN.md §3 (x = (ε_ref − ε)/σ; Methfessel & Paxton PRB 40, 3616 (1989); Marzari et al.
+PRL 82, 3296 (1999)); Hermite polynomials come from numpy, not from our recurrence.
+"""
+
+import math
+
+import numpy as np
+from numpy.polynomial.hermite import hermval
+from scipy import special
+
+
+def _hermite(n: int, x: np.ndarray) -> np.ndarray:
+    """Physicists' Hermite polynomial H_n(x) from numpy (independent of our recurrence)."""
+    coef = np.zeros(n + 1)
+    coef[n] = 1.0
+    return hermval(x, coef)
+
+
+def _mp_coefficients(order: int) -> list[float]:
+    """A_n = (-1)^n / (n! 4^n √π), n = 0..order (Methfessel-Paxton)."""
+    return [(-1) ** n / (math.factorial(n) * 4**n * math.sqrt(math.pi)) for n in range(order + 1)]
+
+
+def ref_delta(x: np.ndarray, kind: str, order: int = 1) -> np.ndarray:
+    """Textbook δ(x), without cut-off."""
+    with np.errstate(over="ignore", under="ignore"):
+        if kind == "gaussian":
+            return np.exp(-x * x) / math.sqrt(math.pi)
+        if kind == "fermi-dirac":
+            return special.expit(x) * special.expit(-x)
+        if kind == "cold":
+            u = x - 1 / math.sqrt(2)
+            return np.exp(-u * u) * (2 - math.sqrt(2) * x) / math.sqrt(math.pi)
+        a = _mp_coefficients(order)
+        return np.exp(-x * x) * sum(a[n] * _hermite(2 * n, x) for n in range(order + 1))
+
+
+def ref_theta(x: np.ndarray, kind: str, order: int = 1) -> np.ndarray:
+    """Textbook occupation θ(x), without cut-off."""
+    with np.errstate(over="ignore", under="ignore"):
+        if kind == "gaussian":
+            return 0.5 * special.erfc(-x)
+        if kind == "fermi-dirac":
+            return special.expit(x)
+        if kind == "cold":
+            u = x - 1 / math.sqrt(2)
+            return 0.5 * special.erf(u) + np.exp(-u * u) / math.sqrt(2 * math.pi) + 0.5
+        a = _mp_coefficients(order)
+        tail = sum(a[n] * _hermite(2 * n - 1, x) for n in range(1, order + 1))
+        return 0.5 * special.erfc(-x) - np.exp(-x * x) * tail
