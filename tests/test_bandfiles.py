@@ -23,6 +23,19 @@ def write_vasprun(path, eig, occ, kpoints, weights, nelect, efermi):
             ks.append(f'      <set comment="kpoint {k + 1}">\n{rs}\n      </set>')
         spins.append(f'     <set comment="spin {s + 1}">\n' + "\n".join(ks) + "\n     </set>")
     basis = "\n".join(f"    <v> {' '.join(f'{x:.8f}' for x in row)} </v>" for row in 5.43 * np.eye(3))
+
+    def structure(name):  # the same one-atom cell as initial and final position
+        return f""" <structure name="{name}" >
+  <crystal>
+   <varray name="basis" >
+{basis}
+   </varray>
+  </crystal>
+  <varray name="positions" >
+   <v> 0.0 0.0 0.0 </v>
+  </varray>
+ </structure>"""
+
     text = f"""<?xml version="1.0" encoding="ISO-8859-1"?>
 <modeling>
  <generator>
@@ -74,16 +87,7 @@ def write_vasprun(path, eig, occ, kpoints, weights, nelect, efermi):
    </set>
   </array>
  </atominfo>
- <structure name="initialpos" >
-  <crystal>
-   <varray name="basis" >
-{basis}
-   </varray>
-  </crystal>
-  <varray name="positions" >
-   <v> 0.0 0.0 0.0 </v>
-  </varray>
- </structure>
+{structure('initialpos')}
  <calculation>
   <energy>
    <i name="e_fr_energy"> -5.0 </i>
@@ -121,16 +125,7 @@ def write_vasprun(path, eig, occ, kpoints, weights, nelect, efermi):
    </total>
   </dos>
  </calculation>
- <structure name="finalpos" >
-  <crystal>
-   <varray name="basis" >
-{basis}
-   </varray>
-  </crystal>
-  <varray name="positions" >
-   <v> 0.0 0.0 0.0 </v>
-  </varray>
- </structure>
+{structure('finalpos')}
 </modeling>
 """
     path.write_text(text)
