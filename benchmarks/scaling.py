@@ -152,10 +152,13 @@ def rank_counts(max_ranks: int) -> list[int]:
     return [*counts, max_ranks]
 
 
+_SCALING_HEAD = f"{'name':<8} {'size':>5} {'ranks':>5} {'threads':>7} {'t_1 [s]':>9} {'t_R [s]':>9}"
+"""Leading columns of the strong- and weak-scaling tables."""
+
+
 def strong(ranks: list[int], threads: int, workdir: Path, repeats: int, schedule: str, inputs: str) -> None:
     print(f"\n== strong scaling: {inputs} (fixed set), {threads} thread(s) per rank, {schedule} schedule")
-    head = f"{'name':<8} {'size':>5} {'ranks':>5} {'threads':>7} {'t_1 [s]':>9} {'t_R [s]':>9}"
-    print(f"{head} {'speed-up':>8} {'effic.':>7} {'imbal.':>7} {'cpu [s]':>8} {'load':>5}")
+    print(f"{_SCALING_HEAD} {'speed-up':>8} {'effic.':>7} {'imbal.':>7} {'cpu [s]':>8} {'load':>5}")
     base = None
     for r in ranks:
         res = _timed_runs(r, threads, inputs, workdir, repeats, schedule)
@@ -189,8 +192,7 @@ def _copies(workdir: Path, n: int) -> str:
 
 def weak(ranks: list[int], threads: int, workdir: Path, repeats: int, per_rank: int, schedule: str) -> None:
     print(f"\n== weak scaling: {per_rank} identical Si64 cells per rank, {threads} thread(s) per rank")
-    head = f"{'name':<8} {'size':>5} {'ranks':>5} {'threads':>7} {'t_1 [s]':>9} {'t_R [s]':>9}"
-    print(f"{head} {'effic.':>7} {'cpu [s]':>8} {'load':>5}")
+    print(f"{_SCALING_HEAD} {'effic.':>7} {'cpu [s]':>8} {'load':>5}")
     base = None
     for r in ranks:
         res = _timed_runs(r, threads, _copies(workdir, per_rank * r), workdir, repeats, schedule)
