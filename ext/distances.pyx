@@ -126,14 +126,6 @@ cdef int wasserstein(const double[:, ::1] cdf_a,        # IN (na, f) per-window 
 METRIC_CODES = {"euclidean": EUCLIDEAN, "cosine": COSINE, "tanimoto": TANIMOTO}
 
 
-def gram_block(const double[:, ::1] a, const double[:, ::1] b, double[:, ::1] out) -> int:
-    """out (na, nb) = a b^T by dgemm; returns the status."""
-    cdef int status
-    with nogil:
-        status = gram(a, b, out)
-    return status
-
-
 def dot_metric_block(int metric, const double[:, ::1] a, const double[:, ::1] b,
                      const double[::1] sq_a, const double[::1] sq_b,
                      double[:, ::1] out, int n_threads) -> int:
