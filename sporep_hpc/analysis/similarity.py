@@ -43,7 +43,6 @@ __all__ = [
     "cluster",
     "compute_similarity",
     "distance_matrix",
-    "iter_tiles",
     "pairwise_distances",
     "tile_grid",
     "window_offsets_from_attrs",
@@ -295,13 +294,6 @@ class DistanceTiles:
     def __iter__(self) -> Iterator[tuple[Tile, np.ndarray]]:
         for t in self.tiles:
             yield t, self.compute(t)
-
-
-def iter_tiles(
-    x, metric="cosine", *, comm=None, tile=DEFAULT_TILE, **kw
-) -> Iterator[tuple[Tile, np.ndarray]]:
-    """Yield (tile, block) for the tiles of this rank (see `DistanceTiles`)."""
-    yield from DistanceTiles(x, metric, comm=comm, tile=tile, **kw)
 
 
 def distance_matrix(
