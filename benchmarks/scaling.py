@@ -69,7 +69,7 @@ def _worker_run(args) -> None:
         )
 
 
-def _synthetic_rows(n_rows: int, lo: int, hi: int, n_k: int, n_bands: int, n_features: int):
+def _synthetic_rows(lo: int, hi: int, n_k: int, n_bands: int, n_features: int):
     """Rows [lo, hi) of a synthetic store (deterministic values; sizes as a typical run)."""
     from sporep_hpc.store import StructureResult
 
@@ -95,7 +95,7 @@ def _worker_write(args) -> None:
 
     comm = MPI.COMM_WORLD
     lo, hi = block_range(args.rows, comm.size, comm.rank)
-    rows = _synthetic_rows(args.rows, lo, hi, args.n_k, args.n_bands, args.n_features)
+    rows = _synthetic_rows(lo, hi, args.n_k, args.n_bands, args.n_features)
     meta = {"fp": FingerprintMeta(energies=np.linspace(-5, 5, args.n_features), attrs={"reference": "fermi"})}
     header = StoreHeader(parameters_json="{}", created="bench", n_ranks=comm.size, version="bench")
     times = []

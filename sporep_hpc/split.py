@@ -16,7 +16,6 @@ per line in input order, plus ``<dir>/split.json`` (ids and estimated cost per c
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,6 @@ from .jobs import CHUNK_FORMAT, chunk_files, read_list
 from .parallel.schedule import lpt_assign
 from .parallel.tasks import plan_record, resolve_inputs
 from .structures import _stem, check_unique_ids
-
-log = logging.getLogger(__name__)
 
 MANIFEST = "split.json"
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-
-log = logging.getLogger("sporep_hpc")
 
 DESCRIPTION = """\
 Train a random forest on a fingerprint of a store: labels from a CSV/JSON file (id,label) or a property
