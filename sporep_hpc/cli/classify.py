@@ -46,7 +46,10 @@ def add_parser(subparsers) -> None:
         help="auto: BalancedRandomForest if imbalanced-learn is installed, else class weights",
     )
     p.add_argument(
-        "--repeats", type=int, default=d.n_repeats, help="permutations per energy block (default 5)"
+        "--repeats",
+        type=int,
+        default=d.n_repeats,
+        help=f"permutations per energy block (default {d.n_repeats})",
     )
     p.add_argument(
         "--groups",
@@ -139,6 +142,7 @@ def classify_command(args) -> int:
         seed=args.seed,
         balancing=args.balancing,
         n_repeats=args.repeats,
+        permutation_groups=args.groups,
         n_jobs=args.jobs,
     )
     name = args.name or fingerprint
