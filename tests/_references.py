@@ -1,4 +1,4 @@
-"""Smearing references shared by the tests: textbook closed forms in numpy/scipy, independent of the kernels.
+"""References shared by the tests: smearing closed forms in numpy/scipy, independent of the kernels.
 
 δ(x) and θ(x) follow DESIGN.md §3 (x = (ε_ref − ε)/σ; Methfessel & Paxton PRB 40, 3616 (1989); Marzari et al.
 PRL 82, 3296 (1999)); Hermite polynomials come from numpy, not from our recurrence.
@@ -50,3 +50,15 @@ def ref_theta(x: np.ndarray, kind: str, order: int = 1) -> np.ndarray:
         a = _mp_coefficients(order)
         tail = sum(a[n] * _hermite(2 * n - 1, x) for n in range(1, order + 1))
         return 0.5 * special.erfc(-x) - np.exp(-x * x) * tail
+
+
+def spin_resolved(eig, weights) -> tuple[np.ndarray, int, np.ndarray]:
+    """(eigenvalues as (n_spin, n_k, n_bands), spin degeneracy g, k weights normalised to sum 1).
+
+    A 2-D input is one spin channel; g = 2 with one channel, 1 with two.
+    """
+    eig = np.asarray(eig, dtype=float)
+    if eig.ndim == 2:
+        eig = eig[None]
+    g = 2 if eig.shape[0] == 1 else 1
+    return eig, g, np.asarray(weights) / np.sum(weights)

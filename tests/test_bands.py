@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from _references import ref_theta
+from _references import ref_theta, spin_resolved
 from numpy.testing import assert_allclose, assert_array_equal
 
 from sporep_hpc.bands import BandStructure
@@ -15,11 +15,7 @@ from sporep_hpc.smearing import SMEARING_KINDS
 
 def ref_count(eig, weights, mu, kind, width, order=1):
     """Σ_s Σ_k w_k g Σ_n θ((μ − ε)/σ) in numpy, NaN bands skipped."""
-    eig = np.asarray(eig, dtype=float)
-    if eig.ndim == 2:
-        eig = eig[None]
-    g = 2 if eig.shape[0] == 1 else 1
-    w = np.asarray(weights) / np.sum(weights)
+    eig, g, w = spin_resolved(eig, weights)
     with np.errstate(over="ignore"):
         theta = np.nan_to_num(ref_theta((mu - eig) / width, kind, order), nan=0.0)
     return g * np.einsum("skn,k->", theta, w)

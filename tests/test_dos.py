@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from _references import ref_delta
+from _references import ref_delta, spin_resolved
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import integrate
 
@@ -17,11 +17,7 @@ HBAR2_2M = 3.80998212  # ħ²/2mₑ in eV Å² (CODATA 2018)
 
 def brute_force_dos(eig, weights, energies, kind, width):
     """Σ_s Σ_k w_k g Σ_n δ((E − ε)/σ)/σ by one numpy broadcast (E, s, k, n); NaN bands skipped."""
-    eig = np.asarray(eig, dtype=float)
-    if eig.ndim == 2:
-        eig = eig[None]
-    g = 2 if eig.shape[0] == 1 else 1
-    w = np.asarray(weights) / np.sum(weights)
+    eig, g, w = spin_resolved(eig, weights)
     x = (energies[:, None, None, None] - eig[None]) / width
     d = np.nan_to_num(ref_delta(x, kind), nan=0.0)
     return g * np.einsum("eskn,k->e", d, w) / width
