@@ -18,6 +18,7 @@ band structures (sporep_hpc.parallel.tasks).
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
@@ -61,8 +62,8 @@ class InputRecord:
         the pymatgen object in either case.
     error : str
         One-line reason when `kind` is ``"failed"``, else empty.
-    properties : dict
-        Extra properties (built-in sets), stored nowhere by the driver but kept for callers.
+    properties : dict or None
+        Extra per-structure properties (built-in sets); part of the inputs digest of a run.
     """
 
     id: str
@@ -115,6 +116,24 @@ class CompactStructure:
         from pymatgen.core import Lattice, Structure
 
         return Structure(Lattice(self.lattice, pbc=self.pbc), list(self.species), self.frac_coords)
+
+
+def _json_default(value: Any) -> Any:
+    """JSON form of numpy scalars/arrays (and, as a last resort, str) for `properties_json`."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def properties_json(properties: Any) -> str:
+    """Canonical JSON text (sorted keys, compact) of a record's properties; "" for none/empty."""
+    if not properties:
+        return ""
+    return json.dumps(properties, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
 def as_structure(obj: Any) -> Any:

@@ -231,3 +231,36 @@ def test_internal_failures_are_retried_and_done_entries_win(tmp_path, rng):
         shard.append(result(0, rng), TaskTimes())
     refs = scan_journal(jdir)
     assert refs["id/0"].status == STATUS_DONE and refs["id/0"].shard.endswith("rank-1.h5")
+
+
+def test_inputs_digest_tracks_content_not_location(tmp_path):
+    from dataclasses import replace
+
+    from pymatgen.core import Lattice, Structure
+
+    from sporep_hpc.parallel.tasks import inputs_digest
+    from sporep_hpc.structures import InputRecord, compact_record
+
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    band = tmp_path / "a" / "model.npz"
+    band.parent.mkdir()
+    band.write_bytes(b"one")
+    records = [
+        compact_record(InputRecord("si", "/x/si.json", "structure", si, properties={"label": "semi"})),
+        InputRecord("model", str(band), "bands"),
+    ]
+    d = inputs_digest(records)
+    assert len(d) == 64 and inputs_digest(records) == d
+    moved = tmp_path / "b" / "model.npz"  # same content elsewhere, structure from another path
+    moved.parent.mkdir()
+    moved.write_bytes(b"one")
+    same = [replace(records[0], source="/y/si.json"), replace(records[1], source=str(moved))]
+    assert inputs_digest(same) == d
+    nudged = si.copy()
+    nudged.translate_sites([1], [1e-9, 0, 0])  # a sub-femtometre change is another input
+    assert inputs_digest([compact_record(replace(records[0], structure=nudged)), records[1]]) != d
+    assert inputs_digest([replace(records[0], properties={"label": "metal"}), records[1]]) != d
+    assert inputs_digest([replace(records[0], id="si2"), records[1]]) != d
+    assert inputs_digest(records[::-1]) != d  # row order is part of the store
+    band.write_bytes(b"two")
+    assert inputs_digest(records) != d

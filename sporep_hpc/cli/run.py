@@ -25,9 +25,11 @@ Inputs: structure files (CIF, POSCAR/CONTCAR, *.vasp, pymatgen JSON, extended XY
 imported band structures (*.npz, vasprun*.xml, our own *.h5 stores).
 
 Progress is journaled in <store>.journal/: rerunning the same command resumes a killed or signalled
-run (SIGTERM/SIGUSR1 stop cleanly after the current task, exit code 5). Changed parameters are
-refused unless --restart fresh. Exit code 4: the store was written but some structures failed
-(reasons in the summary and in `sporep-hpc info`).
+run (SIGTERM/SIGUSR1 stop cleanly after the current task, exit code 5). Rerunning it on a complete
+store made with the same parameters and inputs computes nothing and says so (same exit code as the
+first run). Changed parameters or inputs are refused, and an existing store is never overwritten,
+unless --restart fresh. Exit code 4: the store was written but some structures failed (reasons in
+the summary and in `sporep-hpc info`).
 
 A --config TOML file holds the same settings (flags override it), flat or in two tables:
   [parameters]                    # stored in the store; a resumed run must keep them
@@ -64,7 +66,11 @@ def add_parser(subparsers) -> None:
     e = p.add_argument_group("execution (never changes the results)")
     e.add_argument("--schedule", help="dynamic (RMA counter, default) or static (LPT)")
     e.add_argument("--threads", type=int, help="threads per rank (default: cores / ranks per node)")
-    e.add_argument("--restart", help="auto (resume from the journal, default) or fresh")
+    e.add_argument(
+        "--restart",
+        help="auto (resume from the journal; nothing to do if the store is up to date; default) or fresh "
+        "(recompute, replacing the journal and the store)",
+    )
     e.add_argument("--progress-interval", type=float, dest="progress_interval", help="seconds (default 10)")
     e.add_argument("--keep-journal", action="store_true", default=None, dest="keep_journal")
     e.add_argument(

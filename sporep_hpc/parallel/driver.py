@@ -71,6 +71,7 @@ from .tasks import (
     expand_unit,
     finish,
     input_units,
+    inputs_digest,
     make_tasks,
     plan_records,
 )
@@ -220,6 +221,29 @@ def run(
     n = len(records)
     if n == 0:
         raise _no_inputs(inputs)
+    jdir = journal_dir(output)
+    parameters_json = store_parameters_json(params, fingerprints)
+
+    def _decide():  # rank 0 alone reads the existing store; every rank gets the same decision
+        digest = inputs_digest(records)
+        if dry_run:
+            return digest, None
+        return digest, check_existing_store(output, jdir, params, parameters_json, digest, execution.restart)
+
+    digest, existing = _root_call(comm, _decide)
+    if existing is not None:  # complete and up to date: nothing to do
+        n_failed = len(existing)
+        report = RunReport(
+            n, n - n_failed, n_failed, n, existing, time.perf_counter() - t_start, {}, [], False,
+            str(output), comm.size, n_threads, up_to_date=True,
+        )
+        if comm.rank == 0:
+            log.info(
+                "%s is complete and up to date (same parameters, same inputs): nothing to compute; "
+                "use --restart fresh to recompute it", output,
+            )
+            log.info("%s", summary_table(report))
+        return report
 
     lo, hi = block_range(n, comm.size, comm.rank)
     local_plan = _all_call(comm, lambda: plan_records(records, params, lo, hi))
@@ -237,12 +261,8 @@ def run(
             time.perf_counter() - t_start, {}, [], False, "", comm.size, n_threads,
         )
 
-    jdir = journal_dir(output)
-
     def _prepare():
-        if output.is_dir():
-            raise StoreError(f"output {output} is a directory; give the store's file name")
-        return prepare_journal(jdir, params, execution.restart)
+        return prepare_journal(jdir, params, execution.restart, digest)
 
     note = _root_call(comm, _prepare)
     journaled = {id: ref.status for id, ref in _scan_all(comm, jdir).items() if not ref.retry}
@@ -297,7 +317,9 @@ def run(
         return report
 
     t_io = time.perf_counter()
-    failures = _assemble(output, jdir, records, plan, params, fingerprints, comm, execution.keep_journal)
+    failures = _assemble(
+        output, jdir, records, plan, parameters_json, digest, fingerprints, comm, execution.keep_journal
+    )
     t_assembly = time.perf_counter() - t_io
     n_failed = len(failures)
     report = RunReport(
@@ -470,6 +492,81 @@ def fingerprint_meta(fingerprints: FingerprintSet) -> dict[str, FingerprintMeta]
     return out
 
 
+def _parameter_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``name: old -> new`` for every differing key of two parameter dicts (nested dicts recursed)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_parameter_changes(a, b, f"{prefix}{key}."))
+        elif a != b and not (isinstance(a, list) and isinstance(b, (list, tuple)) and a == list(b)):
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_existing_store(
+    output: Path, jdir: Path, params: Any, parameters_json: str, digest: str, restart: str
+) -> list[tuple[str, str]] | None:
+    """What to do about an existing `output` (rank 0 only, serial).
+
+    Returns
+    -------
+    None
+        Compute: there is no store, or ``restart="fresh"``, or `jdir` is the journal of a run with
+        these very parameters and inputs (an interrupted ``--restart fresh`` run, resumed).
+    list of (id, reason)
+        The store is complete and was made with the same parameters and inputs: nothing to do.
+        The list holds its failed structures.
+
+    Raises
+    ------
+    ParameterError
+        The store was made with other parameters (the differences are listed).
+    StoreError
+        `output` is a directory, not a readable store, incomplete, or made from other inputs.
+    """
+    from ..errors import ParameterError
+    from ..store import STATUS_DONE as DONE
+    from ..store import STATUS_FAILED as FAILED
+    from ..store import open_store
+
+    if output.is_dir():
+        raise StoreError(f"output {output} is a directory; give the store's file name")
+    if restart == "fresh" or not output.exists():
+        return None
+    fresh = "rerun with --restart fresh to replace it, or choose another output"
+    try:
+        with open_store(output) as store:
+            stored_json = store.attrs.get("parameters", "{}")
+            stored_digest = store.inputs_digest
+            ids, status, errors = store.ids, store.status.copy(), store.errors
+    except (SporepError, OSError, KeyError) as exc:
+        raise StoreError(f"{output} exists and is not a readable sporep-hpc store ({exc}); {fresh}") from exc
+    try:
+        changes = _parameter_changes(json.loads(stored_json), json.loads(parameters_json))
+    except ValueError:
+        changes = ["parameters: unreadable in the store"]
+    if not changes and stored_digest == digest and all(s in (DONE, FAILED) for s in status):
+        return [(id, errors[i]) for i, id in enumerate(ids) if status[i] == FAILED]
+    from .journal import journal_matches
+
+    if journal_matches(jdir, params, digest):
+        log.info("%s exists but the journal %s belongs to a run with these parameters and inputs: "
+                 "resuming it (the store will be replaced)", output, jdir)
+        return None
+    if changes:
+        raise ParameterError(
+            f"the store {output} was made with other parameters ({'; '.join(changes)}); {fresh}"
+        )
+    if stored_digest is None:
+        why = "does not record its inputs (written by an older version, or merged)"
+    elif stored_digest != digest:
+        why = "was made from other inputs (structures, properties or band files differ)"
+    else:
+        why = "is incomplete (pending rows)"
+    raise StoreError(f"the store {output} {why}; {fresh}")
+
+
 def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry]):
     """StructureResults of rows [lo, hi): from the journal (`loaded`), or failed rows from the plan."""
     rows = []
@@ -485,16 +582,19 @@ def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: 
     return rows
 
 
-def _assemble(output, jdir, records, plan, params, fingerprints, comm, keep_journal) -> list[tuple[str, str]]:
+def _assemble(
+    output, jdir, records, plan, parameters_json, digest, fingerprints, comm, keep_journal
+) -> list[tuple[str, str]]:
     """Write the store from the journal (mpio on all ranks, or rank 0 alone); return the failures."""
     n = len(plan)
     tmp = output.with_name(output.name + ".partial")
     refs = _scan_all(comm, jdir)
     header = StoreHeader(
-        parameters_json=store_parameters_json(params, fingerprints),
+        parameters_json=parameters_json,
         created=comm.bcast(_utc_now() if comm.rank == 0 else None, root=0),
         n_ranks=comm.size,
         version=__version__,
+        inputs_digest=digest,
     )
     meta = fingerprint_meta(fingerprints)
     if comm.size > 1 and mpio_available():

@@ -34,6 +34,8 @@ from .tasks import PHASES, TaskTimes
 log = logging.getLogger(__name__)
 
 PARAMETERS_FILE = "parameters.json"
+#: SHA-256 of the run's inputs (tasks.inputs_digest) when the journal was created.
+INPUTS_FILE = "inputs.sha256"
 #: Marker of failures that are not the structure's fault (see tasks._failure): retried on resume.
 INTERNAL = "internal error"
 _ARRAYS = ("cell", "numbers", "positions", "kpoints", "weights", "eigenvalues")
@@ -80,11 +82,12 @@ class EntryRef:
     retry: bool = False
 
 
-def prepare_journal(directory: Path, params: RunParameters, restart: str) -> str:
+def prepare_journal(directory: Path, params: RunParameters, restart: str, inputs_digest: str = "") -> str:
     """Create or check the journal directory (rank 0 only, before any shard is opened).
 
     With ``restart="fresh"`` an existing journal is removed. With ``"auto"`` an existing
-    journal must have been made with the same parameters.
+    journal must have been made with the same parameters. A new journal records
+    `inputs_digest` (INPUTS_FILE), see `journal_matches`.
 
     Returns
     -------
@@ -112,10 +115,24 @@ def prepare_journal(directory: Path, params: RunParameters, restart: str) -> str
             )
         return f"resuming from journal {directory}"
     directory.mkdir(parents=True, exist_ok=True)
+    if inputs_digest:
+        (directory / INPUTS_FILE).write_text(inputs_digest + "\n")
     tmp = pfile.with_suffix(".tmp")
     tmp.write_text(params.to_json())
     tmp.replace(pfile)
     return f"new journal {directory}"
+
+
+def journal_matches(directory: Path, params: RunParameters, inputs_digest: str) -> bool:
+    """True if `directory` is a journal of a run with exactly these parameters and inputs."""
+    pfile, ifile = directory / PARAMETERS_FILE, directory / INPUTS_FILE
+    if not (pfile.is_file() and ifile.is_file()):
+        return False
+    try:
+        old = RunParameters.from_json(pfile.read_text())
+    except (ValueError, TypeError, KeyError):
+        return False
+    return not diff_parameters(old, params) and ifile.read_text().strip() == inputs_digest
 
 
 def list_shards(directory: Path) -> list[Path]:

@@ -90,6 +90,9 @@ class RunReport:
         Wall time before the first task: inputs (rank 0), planning (all ranks), journal scan.
     t_assembly : float, s
         Wall time of the store assembly (journal read, collective write, rename).
+    up_to_date : bool
+        True when the store already existed, complete, with the same parameters and inputs:
+        nothing was computed (n_skipped = n_total; n_done, n_failed, failures from the store).
     """
 
     n_total: int
@@ -106,6 +109,7 @@ class RunReport:
     threads: int = 1
     t_setup: float = 0.0
     t_assembly: float = 0.0
+    up_to_date: bool = False
 
     @property
     def load_imbalance(self) -> float:
@@ -127,7 +131,7 @@ def summary_table(report: RunReport, max_failures: int = 20) -> str:
         f"  structures     {report.n_total:>8d}",
         f"  done           {report.n_done:>8d}",
         f"  failed         {report.n_failed:>8d}",
-        f"  from journal   {report.n_skipped:>8d}",
+        f"  {'from store' if report.up_to_date else 'from journal':<14s} {report.n_skipped:>8d}",
         f"  ranks x threads {report.n_ranks} x {report.threads}",
         f"  wall time      {format_duration(report.wall_time):>8s}  "
         f"(setup {format_duration(report.t_setup)}, store assembly {format_duration(report.t_assembly)})",
@@ -146,7 +150,9 @@ def summary_table(report: RunReport, max_failures: int = 20) -> str:
             lines.append(f"    {id}: {reason}")
         if len(report.failures) > max_failures:
             lines.append(f"    ... and {len(report.failures) - max_failures} more (see `sporep-hpc info`)")
-    if report.stopped:
+    if report.up_to_date:
+        lines.append(f"  UP TO DATE: {report.store} already holds these results; nothing was computed")
+    elif report.stopped:
         lines.append("  STOPPED by a signal: the journal is consistent; rerun the same command to resume")
     elif report.store:
         lines.append(f"  store          {report.store}")

@@ -6,6 +6,8 @@ its input record and the run parameters, never on the rank that runs it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -21,11 +23,13 @@ from ..config import RunParameters
 from ..errors import InputError, SporepError
 from ..store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
 from ..structures import (
+    CompactStructure,
     InputRecord,
     as_structure,
     check_structure,
     check_unique_ids,
     list_input_files,
+    properties_json,
     records_from_file,
 )
 
@@ -103,6 +107,43 @@ def _store_records(record: InputRecord) -> list[InputRecord]:
             return out
     except SporepError as exc:
         return [InputRecord(record.id, record.source, "failed", error=str(exc))]
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:  # an unreadable band file: its record fails later; the name stands in
+        return f"unreadable:{path}:{exc.strerror}"
+    return h.hexdigest()
+
+
+def inputs_digest(records: Sequence[InputRecord]) -> str:
+    """SHA-256 (hex) of what a run computes from: per record, in order, its id, kind, properties and
+    structure (lattice, species, fractional coordinates, bit for bit), and for imported band files
+    the file's content. File names and locations do not enter: a moved input directory is the same
+    input. Serial (rank 0 computes it for everyone).
+    """
+    h = hashlib.sha256()
+    file_hashes: dict[str, str] = {}
+    for r in records:
+        h.update(json.dumps([r.id, r.kind, properties_json(r.properties)]).encode())
+        s = r.structure
+        if isinstance(s, CompactStructure):
+            h.update(json.dumps([list(s.species), list(s.pbc)]).encode())
+            h.update(np.ascontiguousarray(s.lattice, dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(s.frac_coords, dtype=np.float64).tobytes())
+        elif s is not None:  # disordered pymatgen structure (it fails validation, but is an input)
+            h.update(json.dumps(s.as_dict(), sort_keys=True, default=str).encode())
+        if r.kind == "bands":
+            path = r.source.split("#")[0] if ".h5#" in r.source or ".hdf5#" in r.source else r.source
+            if path not in file_hashes:
+                file_hashes[path] = _file_sha256(path)
+            h.update(file_hashes[path].encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------- planning

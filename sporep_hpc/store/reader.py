@@ -67,6 +67,12 @@ class Store:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self.file.attrs.items()}
 
     @property
+    def inputs_digest(self) -> str | None:
+        """SHA-256 of the inputs the store was computed from (None for stores without it)."""
+        value = self.file["structures"].attrs.get("inputs_digest")
+        return None if value is None else (value.decode() if isinstance(value, bytes) else str(value))
+
+    @property
     def parameters(self) -> dict[str, Any]:
         """Run parameters (decoded JSON)."""
         return json.loads(self.attrs["parameters"])

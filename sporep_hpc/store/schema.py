@@ -4,7 +4,8 @@ The schema lives here and nowhere else. All energies are eV, lengths Å.
 
 ```
 /                 attrs: schema_version, sporep_hpc_version, created, parameters (JSON), n_ranks
-/structures/      id S64, formula S64, n_atoms, cell (N,3,3) Å, status (0 pending, 1 done, -1 failed),
+/structures/      attrs: inputs_digest (SHA-256 hex of the inputs of these rows; written by `run`, since 1.1)
+                  id S64, formula S64, n_atoms, cell (N,3,3) Å, status (0 pending, 1 done, -1 failed),
                   error S256, atoms_offset (N+1), numbers (M), positions (M,3) Å
 /spectra/         kpoints_offset (N+1), kpoints (K,3) fractional, weights (K), bands_offset (N+1),
                   n_bands (N), eigenvalues (flat: n_spin*n_k*n_bands per structure, C order), n_electrons,
@@ -13,6 +14,10 @@ The schema lives here and nowhere else. All energies are eV, lengths Å.
                   reference); attrs reference ("vbm+cbm"), window (JSON [[e_min, e_max, n], ...] eV),
                   smearing (JSON [{smearing, width, order}, ...]), spec (FingerprintSpec JSON)
 ```
+A rerun of `sporep-hpc run` compares parameters and inputs_digest with an existing store: equal
+means nothing to do; a store without inputs_digest (older, or merged) is never taken as up to date.
+Readers accept any 1.x store; datasets added in a minor version may be absent.
+
 n_spin of structure i is ``(bands_offset[i+1]-bands_offset[i]) / (n_k * n_bands[i])``.
 """
 
@@ -24,7 +29,7 @@ import numpy as np
 
 from ..structures import as_structure
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 ID_WIDTH = 64
 FORMULA_WIDTH = 64

@@ -54,6 +54,7 @@ class StoreHeader:
     created: str
     n_ranks: int
     version: str
+    inputs_digest: str = ""  # SHA-256 of the run's inputs (attribute of /structures when set)
 
 
 def _sizes(rows: Sequence[StructureResult]) -> np.ndarray:
@@ -161,6 +162,8 @@ def write_store(
         f.attrs["n_ranks"] = int(header.n_ranks)
         n = n_total
         g = f.create_group("structures")
+        if header.inputs_digest:
+            g.attrs["inputs_digest"] = header.inputs_digest
         s = f.create_group("spectra")
         fg = f.create_group("fingerprints")
         dsets = {

@@ -51,6 +51,16 @@ def test_run_info_and_exit_codes(rank0, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "structures 2: 1 done, 1 failed, 0 pending" in r.stdout
     assert "fingerprint kinetic: 1024 features" in r.stdout
+    # the same command again: nothing computed, the store untouched, the same exit code
+    stamp = out.stat().st_mtime_ns
+    r = sporep("run", tmp_path / "si.json", tmp_path / "broken.json", "-o", out, "--kdensity", "0.5")
+    assert r.returncode == 4, r.stderr
+    assert "up to date" in r.stderr and "nothing to compute" in r.stderr
+    assert out.stat().st_mtime_ns == stamp
+    # another parameter: refused (exit code 2 of ParameterError), store untouched
+    r = sporep("run", tmp_path / "si.json", tmp_path / "broken.json", "-o", out, "--kdensity", "0.4")
+    assert r.returncode == 2 and "other parameters" in r.stderr and "kdensity: 0.5 -> 0.4" in r.stderr
+    assert out.stat().st_mtime_ns == stamp
     r = sporep("run", tmp_path / "si.json", "-o", tmp_path / "d.h5", "--dry-run")
     assert r.returncode == 0 and "estimated cost per rank" in r.stderr
     assert not (tmp_path / "d.h5").exists()

@@ -20,7 +20,7 @@ from mpi4py import MPI
 from pymatgen.core import Lattice, Structure
 
 from sporep_hpc.config import build_config
-from sporep_hpc.errors import InputError, ParameterError
+from sporep_hpc.errors import InputError, ParameterError, StoreError
 from sporep_hpc.parallel.driver import StopFlag, handle_signals, run
 from sporep_hpc.parallel.journal import journal_dir, scan_journal
 from sporep_hpc.store import open_store
@@ -345,5 +345,82 @@ def test_resume_on_another_rank_count(comm, inputs, shared_tmp_path):
         report = run([str(inputs)], out, config(), MPI.COMM_SELF)
         assert report.n_done == 4 and report.n_skipped >= 1
     comm.Barrier()
+    assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial.h5"))
+    comm.Barrier()
+
+
+def test_rerun_of_a_complete_store_does_nothing(comm, inputs, shared_tmp_path):
+    out = shared_tmp_path / "idem.h5"
+    first = run([str(inputs)], out, config(), comm)
+    assert first.exit_code == 4 and not first.up_to_date
+    stamp = comm.bcast(out.stat().st_mtime_ns if comm.rank == 0 else None)
+    calls = []
+    # same parameters (execution options may differ), same inputs: no task runs, the store is untouched
+    again = run([str(inputs)], out, config(schedule="static"), comm, on_task_done=calls.append)
+    assert again.up_to_date and again.exit_code == first.exit_code == 4
+    assert (again.n_total, again.n_done, again.n_failed) == (first.n_total, first.n_done, first.n_failed)
+    assert sorted(again.failures) == sorted(first.failures)
+    assert comm.allreduce(len(calls)) == 0
+    assert not journal_dir(out).exists()
+    comm.Barrier()
+    assert out.stat().st_mtime_ns == stamp
+    # other parameters: ParameterError naming them, on every rank, nothing written
+    with pytest.raises(ParameterError, match=r"store .* other parameters \(.*kdensity: 0\.5 -> 0\.4"):
+        run([str(inputs)], out, config(kdensity=0.4), comm)
+    # other inputs (a structure left out): StoreError on every rank
+    with pytest.raises(StoreError, match=r"other inputs.*--restart fresh"):
+        run([str(inputs / "si.json")], out, config(), comm)
+    # a changed structure under the same id is another input too
+    comm.Barrier()
+    changed = shared_tmp_path / "changed"
+    if comm.rank == 0:
+        changed.mkdir()
+        for name in ("si", "nacl"):
+            s = structures()[name]
+            if name == "si":
+                s.perturb(0.01, min_distance=0.01)
+            s.to(filename=str(changed / f"{name}.json"))
+    comm.Barrier()
+    with pytest.raises(StoreError, match=r"other inputs"):
+        run([str(changed / "si.json")], out, config(), comm)
+    assert not journal_dir(out).exists()
+    comm.Barrier()
+    assert out.stat().st_mtime_ns == stamp
+    # --restart fresh recomputes and replaces it, with the same content
+    fresh = run([str(changed / "si.json"), str(changed / "nacl.json")], out, config(restart="fresh"), comm)
+    assert fresh.n_total == 2 and fresh.exit_code == 0 and not fresh.up_to_date
+    comm.Barrier()
+    with open_store(out) as store:
+        assert store.ids == ["si", "nacl"]
+    comm.Barrier()
+
+
+def test_existing_file_that_is_not_a_store_is_never_overwritten(comm, inputs, shared_tmp_path):
+    out = shared_tmp_path / "notes.h5"
+    if comm.rank == 0:
+        out.write_text("precious")
+    comm.Barrier()
+    with pytest.raises(StoreError, match=r"not a readable sporep-hpc store"):
+        run([str(inputs / "si.json")], out, config(), comm)
+    comm.Barrier()
+    assert out.read_text() == "precious"
+    comm.Barrier()
+
+
+def test_interrupted_fresh_run_over_an_old_store_resumes(comm, inputs, shared_tmp_path):
+    # old store from other inputs; a --restart fresh run is stopped; rerunning without "fresh" resumes it
+    out = shared_tmp_path / "replace.h5"
+    run([str(inputs / "si.json")], out, config(), comm)
+    stop = StopFlag()
+
+    def stop_early(n):
+        if comm.rank == 0 and n == 1:
+            stop.set()
+
+    report = run([str(inputs)], out, config(restart="fresh", schedule="static"), comm, stop=stop,
+                 on_task_done=stop_early)
+    assert report.stopped
+    report = run([str(inputs)], out, config(), comm)
+    assert not report.stopped and not report.up_to_date and report.n_done == 4 and report.n_skipped >= 1
     assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial.h5"))
     comm.Barrier()
