@@ -100,35 +100,85 @@ cdef void _release(Work* ws) noexcept nogil:
     free(ws.iwork)
 
 
-cdef void _fill_z(double complex* dst, const double[:, :, :] re, const double[:, :, :] im,
-                  int k, int n, int herm) noexcept nogil:
-    """dst = M(k) (herm = 0) or M(k) + M(k)^H (herm = 1), from real and imaginary parts."""
-    cdef int r, c
-    if herm:
-        for r in range(n):
-            for c in range(n):
-                dst[r * n + c] = (re[k, r, c] + re[k, c, r]) + 1j * (im[k, r, c] - im[k, c, r])
-    else:
-        for r in range(n):
-            for c in range(n):
-                dst[r * n + c] = re[k, r, c] + 1j * im[k, r, c]
-
-
-cdef void _fill_d(double* dst, const double[:, :, :] re, int k, int n, int herm) noexcept nogil:
-    cdef int r, c
-    if herm:
-        for r in range(n):
-            for c in range(n):
-                dst[r * n + c] = re[k, r, c] + re[k, c, r]
-    else:
-        for r in range(n):
-            for c in range(n):
-                dst[r * n + c] = re[k, r, c]
-
-
 ctypedef fused scalar:
     double
     double complex
+
+
+cdef void _fill(scalar* dst, const double[:, :, :] re, const double[:, :, :] im,
+                int k, int n, int herm) noexcept nogil:
+    """dst = M(k) (herm = 0) or M(k) + M(k)^H (herm = 1), row-major; the real variant reads re only."""
+    cdef int r, c
+    if herm:
+        for r in range(n):
+            for c in range(n):
+                if scalar is double:
+                    dst[r * n + c] = re[k, r, c] + re[k, c, r]
+                else:
+                    dst[r * n + c] = (re[k, r, c] + re[k, c, r]) + 1j * (im[k, r, c] - im[k, c, r])
+    else:
+        for r in range(n):
+            for c in range(n):
+                if scalar is double:
+                    dst[r * n + c] = re[k, r, c]
+                else:
+                    dst[r * n + c] = re[k, r, c] + 1j * im[k, r, c]
+
+
+cdef int _heevd(char* jobz, scalar* a, int n, Work* ws) noexcept nogil:
+    """Eigenvalues (jobz "N") or also eigenvectors ("V", into a) of the n x n matrix a into ws.w; LAPACK info."""
+    cdef int info = 0
+    if scalar is double:
+        dsyevd(jobz, "L", &n, a, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
+    else:
+        zheevd(jobz, "L", &n, a, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
+               ws.iwork, &ws.liwork, &info)
+    return info
+
+
+cdef int _cholesky(scalar* b, int n, Work* ws, int* factored, double* lam) noexcept nogil:
+    """Cholesky factor of B in place (potrf) and lam = 1 / ||B^-1||_1 (lanhe/lansy + pocon).
+
+    factored[0] = 0 when B is not positive definite (lam is then not set); returns pocon's info.
+    """
+    cdef int info = 0
+    cdef double anorm, rcond = 0.0
+    if scalar is double:
+        anorm = dlansy("1", "L", &n, b, &n, ws.dwork)
+        dpotrf("L", &n, b, &n, &info)
+    else:
+        anorm = zlanhe("1", "L", &n, b, &n, ws.rwork)
+        zpotrf("L", &n, b, &n, &info)
+    factored[0] = info == 0
+    if info != 0:
+        return 0
+    if scalar is double:
+        dpocon("L", &n, b, &n, &anorm, &rcond, ws.dwork, ws.iwork, &info)
+    else:
+        zpocon("L", &n, b, &n, &anorm, &rcond, ws.zwork, ws.rwork, &info)
+    lam[0] = rcond * anorm
+    return info
+
+
+cdef int _hegst(scalar* a, scalar* b, int n) noexcept nogil:
+    """a = L^-1 a L^-H with the Cholesky factor L in b (itype 1); LAPACK info."""
+    cdef int info = 0, itype = 1
+    if scalar is double:
+        dsygst(&itype, "L", &n, a, &n, b, &n, &info)
+    else:
+        zhegst(&itype, "L", &n, a, &n, b, &n, &info)
+    return info
+
+
+cdef void _project(scalar* a, scalar* x, scalar* y, scalar* c, int n, int m) noexcept nogil:
+    """c (m x m) = X^H A X for A Hermitian (n x n, lower) and X (n x m); y is n x m scratch."""
+    cdef scalar one = 1.0, zero = 0.0
+    if scalar is double:
+        dsymm("L", "L", &n, &m, &one, a, &n, x, &n, &zero, y, &n)
+        dgemm("T", "N", &m, &m, &n, &one, x, &n, y, &n, &zero, c, &m)
+    else:
+        zhemm("L", "L", &n, &m, &one, a, &n, x, &n, &zero, y, &n)
+        zgemm("C", "N", &m, &m, &n, &one, x, &n, y, &n, &zero, c, &m)
 
 
 cdef inline void _store(double[:, ::1] w, int k, const double* src, int m) noexcept nogil:
@@ -161,96 +211,41 @@ cdef int _canonical_vectors(scalar* b, const double* ev, int n, double lindep, d
     return n - nd
 
 
-cdef int _complex_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :] a_im,
-                    const double[:, :, :] b_re, const double[:, :, :] b_im, int generalized, int herm,
-                    double lindep, Work* ws, double[:, ::1] w, int* dropped) noexcept nogil:
-    cdef int info = 0, m, itype = 1
-    cdef double anorm, rcond = 0.0
-    cdef double complex one = 1.0, zero = 0.0
-    cdef double complex* x
+cdef int _solve_k(scalar* a, scalar* b, scalar* c, scalar* y, int k, int n,
+                  const double[:, :, :] a_re, const double[:, :, :] a_im,
+                  const double[:, :, :] b_re, const double[:, :, :] b_im, int generalized, int herm,
+                  double lindep, Work* ws, double[:, ::1] w, int* dropped) noexcept nogil:
+    """Eigenvalues of one k-point into w[k]; a, b, c, y are ws's n x n buffers viewed as `scalar`
+    (double: the real path, A(k) and B(k) real; double complex: the complex path). Returns LAPACK info."""
+    cdef int info, m, factored = 0
+    cdef double lam = 0.0
     dropped[0] = 0
-    _fill_z(ws.a, a_re, a_im, k, n, herm)
+    _fill(a, a_re, a_im, k, n, herm)
     if not generalized:
-        zheevd("N", "L", &n, ws.a, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
-               ws.iwork, &ws.liwork, &info)
+        info = _heevd("N", a, n, ws)
         _store(w, k, ws.w, n)
         return info
-    _fill_z(ws.b, b_re, b_im, k, n, herm)
-    anorm = zlanhe("1", "L", &n, ws.b, &n, ws.rwork)
-    zpotrf("L", &n, ws.b, &n, &info)
-    if info == 0:
-        zpocon("L", &n, ws.b, &n, &anorm, &rcond, ws.zwork, ws.rwork, &info)
+    _fill(b, b_re, b_im, k, n, herm)
+    info = _cholesky(b, n, ws, &factored, &lam)
+    if info != 0:
+        return info
+    if factored and lam >= SAFETY * lindep:
+        info = _hegst(a, b, n)
         if info != 0:
             return info
-    if info == 0 and rcond * anorm >= SAFETY * lindep:
-        zhegst(&itype, "L", &n, ws.a, &n, ws.b, &n, &info)
-        if info != 0:
-            return info
-        zheevd("N", "L", &n, ws.a, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
-               ws.iwork, &ws.liwork, &info)
+        info = _heevd("N", a, n, ws)
         _store(w, k, ws.w, n)
         return info
     # canonical orthogonalisation
-    info = 0
-    _fill_z(ws.b, b_re, b_im, k, n, herm)
-    zheevd("V", "L", &n, ws.b, &n, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
-           ws.iwork, &ws.liwork, &info)
-    if info != 0:
-        return info
-    m = _canonical_vectors(ws.b, ws.w, n, lindep, w, k, dropped)
-    if m == 0:
-        return 0
-    x = ws.b + <size_t> dropped[0] * <size_t> n
-    zhemm("L", "L", &n, &m, &one, ws.a, &n, x, &n, &zero, ws.y, &n)
-    zgemm("C", "N", &m, &m, &n, &one, x, &n, ws.y, &n, &zero, ws.c, &m)
-    zheevd("N", "L", &m, ws.c, &m, ws.w, ws.zwork, &ws.lzwork, ws.rwork, &ws.lrwork,
-           ws.iwork, &ws.liwork, &info)
-    _store(w, k, ws.w, m)
-    return info
-
-
-cdef int _real_k(int k, int n, const double[:, :, :] a_re, const double[:, :, :] b_re,
-                 int generalized, int herm, double lindep, Work* ws, double[:, ::1] w,
-                 int* dropped) noexcept nogil:
-    cdef double* a = <double*> ws.a
-    cdef double* b = <double*> ws.b
-    cdef double* c = <double*> ws.c
-    cdef double* y = <double*> ws.y
-    cdef double* x
-    cdef int info = 0, m, itype = 1
-    cdef double anorm, rcond = 0.0, one = 1.0, zero = 0.0
-    dropped[0] = 0
-    _fill_d(a, a_re, k, n, herm)
-    if not generalized:
-        dsyevd("N", "L", &n, a, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
-        _store(w, k, ws.w, n)
-        return info
-    _fill_d(b, b_re, k, n, herm)
-    anorm = dlansy("1", "L", &n, b, &n, ws.dwork)
-    dpotrf("L", &n, b, &n, &info)
-    if info == 0:
-        dpocon("L", &n, b, &n, &anorm, &rcond, ws.dwork, ws.iwork, &info)
-        if info != 0:
-            return info
-    if info == 0 and rcond * anorm >= SAFETY * lindep:
-        dsygst(&itype, "L", &n, a, &n, b, &n, &info)
-        if info != 0:
-            return info
-        dsyevd("N", "L", &n, a, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
-        _store(w, k, ws.w, n)
-        return info
-    info = 0
-    _fill_d(b, b_re, k, n, herm)
-    dsyevd("V", "L", &n, b, &n, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
+    _fill(b, b_re, b_im, k, n, herm)
+    info = _heevd("V", b, n, ws)
     if info != 0:
         return info
     m = _canonical_vectors(b, ws.w, n, lindep, w, k, dropped)
     if m == 0:
         return 0
-    x = b + <size_t> dropped[0] * <size_t> n
-    dsymm("L", "L", &n, &m, &one, a, &n, x, &n, &zero, y, &n)
-    dgemm("T", "N", &m, &m, &n, &one, x, &n, y, &n, &zero, c, &m)
-    dsyevd("N", "L", &m, c, &m, ws.w, ws.dwork, &ws.ldwork, ws.iwork, &ws.liwork, &info)
+    _project(a, b + <size_t> dropped[0] * <size_t> n, y, c, n, m)
+    info = _heevd("N", c, m, ws)
     _store(w, k, ws.w, m)
     return info
 
@@ -289,10 +284,11 @@ cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Herm
             nd = 0
             mine = &ws[threadid()]
             if real_k[k]:
-                info[k] = _real_k(k, n, a_re, b_re, generalized, hermitize, lindep, mine, w, &nd)
+                info[k] = _solve_k(<double*> mine.a, <double*> mine.b, <double*> mine.c, <double*> mine.y,
+                                   k, n, a_re, a_im, b_re, b_im, generalized, hermitize, lindep, mine, w, &nd)
             else:
-                info[k] = _complex_k(k, n, a_re, a_im, b_re, b_im, generalized, hermitize, lindep, mine, w,
-                                     &nd)
+                info[k] = _solve_k(mine.a, mine.b, mine.c, mine.y,
+                                   k, n, a_re, a_im, b_re, b_im, generalized, hermitize, lindep, mine, w, &nd)
             n_dropped[k] = nd
     for t in range(n_ws):
         _release(&ws[t])
