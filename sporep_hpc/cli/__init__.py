@@ -72,13 +72,12 @@ def setup_logging(rank: int = 0, verbose: bool = False) -> None:
     log.propagate = False
 
 
-def abort_other_ranks(exc: BaseException, code: int) -> None:
-    """In a run of several MPI ranks, an error not known to be raised on every rank would leave
-    the others waiting in a collective: abort them all (what `python -m mpi4py` does)."""
+def abort_other_ranks(code: int) -> None:
+    """After an unexpected error in a run of several MPI ranks, the others may wait in a collective
+    forever: abort them all (what `python -m mpi4py` does). SporepErrors are agreed on by all ranks
+    before they are raised (STYLE.md §2.9), so they exit normally with their code."""
     mpi = sys.modules.get("mpi4py.MPI")
-    if getattr(exc, "agreed", False) or mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
-        return
-    if mpi.COMM_WORLD.size > 1:
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized() and mpi.COMM_WORLD.size > 1:
         mpi.COMM_WORLD.Abort(code)
 
 
@@ -94,13 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except SporepError as exc:
         log.error("sporep-hpc %s: error: %s", args.command, exc)
-        abort_other_ranks(exc, exc.exit_code)
         return exc.exit_code
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt:
         log.error("sporep-hpc %s: interrupted", args.command)
-        abort_other_ranks(exc, 130)
+        abort_other_ranks(130)
         return 130
-    except Exception as exc:
+    except Exception:
         log.exception("sporep-hpc %s: internal error (a bug: please report it with this log)", args.command)
-        abort_other_ranks(exc, 1)
+        abort_other_ranks(1)
         return 1

@@ -55,8 +55,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=similarity_command)
 
 
-def default_fingerprint(path) -> str:
-    """The store's fingerprint when there is exactly one (else the first, with a note)."""
+def default_fingerprint(path, quiet: bool = False) -> str:
+    """The store's fingerprint when there is exactly one (else the first, with a note).
+
+    Every rank calls it (a read-only open), so a missing store fails on all ranks alike."""
     from ..errors import StoreError
     from ..store import open_store
 
@@ -64,7 +66,7 @@ def default_fingerprint(path) -> str:
         names = store.fingerprint_names
     if not names:
         raise StoreError(f"{path}: no fingerprints stored")
-    if len(names) > 1:
+    if len(names) > 1 and not quiet:
         log.info(
             "several fingerprints (%s); using %s (choose with --fingerprint)", ", ".join(names), names[0]
         )
@@ -151,8 +153,7 @@ def similarity_command(args) -> int:
 
     comm = MPI.COMM_WORLD
     setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
-    fingerprint = args.fingerprint or (default_fingerprint(args.store) if comm.rank == 0 else None)
-    fingerprint = comm.bcast(fingerprint, root=0)
+    fingerprint = args.fingerprint or default_fingerprint(args.store, quiet=comm.rank > 0)
     res = compute_similarity(
         args.store,
         fingerprint,
