@@ -293,6 +293,11 @@ def _read_rows(
         n_bands = span("spectra/n_bands")
         scalars = {name: span(f"spectra/{name}") for name in SPECTRA_SCALARS}
         fps = {name: span(f"fingerprints/{name}/values") for name in names}
+        props = [b""] * (r1 - r0)  # per-structure properties (schema >= 1.2), raw JSON bytes
+        if "structures/properties" in f:
+            poff = f["structures/properties_offset"][r0 : r1 + 1]
+            raw = f["structures/properties"][poff[0] : poff[-1]].tobytes()
+            props = [raw[poff[j] - poff[0] : poff[j + 1] - poff[0]] for j in range(r1 - r0)]
     out = []
     for row, index in zip(rows, indices, strict=True):
         j = row - r0
@@ -315,6 +320,7 @@ def _read_rows(
                 weights=weights[k],
                 eigenvalues=flat.reshape(n_spin, n_k, nb),
                 fingerprints={name: fps[name][j] for name in names},
+                properties=props[j].decode("utf-8"),
                 **{name: float(scalars[name][j]) for name in SPECTRA_SCALARS},
             )
         )

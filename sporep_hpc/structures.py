@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -63,7 +64,8 @@ class InputRecord:
     error : str
         One-line reason when `kind` is ``"failed"``, else empty.
     properties : dict or None
-        Extra per-structure properties (built-in sets); part of the inputs digest of a run.
+        Extra per-structure properties (built-in sets; ``info`` of extended XYZ frames; the
+        ``properties`` of pymatgen JSON structures), stored as JSON in /structures/properties.
     """
 
     id: str
@@ -173,6 +175,44 @@ def _relative_id(path: Path, root: Path) -> str:
     return rel.with_suffix("").as_posix()
 
 
+#: Keys of an extended XYZ comment line that describe the frame layout, not the structure.
+_EXTXYZ_LAYOUT_KEYS = ("lattice", "properties", "pbc")
+
+
+def _extxyz_value(text: str) -> Any:
+    """An extended XYZ info value: bool (T/F/True/False), int, float, list of numbers, or the string."""
+    if text in ("T", "True", "true"):
+        return True
+    if text in ("F", "False", "false"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    parts = text.split()
+    if len(parts) > 1:
+        try:
+            return [float(v) for v in parts]
+        except ValueError:
+            pass
+    return text
+
+
+def _extxyz_info(comment: str) -> dict[str, Any]:
+    """The ``key=value`` pairs of an extended XYZ comment line, except the layout keys (Lattice, ...)."""
+    try:
+        tokens = shlex.split(comment)
+    except ValueError:  # unbalanced quotes: no info rather than no structure
+        return {}
+    info = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if sep and key and key.lower() not in _EXTXYZ_LAYOUT_KEYS:
+            info[key] = _extxyz_value(value)
+    return info
+
+
 def _read_extxyz(path: Path) -> list[Any]:
     """Frames of an extended XYZ file (``Lattice="..."`` and a ``species:S:1:pos:R:3`` prefix)."""
     from pymatgen.core import Lattice, Structure
@@ -195,7 +235,11 @@ def _read_extxyz(path: Path) -> list[Any]:
             coords.append([float(v) for v in parts[1:4]])
         if len(species) != n:
             raise InputError(f"{path}: frame {len(frames)} has {len(species)} atoms, header says {n}")
-        frames.append(Structure(Lattice(lattice), species, coords, coords_are_cartesian=True))
+        frames.append(
+            Structure(
+                Lattice(lattice), species, coords, coords_are_cartesian=True, properties=_extxyz_info(comment)
+            )
+        )
         i += 2 + n
     if not frames:
         raise InputError(f"{path}: no frames")
@@ -254,12 +298,13 @@ def _records_from_file(path: Path, base_id: str) -> list[InputRecord]:
         structures = read_file(path)
     except InputError as exc:
         return [InputRecord(id=base_id, source=str(path), kind="failed", error=str(exc))]
+    def record(id, s):
+        props = dict(getattr(s, "properties", None) or {}) or None  # extxyz info, pymatgen JSON properties
+        return InputRecord(id=id, source=str(path), kind="structure", structure=s, properties=props)
+
     if len(structures) == 1:
-        return [InputRecord(id=base_id, source=str(path), kind="structure", structure=structures[0])]
-    return [
-        InputRecord(id=f"{base_id}-{i}", source=str(path), kind="structure", structure=s)
-        for i, s in enumerate(structures)
-    ]
+        return [record(base_id, structures[0])]
+    return [record(f"{base_id}-{i}", s) for i, s in enumerate(structures)]
 
 
 def list_input_files(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:

@@ -158,6 +158,42 @@ def _store(path, x, spec, ids):
     return path
 
 
+def test_property_labels_read_from_the_store_first(tmp_path, rng):
+    from dataclasses import replace
+
+    import h5py
+
+    from sporep_hpc.fingerprints import FingerprintSpec, Window
+
+    # a store whose rows carry properties: labels come from them, not from the example catalogue
+    x, labels, _ = _two_class_data(rng, n=30, f=20)
+    spec = FingerprintSpec("fp", (Window("zero", 0.0, 10.0, 20, "gaussian", 0.5),))
+    ids = ["cnt_5_5"] + [f"s{i}" for i in range(1, len(x))]  # the catalogue calls cnt_5_5 metallic
+    path = _store(tmp_path / "props.h5", x, spec, ids)
+    props = [{"kind": str(lab)} for lab in labels]
+    props[-1] = {}  # one structure without the property: unlabelled
+    from sporep_hpc.store import FingerprintMeta, StoreHeader, StructureResult, write_store
+
+    rows = [
+        replace(StructureResult(index=i, id=sid, status=1, fingerprints={"fp": v}), properties=json.dumps(p))
+        for i, (sid, v, p) in enumerate(zip(ids, x, props, strict=True))
+    ]
+    write_store(path, rows, 0, len(rows), StoreHeader("{}", "2026-01-01T00:00:00+00:00", 1, "test"),
+                {"fp": FingerprintMeta(spec.energies, {"spec": spec.to_json()})})
+    res = cl.classify_store(path, "fp", "property:kind", save=False, config=FAST)
+    assert len(res.ids) == 29 and sorted(res.classes) == sorted({str(v) for v in labels[:-1]})
+    with pytest.raises(InputError, match="store's structure properties"):
+        cl.classify_store(path, "fp", "property:electronic", save=False, config=FAST)
+    # a store without the properties datasets (before schema 1.2): the catalogue is the fallback
+    with h5py.File(path, "r+") as f:
+        del f["structures/properties"], f["structures/properties_offset"]
+    got, source = cl.labels_for_ids(ids[:2], "property:electronic")
+    assert got == ["metallic", None] and source == "property:electronic"
+    # classify_store then finds exactly one labelled structure (cnt_5_5, from the catalogue)
+    with pytest.raises(ParameterError, match=r"at least 2 classes; got \['metallic'\]"):
+        cl.classify_store(path, "fp", "property:electronic", save=False, config=FAST)
+
+
 def test_store_round_trip(tmp_path, rng):
     from sporep_hpc.fingerprints import FingerprintSpec, Window
     from sporep_hpc.store.analysis import load_model

@@ -3,6 +3,10 @@
 References are the synthetic rows written, read back independently with plain h5py.
 """
 
+import itertools
+import json
+from dataclasses import replace
+
 import h5py
 import numpy as np
 import pytest
@@ -177,3 +181,31 @@ def test_driver_selection(monkeypatch, tmp_path):
         write_rows(d, 1, np.ones((2, 2)))
         write_rows(d, 3, np.zeros((0, 2)))  # empty selection: a no-op
         np.testing.assert_array_equal(d[()], [[0, 0], [1, 1], [1, 1], [0, 0]])
+
+
+def test_properties_round_trip_and_old_stores(tmp_path, rng):
+    rows = make_rows(rng)
+    long = '{"x":"' + "y" * 5000 + '"}'
+    texts = ['{"electronic":"metallic","n":5}', "", '{"label":"\u00e9t\u00e9"}', "", long]
+    rows = [replace(r, properties=t) for r, t in zip(rows, texts, strict=True)]
+    path = tmp_path / "p.h5"
+    write(path, rows)
+    with h5py.File(path, "r") as f:  # ragged UTF-8 bytes, read back without our reader
+        off = f["structures/properties_offset"][()]
+        raw = f["structures/properties"][()].tobytes()
+        assert [raw[a:b].decode() for a, b in itertools.pairwise(off)] == texts
+    with open_store(path) as store:
+        assert store.has_properties
+        assert store.properties(0) == {"electronic": "metallic", "n": 5}
+        assert store.properties(1) == {} and store.properties(2) == {"label": "\u00e9t\u00e9"}
+        assert store.properties(4)["x"] == "y" * 5000  # no truncation
+        assert store.all_properties() == [json.loads(t) if t else {} for t in texts]
+    assert list(to_dataframe(path)["properties"]) == texts
+    # a store written before schema 1.2 (no properties datasets) reads as having none
+    with h5py.File(path, "r+") as f:
+        del f["structures/properties"], f["structures/properties_offset"]
+        f.attrs["schema_version"] = "1.0"
+    with open_store(path) as store:
+        assert not store.has_properties
+        assert store.properties(0) == {} and store.all_properties() == [{}] * 5
+    assert list(to_dataframe(path)["properties"]) == [""] * 5

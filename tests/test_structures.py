@@ -141,3 +141,32 @@ def test_compact_structure_round_trip_is_exact(rng):
     assert len(pickle.dumps(c)) < len(pickle.dumps(s)) / 2
     disordered = Structure(Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}], [[0, 0, 0]])
     assert CompactStructure.from_structure(disordered) is disordered  # kept for validation to reject
+
+
+def test_extxyz_info_and_json_properties_become_record_properties(tmp_path, nacl):
+    lat = " ".join(f"{x:.10f}" for x in nacl.lattice.matrix.ravel())
+    body = "\n".join(f"{s.specie.symbol} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in
+                     zip(nacl, nacl.cart_coords, strict=True))
+    comment = (f'Lattice="{lat}" Properties=species:S:1:pos:R:3 energy=-3.25 n=7 metal=F '
+               f'label="rock salt" stress="1 2 3" pbc="T T T"')
+    (tmp_path / "x.xyz").write_text(f"2\n{comment}\n{body}\n2\nLattice=\"{lat}\" tag=b\n{body}\n")
+    with_props = nacl.copy()
+    with_props.properties = {"electronic": "semiconducting", "gap": 5.0}
+    (tmp_path / "y.json").write_text(json.dumps(with_props.as_dict()))
+    (tmp_path / "z.json").write_text(json.dumps(nacl.as_dict()))  # no properties
+    records = {r.id: r for r in collect_inputs([tmp_path])}
+    # the values written above, typed as extended XYZ defines them (T/F bool, ints, floats, quoted text)
+    assert records["x-0"].properties == {
+        "energy": -3.25, "n": 7, "metal": False, "label": "rock salt", "stress": [1.0, 2.0, 3.0]
+    }
+    assert records["x-1"].properties == {"tag": "b"}
+    assert records["y"].properties == {"electronic": "semiconducting", "gap": 5.0}
+    assert records["z"].properties is None
+
+
+def test_properties_json_is_canonical():
+    from sporep_hpc.structures import properties_json
+
+    assert properties_json(None) == "" and properties_json({}) == ""
+    text = properties_json({"b": np.int64(2), "a": np.array([1.5, 2.0]), "c": (1, "x")})
+    assert text == '{"a":[1.5,2.0],"b":2,"c":[1,"x"]}'

@@ -216,7 +216,8 @@ def read_labels(path: str | Path) -> dict[str, str]:
 
 
 def example_properties(ids: Sequence[str]) -> dict[str, dict]:
-    """Properties of built-in example structures by id (the store keeps structures, not properties)."""
+    """Properties of built-in example structures by id, from the catalogue (for stores written before
+    schema 1.2, which do not keep the properties of their structures)."""
     from ..examples import catalogue
 
     sets = {"cnt": "cnt_", "batio3": "batio3_", "aflow": "aflow_"}
@@ -227,22 +228,35 @@ def example_properties(ids: Sequence[str]) -> dict[str, dict]:
     return out
 
 
-def labels_for_ids(ids: Sequence[str], source: str | Path | Mapping[str, str]) -> tuple[list, str]:
+def labels_for_ids(
+    ids: Sequence[str],
+    source: str | Path | Mapping[str, str],
+    properties: Sequence[Mapping[str, Any]] | None = None,
+) -> tuple[list, str]:
     """Label of every id (None when unlabelled) and a description of the source.
 
-    `source` is a mapping, a labels file, or ``property:NAME`` (a property of the built-in example
-    sets, looked up by structure id).
+    `source` is a mapping, a labels file, or ``property:NAME``: the property of each structure as
+    stored with it (`properties`, one dict per id, from ``Store.all_properties()``), or, for stores
+    written before properties were stored (`properties` None), the built-in example catalogue
+    looked up by structure id.
     """
     if isinstance(source, Mapping):
         labels, desc = {str(k): str(v) for k, v in source.items()}, "mapping"
     elif isinstance(source, str) and source.startswith(PROPERTY_PREFIX):
         prop = source[len(PROPERTY_PREFIX) :]
-        known = example_properties(ids)
-        labels = {i: str(p[prop]) for i, p in known.items() if prop in p}
+        if properties is not None:
+            known = dict(zip(ids, properties, strict=True))
+        else:
+            known = example_properties(ids)
+        labels = {i: str(p[prop]) for i, p in known.items() if p and prop in p}
         if not labels:
+            where = (
+                "the store's structure properties" if properties is not None
+                else "the built-in example sets cnt, batio3, aflow"
+            )
             raise InputError(
-                f"no structure of this store has the property {prop!r} (properties are known for the "
-                "built-in example sets cnt, batio3, aflow; give a labels file otherwise)"
+                f"no structure of this store has the property {prop!r} (looked in {where}; "
+                "give a labels file otherwise)"
             )
         desc = source
     else:
@@ -560,7 +574,9 @@ def classify_store(
         ids = store.ids
         status = store.status
         run_parameters = _spectrum_parameters(store.parameters)
-    labelled, source = labels_for_ids(ids, labels)
+        # properties stored with the structures; None for stores before schema 1.2 (catalogue fallback)
+        stored = store.all_properties() if store.has_properties else None
+    labelled, source = labels_for_ids(ids, labels, stored)
     usable = [
         i
         for i, lab in enumerate(labelled)

@@ -43,6 +43,11 @@ def describe_store(path: str | Path, max_failures: int = 20) -> str:
         if n:
             lines.append(f"  atoms per structure {int(n_atoms.min())}..{int(n_atoms.max())}; "
                          f"k-points {n_k} in all; eigenvalues {n_e} in all")
+        if store.has_properties:
+            props = store.all_properties()
+            keys = sorted({k for p in props for k in p})
+            with_props = sum(bool(p) for p in props)
+            lines.append(f"  properties: {with_props} of {n} structures; keys {', '.join(keys) or '(none)'}")
         for name in store.fingerprint_names:
             values, _, fattrs = store.fingerprints(name)
             extra = ", ".join(f"{k}={v}" for k, v in fattrs.items() if k != "spec")

@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from ..store import (
     mpio_available,
     write_store,
 )
-from ..structures import InputRecord, check_unique_ids, compact_record
+from ..structures import InputRecord, check_unique_ids, compact_record, properties_json
 from .journal import (
     JournalShard,
     journal_dir,
@@ -568,17 +568,19 @@ def check_existing_store(
 
 
 def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry]):
-    """StructureResults of rows [lo, hi): from the journal (`loaded`), or failed rows from the plan."""
+    """StructureResults of rows [lo, hi): from the journal (`loaded`), or failed rows from the plan;
+    properties from the input records (they are inputs, not results: not journaled)."""
     rows = []
     for i in range(lo, hi):
         e = plan[i]
         if i in loaded:
-            rows.append(loaded[i])
+            row = loaded[i]
         elif e.kind == "failed":
-            rows.append(failed_result(i, e.id, e.error, records[i].structure))
+            row = failed_result(i, e.id, e.error, records[i].structure)
         else:
             why = f"structure {e.id!r}: missing from the journal"
-            rows.append(failed_result(i, e.id, why, records[i].structure))
+            row = failed_result(i, e.id, why, records[i].structure)
+        rows.append(replace(row, properties=properties_json(records[i].properties)))
     return rows
 
 

@@ -100,10 +100,12 @@ def _store_records(record: InputRecord) -> list[InputRecord]:
     try:
         with open_store(record.source) as store:
             out = []
+            properties = store.all_properties()
             for i, id in enumerate(store.ids):
                 if store.status[i] == DONE:
                     structure = store.structure(i) if store.atoms(i)[1].size else None
-                    out.append(InputRecord(id, f"{record.source}#{id}", "bands", structure))
+                    source = f"{record.source}#{id}"
+                    out.append(InputRecord(id, source, "bands", structure, properties=properties[i] or None))
             return out
     except SporepError as exc:
         return [InputRecord(record.id, record.source, "failed", error=str(exc))]

@@ -113,6 +113,35 @@ class Store:
             "error": self.errors,
         }
 
+    def _properties_text(self, i: int) -> str:
+        if "structures/properties" not in self.file:  # stores before schema 1.2
+            return ""
+        off = self._get("structures/properties_offset")
+        raw = self.file["structures/properties"][int(off[i]) : int(off[i + 1])]
+        return raw.tobytes().decode("utf-8")
+
+    def properties(self, i: int) -> dict[str, Any]:
+        """Per-structure properties of row `i` (e.g. ``{"electronic": "metallic", ...}`` for the
+        nanotubes; extended XYZ ``info``); {} when none, or for stores written before schema 1.2."""
+        text = self._properties_text(i)
+        return json.loads(text) if text else {}
+
+    def all_properties(self) -> list[dict[str, Any]]:
+        """`properties` of every row, in row order (one read)."""
+        return [json.loads(text) if text else {} for text in self._all_properties_text()]
+
+    def _all_properties_text(self) -> list[str]:
+        if "structures/properties" not in self.file:
+            return [""] * len(self)
+        off = self._get("structures/properties_offset")
+        raw = self._get("structures/properties").tobytes()
+        return [raw[a:b].decode("utf-8") for a, b in zip(off[:-1].tolist(), off[1:].tolist(), strict=True)]
+
+    @property
+    def has_properties(self) -> bool:
+        """True when the store has the /structures/properties dataset (schema >= 1.2)."""
+        return "structures/properties" in self.file
+
     def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cell (3,3) Å, numbers (n,), positions (n,3) Å) of row `i`."""
         off = self._get("structures/atoms_offset")
@@ -190,7 +219,8 @@ def open_store(path: Any, mode: str = "r", comm: Any = None) -> Store:
 
 
 def to_dataframe(path_or_store: Any):
-    """One row per structure: id, formula, n_atoms, status, error, n_kpoints, n_bands, and /spectra scalars.
+    """One row per structure: id, formula, n_atoms, status, error, n_kpoints, n_bands, /spectra scalars,
+    and properties (JSON text).
 
     Returns
     -------
@@ -208,6 +238,8 @@ def to_dataframe(path_or_store: Any):
         table["n_bands"] = store._get("spectra/n_bands")
         for name in SPECTRA_SCALARS:
             table[name] = store._get(f"spectra/{name}")
+        # JSON text ("" when none; json.loads for a dict); "" throughout for stores before schema 1.2
+        table["properties"] = store._all_properties_text()
         return pd.DataFrame(table).set_index("id")
     finally:
         if own:

@@ -6,7 +6,8 @@ The schema lives here and nowhere else. All energies are eV, lengths Å.
 /                 attrs: schema_version, sporep_hpc_version, created, parameters (JSON), n_ranks
 /structures/      attrs: inputs_digest (SHA-256 hex of the inputs of these rows; written by `run`, since 1.1)
                   id S64, formula S64, n_atoms, cell (N,3,3) Å, status (0 pending, 1 done, -1 failed),
-                  error S256, atoms_offset (N+1), numbers (M), positions (M,3) Å
+                  error S256, atoms_offset (N+1), numbers (M), positions (M,3) Å,
+                  properties_offset (N+1), properties (P) uint8 (since 1.2; see below)
 /spectra/         kpoints_offset (N+1), kpoints (K,3) fractional, weights (K), bands_offset (N+1),
                   n_bands (N), eigenvalues (flat: n_spin*n_k*n_bands per structure, C order), n_electrons,
                   fermi_energy, vbm, cbm, band_gap (N) eV
@@ -14,6 +15,12 @@ The schema lives here and nowhere else. All energies are eV, lengths Å.
                   reference); attrs reference ("vbm+cbm"), window (JSON [[e_min, e_max, n], ...] eV),
                   smearing (JSON [{smearing, width, order}, ...]), spec (FingerprintSpec JSON)
 ```
+Per-structure properties (built-in sets' labels such as the nanotubes' ``electronic``, extended XYZ
+``info``, pymatgen JSON ``properties``) are canonical JSON text (sorted keys) in UTF-8, stored ragged
+like the eigenvalues: the bytes of row i are ``properties[properties_offset[i]:properties_offset[i+1]]``
+(no length limit, nothing truncated; empty means no properties). Fixed-width strings would cut
+long property sets, and variable-length strings cannot be written collectively with mpio.
+
 A rerun of `sporep-hpc run` compares parameters and inputs_digest with an existing store: equal
 means nothing to do; a store without inputs_digest (older, or merged) is never taken as up to date.
 Readers accept any 1.x store; datasets added in a minor version may be absent.
@@ -29,7 +36,7 @@ import numpy as np
 
 from ..structures import as_structure
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 ID_WIDTH = 64
 FORMULA_WIDTH = 64
@@ -100,6 +107,8 @@ class StructureResult:
         Electrons; eV (NaN when failed).
     fingerprints : dict of str to ndarray of shape (n_features,), float64
         One vector per fingerprint name (empty when failed).
+    properties : str
+        Per-structure properties as canonical JSON text ("" when none).
     """
 
     index: int
@@ -119,6 +128,7 @@ class StructureResult:
     cbm: float = float("nan")
     band_gap: float = float("nan")
     fingerprints: dict = field(default_factory=dict)
+    properties: str = ""
 
     @property
     def n_atoms(self) -> int:

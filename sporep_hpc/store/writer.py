@@ -58,9 +58,9 @@ class StoreHeader:
 
 
 def _sizes(rows: Sequence[StructureResult]) -> np.ndarray:
-    out = np.zeros((len(rows), 3), dtype=np.int64)
+    out = np.zeros((len(rows), 4), dtype=np.int64)
     for i, r in enumerate(rows):
-        out[i] = (r.n_atoms, r.n_kpoints, r.eigenvalues.size)
+        out[i] = (r.n_atoms, r.n_kpoints, r.eigenvalues.size, len(r.properties.encode("utf-8")))
     return out
 
 
@@ -124,11 +124,11 @@ def write_store(
     if problem:
         raise StoreError(f"cannot write {path}: {problem}")
     sizes = _sizes(rows)
-    local = sizes.sum(axis=0) if len(rows) else np.zeros(3, dtype=np.int64)
+    local = sizes.sum(axis=0) if len(rows) else np.zeros(4, dtype=np.int64)
     if comm is not None and comm.size > 1:
         counts = np.array(comm.allgather((lo, len(rows), *local.tolist())), dtype=np.int64)
         base = comm.exscan(local.copy())  # collective on every rank; rank 0 gets None
-        base = np.zeros(3, dtype=np.int64) if comm.rank == 0 else base
+        base = np.zeros(4, dtype=np.int64) if comm.rank == 0 else base
         starts = np.concatenate(([0], np.cumsum(counts[:, 1])))[:-1]
         held = counts[:, 1] > 0
         if counts[:, 1].sum() != n_total or not np.array_equal(counts[held, 0], starts[held]):
@@ -138,12 +138,13 @@ def write_store(
     else:
         if len(rows) != n_total or lo != 0:
             raise StoreError(f"a serial write needs all {n_total} rows from 0; got {len(rows)} from {lo}")
-        base = np.zeros(3, dtype=np.int64)
+        base = np.zeros(4, dtype=np.int64)
         total = local
-    n_atoms_total, n_k_total, n_eig_total = (int(x) for x in total)
+    n_atoms_total, n_k_total, n_eig_total, n_prop_total = (int(x) for x in total)
     atom_off = _offsets(sizes[:, 0], int(base[0]))
     k_off = _offsets(sizes[:, 1], int(base[1]))
     e_off = _offsets(sizes[:, 2], int(base[2]))
+    p_off = _offsets(sizes[:, 3], int(base[3]))
     last = lo + len(rows) == n_total and len(rows) > 0
 
     def cat(arrays, shape_tail, dtype):
@@ -176,6 +177,10 @@ def write_store(
             "structures/atoms_offset": g.create_dataset("atoms_offset", (n + 1,), dtype=np.int64),
             "structures/numbers": g.create_dataset("numbers", (n_atoms_total,), dtype=np.int64),
             "structures/positions": g.create_dataset("positions", (n_atoms_total, 3), dtype=np.float64),
+            "structures/properties_offset": g.create_dataset(
+                "properties_offset", (n + 1,), dtype=np.int64
+            ),
+            "structures/properties": g.create_dataset("properties", (n_prop_total,), dtype=np.uint8),
             "spectra/kpoints_offset": s.create_dataset("kpoints_offset", (n + 1,), dtype=np.int64),
             "spectra/kpoints": s.create_dataset("kpoints", (n_k_total, 3), dtype=np.float64),
             "spectra/weights": s.create_dataset("weights", (n_k_total,), dtype=np.float64),
@@ -187,6 +192,7 @@ def write_store(
             dsets[f"spectra/{name}"] = s.create_dataset(name, (n,), dtype=np.float64)
         for key, unit in UNITS.items():
             dsets[key].attrs["units"] = unit
+        dsets["structures/properties"].attrs["encoding"] = "UTF-8 JSON text per structure (properties_offset)"
         fp_dsets = {}
         for name in names:
             meta = fingerprint_meta[name]
@@ -220,6 +226,9 @@ def write_store(
         w(dsets["structures/atoms_offset"], lo, with_end(atom_off, n_atoms_total))
         w(dsets["structures/numbers"], int(base[0]), cat([r.numbers for r in rows], (), np.int64))
         w(dsets["structures/positions"], int(base[0]), cat([r.positions for r in rows], (3,), np.float64))
+        w(dsets["structures/properties_offset"], lo, with_end(p_off, n_prop_total))
+        props = b"".join(r.properties.encode("utf-8") for r in rows)
+        w(dsets["structures/properties"], int(base[3]), np.frombuffer(props, dtype=np.uint8))
         w(dsets["spectra/kpoints_offset"], lo, with_end(k_off, n_k_total))
         w(dsets["spectra/kpoints"], int(base[1]), cat([r.kpoints for r in rows], (3,), np.float64))
         w(dsets["spectra/weights"], int(base[1]), cat([r.weights for r in rows], (), np.float64))

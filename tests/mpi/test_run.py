@@ -424,3 +424,41 @@ def test_interrupted_fresh_run_over_an_old_store_resumes(comm, inputs, shared_tm
     assert not report.stopped and not report.up_to_date and report.n_done == 4 and report.n_skipped >= 1
     assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial.h5"))
     comm.Barrier()
+
+
+def test_structure_properties_stored_by_row(comm, inputs, shared_tmp_path):
+    """Built-in set properties and extended XYZ info land in their own rows, whatever the rank count."""
+    from sporep_hpc.examples import load_set
+
+    d = shared_tmp_path / "props"
+    info = [{"label": "a b", "n": 1}, {"flag": True}, {}]
+    if comm.rank == 0:
+        d.mkdir()
+        lines = []
+        for s, extra in zip([structures()[k] for k in ("si", "cu", "nacl")], info, strict=True):
+            lat = " ".join(f"{x:.12f}" for x in s.lattice.matrix.ravel())
+            keys = {"label": '"a b"', "n": "1", "flag": "T"}
+            tags = " ".join(f"{k}={keys[k]}" for k in extra)
+            lines += [str(len(s)), f'Lattice="{lat}" Properties=species:S:1:pos:R:3 {tags}']
+            lines += [f"{site.specie.symbol} {x:.12f} {y:.12f} {z:.12f}" for site, (x, y, z) in
+                      zip(s, s.cart_coords, strict=True)]
+        (d / "three.xyz").write_text("\n".join(lines) + "\n")
+    comm.Barrier()
+    out = shared_tmp_path / "props.h5"
+    report = run([str(d / "three.xyz"), "examples:batio3", str(inputs / "close.json")], out, config(), comm)
+    assert report.n_failed == 1  # close.json: its row still exists, without properties
+    expected = {f"three-{k}": p for k, p in enumerate(info)}
+    expected.update({id: json.loads(json.dumps(p)) for id, _, p in load_set("batio3")})  # JSON: tuples->lists
+    expected["close"] = {}
+    comm.Barrier()
+    with open_store(out) as store:
+        assert store.has_properties and len(store) == len(expected)
+        for i, id in enumerate(store.ids):
+            assert store.properties(i) == expected[id], id
+        assert store.all_properties() == [expected[id] for id in store.ids]
+    if comm.rank == 0:
+        from sporep_hpc.cli.info import describe_store
+
+        keys = sorted({k for p in expected.values() for k in p})
+        assert f"properties: 6 of 8 structures; keys {', '.join(keys)}" in describe_store(out)
+    comm.Barrier()
