@@ -13,7 +13,8 @@ directories searched recursively. Every structure gets a stable id:
 
 Imported band files (``*.npz``, ``vasprun*.xml``, our own ``*.h5`` stores) are
 recognised here (`InputRecord.kind` = ``"bands"``) but read by the layers that know
-band structures (sporep_hpc.parallel.tasks).
+band structures (sporep_hpc.parallel.tasks); a vasprun.xml record carries its final
+structure (written to /structures of the store with the imported bands).
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class InputRecord:
         ``"structure"`` (computed from the structure), ``"bands"`` (imported band file:
         `source` is read by the band readers) or ``"failed"`` (unreadable: see `error`).
     structure : pymatgen Structure, CompactStructure or None
-        The structure (None for unreadable inputs and for band files); `as_structure` gives
-        the pymatgen object in either case.
+        The structure (None for unreadable inputs and for band files without one; vasprun.xml
+        and our stores have one); `as_structure` gives the pymatgen object in either case.
     error : str
         One-line reason when `kind` is ``"failed"``, else empty.
     properties : dict or None
@@ -291,9 +292,38 @@ def read_file(path: str | Path) -> list[Any]:
     return list(structures)
 
 
+def is_vasprun(path: Path) -> bool:
+    """True for ``vasprun*.xml`` (a VASP run: band structure and structure)."""
+    name = path.name.lower()
+    return name.startswith("vasprun") and name.endswith(".xml")
+
+
+def vasprun_structure(path: str | Path) -> Any:
+    """The final structure of a vasprun.xml (pymatgen ``Vasprun.final_structure``), or None when it
+    cannot be read: the band reader then reports the file's problem as the structure's failure.
+
+    Only the structures are parsed (no eigenvalues, DOS or projections; no POTCAR lookup).
+    """
+    try:
+        from pymatgen.io.vasp.outputs import Vasprun
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pymatgen warns about unconverged or truncated runs
+            run = Vasprun(
+                str(path), parse_dos=False, parse_eigen=False, parse_projected_eigen=False,
+                parse_potcar_file=False,
+            )
+        structure = run.final_structure
+    except Exception as exc:  # pymatgen raises many types on a damaged file
+        log.debug("%s: no structure read (%s)", path, exc)
+        return None
+    return structure if len(structure) else None
+
+
 def _records_from_file(path: Path, base_id: str) -> list[InputRecord]:
     if is_band_file(path):
-        return [InputRecord(id=base_id, source=str(path), kind="bands")]
+        structure = vasprun_structure(path) if is_vasprun(path) else None
+        return [InputRecord(id=base_id, source=str(path), kind="bands", structure=structure)]
     try:
         structures = read_file(path)
     except InputError as exc:

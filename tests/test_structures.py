@@ -170,3 +170,31 @@ def test_properties_json_is_canonical():
     assert properties_json(None) == "" and properties_json({}) == ""
     text = properties_json({"b": np.int64(2), "a": np.array([1.5, 2.0]), "c": (1, "x")})
     assert text == '{"a":[1.5,2.0],"b":2,"c":[1,"x"]}'
+
+
+def _vasprun_moved_final(path, rng):
+    """The test_bandfiles vasprun.xml, with the final positions moved away from the initial ones."""
+    from test_bandfiles import insulator_arrays, write_vasprun
+
+    eig, occ = insulator_arrays(rng)
+    k = np.round(rng.uniform(-0.5, 0.5, (4, 3)), 8)
+    write_vasprun(path, eig, occ / 2.0, k, np.full(4, 0.25), nelect=4.0, efermi=-3.0)
+    text = path.read_text()
+    head, _, tail = text.rpartition("<v> 0.0 0.0 0.0 </v>")  # the last one: finalpos
+    path.write_text(head + "<v> 0.1 0.2 0.3 </v>" + tail)
+    return path
+
+
+def test_vasprun_record_carries_its_final_structure(tmp_path, rng):
+    (tmp_path / "run1").mkdir()
+    _vasprun_moved_final(tmp_path / "run1" / "vasprun.xml", rng)
+    (tmp_path / "run2").mkdir()
+    (tmp_path / "run2" / "vasprun.xml").write_text("<modeling><generator>")  # unreadable
+    records = {r.id: r for r in collect_inputs([tmp_path])}
+    assert {r.kind for r in records.values()} == {"bands"}
+    s = records["run1"].structure
+    # what the generator wrote: one Si atom, cubic 5.43 Å cell, final fractional position (0.1, 0.2, 0.3)
+    assert [site.specie.symbol for site in s] == ["Si"]
+    np.testing.assert_allclose(s.lattice.matrix, 5.43 * np.eye(3), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.frac_coords, [[0.1, 0.2, 0.3]], rtol=0, atol=1e-12)
+    assert records["run2"].structure is None  # the band reader reports this file's problem later

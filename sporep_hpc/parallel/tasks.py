@@ -195,7 +195,8 @@ def plan_record(index: int, record: InputRecord, params: RunParameters) -> PlanE
     if record.kind == "failed":
         return PlanEntry(index, record.id, "failed", error=record.error)
     if record.kind == "bands":
-        return PlanEntry(index, record.id, "bands", cost=1.0)
+        n_atoms = 0 if record.structure is None else len(record.structure)
+        return PlanEntry(index, record.id, "bands", n_atoms=n_atoms, cost=1.0)
     from ..basis import load_basis, n_ao
 
     s = as_structure(record.structure)

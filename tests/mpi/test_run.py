@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -461,4 +462,44 @@ def test_structure_properties_stored_by_row(comm, inputs, shared_tmp_path):
 
         keys = sorted({k for p in expected.values() for k in p})
         assert f"properties: 6 of 8 structures; keys {', '.join(keys)}" in describe_store(out)
+    comm.Barrier()
+
+
+def test_vasprun_inputs_keep_their_structure(comm, shared_tmp_path):
+    """A vasprun.xml enters at the eigenvalues and brings its final structure into /structures."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the vasprun.xml generator
+    from test_bandfiles import insulator_arrays, write_vasprun
+
+    from sporep_hpc.bandfiles import read_bands
+
+    d = shared_tmp_path / "vasp"
+    if comm.rank == 0:
+        rng = np.random.default_rng(3)
+        for name in ("a", "b"):
+            (d / name).mkdir(parents=True)
+            eig, occ = insulator_arrays(rng)
+            k = np.round(rng.uniform(-0.5, 0.5, (4, 3)), 8)
+            path = write_vasprun(d / name / "vasprun.xml", eig, occ / 2.0, k, np.full(4, 0.25), 4.0, -3.0)
+            head, _, tail = path.read_text().rpartition("<v> 0.0 0.0 0.0 </v>")  # final != initial position
+            path.write_text(head + "<v> 0.1 0.2 0.3 </v>" + tail)
+        (d / "c").mkdir()
+        (d / "c" / "vasprun.xml").write_text("<modeling><generator>")
+    comm.Barrier()
+    out = shared_tmp_path / "vasp.h5"
+    report = run([str(d)], out, config(), comm)
+    assert report.n_done == 2 and report.n_failed == 1
+    assert "cannot parse vasprun.xml" in dict(report.failures)["c"]
+    comm.Barrier()
+    with open_store(out) as store:
+        table = store.structures()
+        assert store.ids == ["a", "b", "c"]
+        assert table["formula"][:2] == ["Si", "Si"] and list(table["n_atoms"]) == [1, 1, 0]
+        for i, name in enumerate(("a", "b")):
+            s = store.structure(i)
+            # the generator's cell (5.43 Å cubic) and the final fractional position written above
+            np.testing.assert_allclose(s.lattice.matrix, 5.43 * np.eye(3), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(s.frac_coords, [[0.1, 0.2, 0.3]], rtol=0, atol=1e-12)
+            ref = read_bands(d / name / "vasprun.xml")
+            np.testing.assert_array_equal(store.spectrum(i)["eigenvalues"], ref.eigenvalues)
+        assert store.atoms(2)[1].size == 0 and table["formula"][2] == ""
     comm.Barrier()
