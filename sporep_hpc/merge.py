@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import SporepError, StoreError
+from .errors import StoreError
+from .parallel.agreement import all_call, root_call
 from .parallel.schedule import block_range
 from .store import (
     STATUS_DONE,
@@ -343,34 +344,8 @@ def read_block(
     return sorted(out, key=lambda r: r.index)
 
 
-def _root_call(comm: Any, fn: Callable[[], Any]) -> Any:
-    """`fn` on rank 0, its value broadcast; a SporepError there is raised on every rank."""
-    if comm is None or comm.size == 1:
-        return fn()
-    value, error = None, None
-    if comm.rank == 0:
-        try:
-            value = fn()
-        except SporepError as exc:
-            error = exc
-    value, error = comm.bcast((value, error), root=0)
-    if error is not None:
-        raise error
-    return value
 
 
-def _all_call(comm: Any, fn: Callable[[], Any]) -> Any:
-    """`fn` on every rank; a SporepError on any rank is raised on all ranks before the next collective."""
-    value, error = None, None
-    try:
-        value = fn()
-    except SporepError as exc:
-        error = exc
-    if comm is not None and comm.size > 1:
-        error = next((e for e in comm.allgather(error) if e is not None), None)
-    if error is not None:
-        raise error
-    return value
 
 
 def merge_stores(
@@ -425,7 +400,7 @@ def merge_stores(
         created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return summaries, plan, created
 
-    summaries, plan, created = _root_call(comm, _prepare)
+    summaries, plan, created = root_call(comm, _prepare)
     ref = summaries[0]
     names = sorted(ref.fingerprints)
     meta = {
@@ -440,7 +415,7 @@ def merge_stores(
     parallel = size > 1 and mpio_available()
     if parallel:
         lo, hi = block_range(n, size, comm.rank)
-        rows = _all_call(comm, lambda: read_block(summaries, plan, lo, hi, names))
+        rows = all_call(comm, lambda: read_block(summaries, plan, lo, hi, names))
         write_store(tmp, rows, lo, n, header, meta, comm)
     else:
         if size > 1 and comm.rank == 0:
@@ -449,7 +424,7 @@ def merge_stores(
         def _serial():
             write_store(tmp, read_block(summaries, plan, 0, n, names), 0, n, header, meta, None)
 
-        _root_call(comm, _serial)
+        root_call(comm, _serial)
 
     def _finish():
         provenance = [
@@ -462,7 +437,7 @@ def merge_stores(
         os.replace(tmp, output)
         return int((status == STATUS_DONE).sum()), int((status == STATUS_FAILED).sum()), output.stat().st_size
 
-    n_done, n_failed, nbytes = _root_call(comm, _finish)
+    n_done, n_failed, nbytes = root_call(comm, _finish)
     return MergeReport(
         str(output), len(inputs), n, n_done, n_failed, time.perf_counter() - t0, nbytes, size, parallel
     )

@@ -47,6 +47,7 @@ from ..store import (
     write_store,
 )
 from ..structures import InputRecord, check_unique_ids, compact_record, properties_json
+from .agreement import all_call, root_call
 from .journal import (
     JournalShard,
     journal_dir,
@@ -118,47 +119,6 @@ def handle_signals(stop: StopFlag, names: Sequence[str] = STOP_SIGNALS):
             signal.signal(sig, old)
 
 
-# ---------------------------------------------------------------------------- agreement helpers
-def _as_store_error(exc: OSError) -> StoreError:
-    return StoreError(f"{exc.filename or 'file system'}: {exc.strerror or exc}")
-
-
-def _root_call(comm: Any, fn: Callable[[], Any]) -> Any:
-    """Run `fn` on rank 0 and broadcast its value; a SporepError (or OSError, as StoreError) there is
-    raised on every rank."""
-    value, error = None, None
-    if comm.rank == 0:
-        try:
-            value = fn()
-        except SporepError as exc:
-            error = exc
-        except OSError as exc:
-            error = _as_store_error(exc)
-    value, error = comm.bcast((value, error), root=0)
-    if error is not None:
-        error.agreed = True  # raised on every rank: the caller may exit normally
-        raise error
-    return value
-
-
-def _all_call(comm: Any, fn: Callable[[], Any]) -> Any:
-    """Run `fn` on every rank; if it raised a SporepError (or OSError, as StoreError) on any rank, raise
-    the first on all ranks."""
-    value, error = None, None
-    try:
-        value = fn()
-    except SporepError as exc:
-        error = exc
-    except OSError as exc:
-        error = _as_store_error(exc)
-    errors = comm.allgather(error)
-    first = next((e for e in errors if e is not None), None)
-    if first is not None:
-        first.agreed = True  # raised on every rank: the caller may exit normally
-        raise first
-    return value
-
-
 def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -216,7 +176,7 @@ def run(
         load_basis(params.basis, params.exp_to_discard)
         return FingerprintSet.from_parameters(params)
 
-    fingerprints = _all_call(comm, _check_parameters)
+    fingerprints = all_call(comm, _check_parameters)
     records = _resolve(comm, inputs)
     n = len(records)
     if n == 0:
@@ -230,7 +190,7 @@ def run(
             return digest, None
         return digest, check_existing_store(output, jdir, params, parameters_json, digest, execution.restart)
 
-    digest, existing = _root_call(comm, _decide)
+    digest, existing = root_call(comm, _decide)
     if existing is not None:  # complete and up to date: nothing to do
         n_failed = len(existing)
         report = RunReport(
@@ -246,7 +206,7 @@ def run(
         return report
 
     lo, hi = block_range(n, comm.size, comm.rank)
-    local_plan = _all_call(comm, lambda: plan_records(records, params, lo, hi))
+    local_plan = all_call(comm, lambda: plan_records(records, params, lo, hi))
     plan: list[PlanEntry] = [e for block in comm.allgather(local_plan) for e in block]
 
     if dry_run:
@@ -264,7 +224,7 @@ def run(
     def _prepare():
         return prepare_journal(jdir, params, execution.restart, digest)
 
-    note = _root_call(comm, _prepare)
+    note = root_call(comm, _prepare)
     journaled = {id: ref.status for id, ref in _scan_all(comm, jdir).items() if not ref.retry}
     tasks, to_combine = make_tasks(plan, journaled, comm.size, execution.split_kpoints)
     n_todo = sum(e.kind != "failed" and e.id not in journaled for e in plan)
@@ -281,7 +241,7 @@ def run(
     costs = [t.cost for t in tasks]
     order = largest_first(costs)
 
-    shard = _all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
+    shard = all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
 
     def compute(task: Task) -> tuple[StructureResult, TaskTimes]:
         """Run one task and journal it (flushed)."""
@@ -397,8 +357,8 @@ def _loop_static(comm, tasks, costs, order, compute, stop, on_task_done, interva
 
 def _scan_all(comm: Any, jdir: Path) -> dict:
     """`scan_journal` with the shards shared out over the ranks (shard k read by rank k mod size)."""
-    shards = _root_call(comm, lambda: [str(p) for p in list_shards(jdir)])
-    mine = _all_call(
+    shards = root_call(comm, lambda: [str(p) for p in list_shards(jdir)])
+    mine = all_call(
         comm, lambda: {k: scan_shard(Path(shards[k])) for k in range(comm.rank, len(shards), comm.size)}
     )
     per_shard: dict[int, list] = {}
@@ -418,7 +378,7 @@ def _exchange_rows(
     chosen = {e.index: refs[e.id] for e in plan if e.kind != "failed" and e.id in refs}
     shards = sorted({ref.shard for ref in chosen.values()})
     mine = {shard for k, shard in enumerate(shards) if k % comm.size == comm.rank}
-    loaded = _all_call(comm, lambda: load_entries({i: r for i, r in chosen.items() if r.shard in mine}))
+    loaded = all_call(comm, lambda: load_entries({i: r for i, r in chosen.items() if r.shard in mine}))
     held = [(lo, r) for r, (lo, hi) in enumerate(blocks) if hi > lo]
     starts = [lo for lo, _ in held]
     outgoing: list[list] = [[] for _ in range(comm.size)]
@@ -449,17 +409,17 @@ def _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threa
                 if result.status != STATUS_DONE:
                     log.warning("%s", result.error)
 
-    _all_call(comm, _work)
+    all_call(comm, _work)
     return spent
 
 
 def _resolve(comm: Any, inputs: Sequence[str]) -> list[InputRecord]:
     """Input records, read in parallel: rank 0 lists the files, each rank reads a block, allgather."""
-    units = _root_call(comm, lambda: input_units(inputs))
+    units = root_call(comm, lambda: input_units(inputs))
     lo, hi = block_range(len(units), comm.size, comm.rank)
-    mine = _all_call(comm, lambda: [[compact_record(r) for r in expand_unit(u)] for u in units[lo:hi]])
+    mine = all_call(comm, lambda: [[compact_record(r) for r in expand_unit(u)] for u in units[lo:hi]])
     records = [r for block in comm.allgather(mine) for unit in block for r in unit]
-    _all_call(comm, lambda: check_unique_ids(records))
+    all_call(comm, lambda: check_unique_ids(records))
     return records
 
 
@@ -618,7 +578,7 @@ def _assemble(
             write_store(tmp, rows, 0, n, header, meta, None)
             return [(r.id, r.error) for r in rows if r.status == STATUS_FAILED]
 
-        failures = _root_call(comm, _serial)
+        failures = root_call(comm, _serial)
 
     def _finish():
         if not tmp.is_file():
@@ -627,5 +587,5 @@ def _assemble(
         if not keep_journal:
             remove_journal(jdir)
 
-    _root_call(comm, _finish)
+    root_call(comm, _finish)
     return failures
