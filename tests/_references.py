@@ -1,9 +1,11 @@
-"""References shared by the tests: smearing closed forms in numpy/scipy, independent of the kernels.
+"""References shared by the tests, independent of the code under test: smearing closed forms in
+numpy/scipy, and the brute-force optimal makespan of a task assignment.
 
 δ(x) and θ(x) follow DESIGN.md §3 (x = (ε_ref − ε)/σ; Methfessel & Paxton PRB 40, 3616 (1989); Marzari et al.
 PRL 82, 3296 (1999)); Hermite polynomials come from numpy, not from our recurrence.
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -62,3 +64,14 @@ def spin_resolved(eig, weights) -> tuple[np.ndarray, int, np.ndarray]:
         eig = eig[None]
     g = 2 if eig.shape[0] == 1 else 1
     return eig, g, np.asarray(weights) / np.sum(weights)
+
+
+def brute_force_makespan(costs: list[float], n_bins: int) -> float:
+    """Optimal makespan of assigning `costs` to `n_bins` workers, by trying all n_bins**len(costs) ways."""
+    best = math.inf
+    for assignment in itertools.product(range(n_bins), repeat=len(costs)):
+        loads = [0.0] * n_bins
+        for c, k in zip(costs, assignment, strict=True):
+            loads[k] += c
+        best = min(best, max(loads))
+    return best

@@ -1,11 +1,11 @@
 """Pure pieces of the MPI driver: block ranges, LPT, cost model, journal, progress, one-rank RMA counter."""
 
-import itertools
 import math
 
 import h5py
 import numpy as np
 import pytest
+from _references import brute_force_makespan
 from mpi4py import MPI
 
 from sporep_hpc.config import RunParameters
@@ -50,14 +50,6 @@ def test_block_range_rejects_bad_arguments():
         block_range(5, 0, 0)
 
 
-def brute_force_makespan(costs, size):
-    best = math.inf
-    for assignment in itertools.product(range(size), repeat=len(costs)):
-        loads = [0.0] * size
-        for c, r in zip(costs, assignment, strict=True):
-            loads[r] += c
-        best = min(best, max(loads))
-    return best
 
 
 @pytest.mark.parametrize("size", [1, 2, 3])

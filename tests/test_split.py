@@ -8,12 +8,12 @@ for the ids each chunk list yields.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
 import numpy as np
 import pytest
+from _references import brute_force_makespan
 from pymatgen.core import Lattice, Structure
 
 from sporep_hpc import jobs
@@ -62,14 +62,6 @@ def database(tmp_path, monkeypatch):
 # --- the balance --------------------------------------------------------------------------------------
 
 
-def _optimal_makespan(costs: list[float], m: int) -> float:
-    best = math.inf
-    for assignment in itertools.product(range(m), repeat=len(costs)):
-        loads = [0.0] * m
-        for c, k in zip(costs, assignment, strict=True):
-            loads[k] += c
-        best = min(best, max(loads))
-    return best
 
 
 @pytest.mark.parametrize("m", [2, 3])
@@ -81,7 +73,7 @@ def test_split_units_within_grahams_bound_of_the_optimum(rng, m):
         assert sorted(i for chunk in split.chunks for i in chunk) == list(range(len(units)))
         assert all(list(chunk) == sorted(chunk) for chunk in split.chunks)
         makespan = max(split.costs)
-        optimum = _optimal_makespan(costs, m)  # brute force over all m^8 assignments
+        optimum = brute_force_makespan(costs, m)  # brute force over all m^8 assignments
         assert makespan <= (4 / 3 - 1 / (3 * m)) * optimum + 1e-12  # Graham (1969) bound for LPT
         assert split.imbalance == pytest.approx(makespan / (sum(costs) / m), rel=1e-12)
 
