@@ -1,5 +1,6 @@
 """Pure pieces of the MPI driver: block ranges, LPT, cost model, journal, progress, one-rank RMA counter."""
 
+import dataclasses
 import math
 
 import h5py
@@ -14,8 +15,11 @@ from sporep_hpc.parallel.journal import (
     JournalShard,
     journal_dir,
     load_entries,
+    merge_refs,
     prepare_journal,
     scan_journal,
+    scan_shard,
+    stale_ids,
 )
 from sporep_hpc.parallel.progress import RunReport, format_duration, progress_line, summary_table
 from sporep_hpc.parallel.schedule import TaskCounter, block_range, largest_first, lpt_assign, lpt_makespan
@@ -29,6 +33,7 @@ from sporep_hpc.parallel.tasks import (
     chunk_id,
     cost_model,
     make_tasks,
+    structure_id,
 )
 from sporep_hpc.store import STATUS_DONE, StructureResult, failed_result
 
@@ -256,3 +261,76 @@ def test_inputs_digest_tracks_content_not_location(tmp_path):
     assert inputs_digest(records[::-1]) != d  # row order is part of the store
     band.write_bytes(b"two")
     assert inputs_digest(records) != d
+
+
+def test_stale_journal_entries_are_not_reused(tmp_path, rng):
+    # digests are arbitrary labels here: the filter compares strings, whatever produced them
+    jdir = tmp_path / "j"
+    params = RunParameters()
+    prepare_journal(jdir, params, "auto")
+    names = ("a", "b", "c", "d", "gone", "g#k0of2", "g#k1of2")
+    done = {name: dataclasses.replace(result(0, rng), id=name) for name in names}
+    with JournalShard(jdir, 0, params.to_json()) as shard:  # the interrupted run
+        shard.append(done["a"], TaskTimes(), "A-old")  # its file was edited since
+        shard.append(done["b"], TaskTimes(), "B")  # unchanged
+        shard.append(done["c"], TaskTimes())  # an older version wrote no digest: see below
+        shard.append(done["d"], TaskTimes(), "D-old")  # edited, not recomputed yet
+        shard.append(done["gone"], TaskTimes(), "X")  # no longer among the inputs
+        shard.append(done["g#k0of2"], TaskTimes(), "G")  # a k-point chunk of unchanged "g"
+        shard.append(done["g#k1of2"], TaskTimes(), "G-old")  # a chunk computed before an edit
+    with h5py.File(jdir / "rank-0.h5", "r+") as f:
+        del f["entries/00000002"].attrs["input_digest"]
+    with JournalShard(jdir, 1, params.to_json()) as shard:  # the resume: "a" recomputed, now failing
+        shard.append(failed_result(0, "a", "structure 'a': atoms 0.1 Å apart"), TaskTimes(), "A-new")
+    digests = {"a": "A-new", "b": "B", "c": "C", "d": "D-new", "g": "G"}
+    refs = scan_journal(jdir, digests)
+    # the current failed entry of "a" wins over its stale done entry (without digests, done would win)
+    assert sorted(refs) == ["a", "b", "g#k0of2"]
+    assert refs["a"].status == -1 and refs["a"].digest == "A-new" and refs["b"].digest == "B"
+    assert scan_journal(jdir)["a"].status == STATUS_DONE
+    per_shard = [scan_shard(p) for p in sorted(jdir.glob("rank-*.h5"))]
+    assert merge_refs(per_shard, digests) == refs
+    # "a" has a current entry; "gone" is not an input any more: neither is stale
+    assert stale_ids(per_shard, digests) == {"c", "d", "g#k1of2"}
+    # old journals: entries without a digest are never current
+    assert stale_ids(per_shard, {"c": ""}) == {"c"} and merge_refs(per_shard, {"c": ""}) == {}
+    tasks, _ = make_tasks([PlanEntry(i, id, "structure", cost=1.0) for i, id in enumerate("abcd")],
+                          {id for id, ref in refs.items() if not ref.retry}, 1)
+    assert [t.index for t in tasks] == [2, 3]  # "c" and "d" recomputed, "a" (a kept failure) and "b" not
+
+
+def test_structure_id_of_chunks():
+    assert structure_id(chunk_id("g", 1, 3)) == "g" and structure_id("g") == "g"
+    assert structure_id(chunk_id("a#k0of2", 0, 2)) == "a#k0of2"  # only the last suffix is the chunk's
+    assert structure_id("x#k") == "x#k"
+
+
+def test_record_digests_track_what_an_entry_is_computed_from(tmp_path):
+    from dataclasses import replace
+
+    from pymatgen.core import Lattice, Structure
+
+    from sporep_hpc.parallel.tasks import input_digests, inputs_digest
+    from sporep_hpc.structures import InputRecord, compact_record
+
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    band = tmp_path / "model.npz"
+    band.write_bytes(b"one")
+    records = [
+        compact_record(InputRecord("si", "/x/si.json", "structure", si, properties={"label": "semi"})),
+        InputRecord("model", str(band), "bands"),
+    ]
+    whole, each = input_digests(records)
+    assert whole == inputs_digest(records) and len(each) == 2 and len(set(each)) == 2
+    assert all(len(d) == 64 for d in each)
+    nudged = si.copy()
+    nudged.translate_sites([1], [1e-9, 0, 0])
+    _, moved = input_digests([compact_record(replace(records[0], structure=nudged)), records[1]])
+    assert moved[0] != each[0] and moved[1] == each[1]  # only the edited structure's digest changes
+    # properties are not journaled (the store takes them from the inputs): not in the record's digest
+    whole2, relabelled = input_digests([replace(records[0], properties={"label": "metal"}), records[1]])
+    assert relabelled == each and whole2 != whole
+    assert input_digests(records[::-1])[1] == each[::-1]  # per record, independent of the order
+    band.write_bytes(b"two")
+    after = input_digests(records)[1]
+    assert after[0] == each[0] and after[1] != each[1]

@@ -6,6 +6,8 @@
    (ids checked unique);
 2. every rank plans a block of structures (validation, n_ao, n_k, cost); allgather;
 3. rank 0 prepares the journal (parameters checked); the shards are scanned, one rank each;
+   an entry is reused only if it records the current input digest of its structure (rank 0
+   hashes every input and broadcasts the digests; the choice is then made alike on every rank);
 4. tasks not in the journal run largest first, handed out by an RMA counter
    (``schedule="dynamic"``) or by a greedy LPT assignment (``"static"``); every rank
    computes and appends each result to its own shard, flushed per task. Structures costing
@@ -57,6 +59,7 @@ from .journal import (
     prepare_journal,
     remove_journal,
     scan_shard,
+    stale_ids,
 )
 from .progress import Progress, RunReport, plan_table, summary_table
 from .schedule import TaskCounter, block_range, largest_first, lpt_assign
@@ -71,8 +74,8 @@ from .tasks import (
     compute_record,
     expand_unit,
     finish,
+    input_digests,
     input_units,
-    inputs_digest,
     make_tasks,
     plan_records,
 )
@@ -185,12 +188,14 @@ def run(
     parameters_json = store_parameters_json(params, fingerprints)
 
     def _decide():  # rank 0 alone reads the existing store; every rank gets the same decision
-        digest = inputs_digest(records)
+        digest, each = input_digests(records)
         if dry_run:
-            return digest, None
-        return digest, check_existing_store(output, jdir, params, parameters_json, digest, execution.restart)
+            return digest, each, None
+        existing = check_existing_store(output, jdir, params, parameters_json, digest, execution.restart)
+        return digest, each, existing
 
-    digest, existing = root_call(comm, _decide)
+    # digest: of the whole run (store, journal); record_digests[i]: of record i (journal entries)
+    digest, record_digests, existing = root_call(comm, _decide)
     if existing is not None:  # complete and up to date: nothing to do
         n_failed = len(existing)
         report = RunReport(
@@ -225,7 +230,15 @@ def run(
         return prepare_journal(jdir, params, execution.restart, digest)
 
     note = root_call(comm, _prepare)
-    journaled = {id: ref.status for id, ref in _scan_all(comm, jdir).items() if not ref.retry}
+    digests = {e.id: record_digests[e.index] for e in plan if e.kind != "failed"}
+    refs, stale = _scan_all(comm, jdir, digests)
+    if stale and comm.rank == 0:
+        log.info(
+            "%d journal entries are stale (their structure's input changed since, or they were written "
+            "without an input digest by an older version) and will be recomputed: %s",
+            len(stale), ", ".join(sorted(stale)[:5]) + (", ..." if len(stale) > 5 else ""),
+        )
+    journaled = {id: ref.status for id, ref in refs.items() if not ref.retry}
     tasks, to_combine = make_tasks(plan, journaled, comm.size, execution.split_kpoints)
     n_todo = sum(e.kind != "failed" and e.id not in journaled for e in plan)
     n_skipped = sum(e.kind != "failed" and e.id in journaled for e in plan)
@@ -251,7 +264,7 @@ def run(
         else:
             result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, n_threads)
         t0 = time.perf_counter()
-        shard.append(result, times)
+        shard.append(result, times, record_digests[task.index])
         if result.status != STATUS_DONE:
             log.warning("%s", result.error)
         return result, times + TaskTimes(io=time.perf_counter() - t0)
@@ -264,7 +277,9 @@ def run(
         shard.close()
     stopped = comm.allreduce(stopped or stop.requested)
     if to_combine and not stopped:
-        busy = busy + _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threads)
+        busy = busy + _combine(
+            to_combine, jdir, records, record_digests, digests, fingerprints, params_json, comm, n_threads
+        )
     all_times = comm.allgather(busy.as_tuple())
     phase_times = {p: sum(t[k] for t in all_times) for k, p in enumerate(PHASES)}
     busy_times = [sum(t) for t in all_times]
@@ -278,7 +293,8 @@ def run(
 
     t_io = time.perf_counter()
     failures = _assemble(
-        output, jdir, records, plan, parameters_json, digest, fingerprints, comm, execution.keep_journal
+        output, jdir, records, plan, parameters_json, digest, digests, fingerprints, comm,
+        execution.keep_journal,
     )
     t_assembly = time.perf_counter() - t_io
     n_failed = len(failures)
@@ -355,8 +371,10 @@ def _loop_static(comm, tasks, costs, order, compute, stop, on_task_done, interva
     return busy, stop.requested
 
 
-def _scan_all(comm: Any, jdir: Path) -> dict:
-    """`scan_journal` with the shards shared out over the ranks (shard k read by rank k mod size)."""
+def _scan_all(comm: Any, jdir: Path, digests: dict[str, str]) -> tuple[dict, set[str]]:
+    """`scan_journal(jdir, digests)` with the shards shared out over the ranks (shard k read by rank
+    k mod size), and the `stale_ids`. Every rank gets every shard's entries (allgather) and the same
+    `digests`, so every rank makes the same choice."""
     shards = root_call(comm, lambda: [str(p) for p in list_shards(jdir)])
     mine = all_call(
         comm, lambda: {k: scan_shard(Path(shards[k])) for k in range(comm.rank, len(shards), comm.size)}
@@ -364,7 +382,8 @@ def _scan_all(comm: Any, jdir: Path) -> dict:
     per_shard: dict[int, list] = {}
     for block in comm.allgather(mine):
         per_shard.update(block)
-    return merge_refs(per_shard[k] for k in range(len(shards)))
+    ordered = [per_shard[k] for k in range(len(shards))]
+    return merge_refs(ordered, digests), stale_ids(ordered, digests)
 
 
 def _exchange_rows(
@@ -387,9 +406,11 @@ def _exchange_rows(
     return {r.index: r for batch in comm.alltoall(outgoing) for r in batch}
 
 
-def _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threads) -> TaskTimes:
+def _combine(
+    to_combine, jdir, records, record_digests, digests, fingerprints, params_json, comm, n_threads
+) -> TaskTimes:
     """Join the k-point chunks of split structures (block-distributed over the ranks) into full entries."""
-    refs = _scan_all(comm, jdir)
+    refs, _ = _scan_all(comm, jdir, digests)
     lo, hi = block_range(len(to_combine), comm.size, comm.rank)
     spent = TaskTimes()
 
@@ -404,7 +425,7 @@ def _combine(to_combine, jdir, records, fingerprints, params_json, comm, n_threa
                 parts = [p for _, (p, _) in sorted(load_entries(wanted).items())]
                 result, times = finish(index, record, parts, fingerprints, n_threads)
                 t0 = time.perf_counter()
-                shard.append(result, times)
+                shard.append(result, times, record_digests[index])
                 spent = spent + times + TaskTimes(io=time.perf_counter() - t0)
                 if result.status != STATUS_DONE:
                     log.warning("%s", result.error)
@@ -545,12 +566,13 @@ def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: 
 
 
 def _assemble(
-    output, jdir, records, plan, parameters_json, digest, fingerprints, comm, keep_journal
+    output, jdir, records, plan, parameters_json, digest, digests, fingerprints, comm, keep_journal
 ) -> list[tuple[str, str]]:
-    """Write the store from the journal (mpio on all ranks, or rank 0 alone); return the failures."""
+    """Write the store from the journal (mpio on all ranks, or rank 0 alone); return the failures.
+    Only current entries (`digests`, see `merge_refs`) are used."""
     n = len(plan)
     tmp = output.with_name(output.name + ".partial")
-    refs = _scan_all(comm, jdir)
+    refs, _ = _scan_all(comm, jdir, digests)
     header = StoreHeader(
         parameters_json=parameters_json,
         created=comm.bcast(_utc_now() if comm.rank == 0 else None, root=0),

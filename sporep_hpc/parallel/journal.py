@@ -4,11 +4,18 @@ A shard is a sequence of segment files (``rank-<r>.h5``, ``rank-<r>.1.h5``, ...)
 every SEGMENT_ENTRIES entries, starts a new one, so a crash can only damage the segment in writing.
 
 Each entry is a group ``/entries/<seq>`` holding a StructureResult (status done or
-failed + message) and its phase times; the attribute ``complete`` is written last
+failed + message), its phase times and ``input_digest``, the SHA-256 of the structure's
+input when it was computed (`tasks.input_digests`); the attribute ``complete`` is written last
 and the file flushed, so an entry cut by a kill is ignored on reading. The journal's
 ``parameters.json`` records the run parameters; a journal made with other parameters
 is refused (see `prepare_journal`). A shard that HDF5 cannot open after a crash is
 moved aside (``*.corrupt-<n>``) and its structures are recomputed.
+
+On resume an entry is reused only if its ``input_digest`` equals the digest of the structure's
+current input (`merge_refs` with `digests`): a structure file edited under the same id is
+recomputed. Entries without a digest (journals of older versions) count as stale: nothing
+proves they were computed from today's input, and the price of the safe choice is one
+recomputation.
 
 Shards are written by one rank each (serial HDF5, no MPI): no collective here.
 """
@@ -29,7 +36,7 @@ import numpy as np
 from ..config import RunParameters, diff_parameters
 from ..errors import ParameterError, StoreError
 from ..store.schema import StructureResult
-from .tasks import PHASES, TaskTimes
+from .tasks import PHASES, TaskTimes, structure_id
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +76,8 @@ def _segments(directory: Path, rank: int) -> list[int]:
 
 @dataclass(frozen=True)
 class EntryRef:
-    """Where a journal entry lives: shard file, group name, its status, and whether a rerun retries it.
+    """Where a journal entry lives: shard file, group name, its status, whether a rerun retries it,
+    and the input digest of its structure when it was computed ("" in journals of older versions).
 
     `retry` is True for a structure that failed with an internal (unexpected) error: a transient
     cause (a killed library, a full disk) is not a property of the structure, so a resumed run
@@ -80,6 +88,7 @@ class EntryRef:
     group: str
     status: int
     retry: bool = False
+    digest: str = ""
 
 
 def prepare_journal(directory: Path, params: RunParameters, restart: str, inputs_digest: str = "") -> str:
@@ -160,7 +169,9 @@ def scan_shard(shard: Path) -> list[tuple[str, EntryRef]]:
                 error = attrs.get("error", "")
                 error = error.decode() if isinstance(error, bytes) else str(error)
                 retry = status != 1 and INTERNAL in error
-                out.append((id, EntryRef(str(shard), f"entries/{name}", status, retry)))
+                digest = attrs.get("input_digest", "")
+                digest = digest.decode() if isinstance(digest, bytes) else str(digest)
+                out.append((id, EntryRef(str(shard), f"entries/{name}", status, retry, digest)))
     except (OSError, KeyError, ValueError, RuntimeError) as exc:  # what h5py raises on a damaged file
         n = len(list(shard.parent.glob(shard.name + ".corrupt-*")))
         aside = shard.with_name(f"{shard.name}.corrupt-{n}")
@@ -171,21 +182,55 @@ def scan_shard(shard: Path) -> list[tuple[str, EntryRef]]:
     return out
 
 
-def merge_refs(per_shard: Iterable[list[tuple[str, EntryRef]]]) -> dict[str, EntryRef]:
+def is_current(id: str, ref: EntryRef, digests: Mapping[str, str]) -> bool:
+    """True if entry `ref` (journal id `id`, a structure or one of its k-point chunks) was computed
+    from the input whose digest `digests` holds for its structure today. An entry without a digest
+    (older journal) or of a structure not in `digests` is not current."""
+    want = digests.get(id)
+    if want is None:
+        want = digests.get(structure_id(id))
+    return bool(ref.digest) and ref.digest == want
+
+
+def stale_ids(per_shard: Iterable[list[tuple[str, EntryRef]]], digests: Mapping[str, str]) -> set[str]:
+    """Journal ids of structures in `digests` (or their chunks) that have complete entries, none
+    current (`is_current`): what a resume recomputes because its input changed since."""
+    seen: set[str] = set()
+    current: set[str] = set()
+    for entries in per_shard:
+        for id, ref in entries:
+            if id in digests or structure_id(id) in digests:
+                seen.add(id)
+                if is_current(id, ref, digests):
+                    current.add(id)
+    return seen - current
+
+
+def merge_refs(
+    per_shard: Iterable[list[tuple[str, EntryRef]]], digests: Mapping[str, str] | None = None
+) -> dict[str, EntryRef]:
     """{id: EntryRef} from the shards' entries given in shard order: a "done" entry wins over a
-    failed one, else the first complete entry of an id wins."""
+    failed one, else the first complete entry of an id wins.
+
+    With `digests` ({structure id: input digest} of the current inputs), only current entries
+    (`is_current`) take part: a stale "done" entry never hides a newer one. Serial and
+    deterministic: the same entries and digests give the same choice on every rank.
+    """
     found: dict[str, EntryRef] = {}
     for entries in per_shard:
         for id, ref in entries:
+            if digests is not None and not is_current(id, ref, digests):
+                continue
             old = found.get(id)
             if old is None or (old.status != 1 and ref.status == 1):
                 found[id] = ref
     return found
 
 
-def scan_journal(directory: Path) -> dict[str, EntryRef]:
-    """{id: EntryRef} of the complete entries of every shard (serial; see `merge_refs` for the rule)."""
-    return merge_refs(scan_shard(shard) for shard in list_shards(directory))
+def scan_journal(directory: Path, digests: Mapping[str, str] | None = None) -> dict[str, EntryRef]:
+    """{id: EntryRef} of the complete entries of every shard (serial; see `merge_refs` for the rule,
+    and for `digests`)."""
+    return merge_refs((scan_shard(shard) for shard in list_shards(directory)), digests)
 
 
 class JournalShard:
@@ -214,8 +259,12 @@ class JournalShard:
         self.entries = self.file.create_group("entries")
         self._seq = 0
 
-    def append(self, result: StructureResult, times: TaskTimes) -> None:
-        """Write one finished structure and flush (the entry is complete only after this returns)."""
+    def append(self, result: StructureResult, times: TaskTimes, digest: str = "") -> None:
+        """Write one finished structure and flush (the entry is complete only after this returns).
+
+        `digest` is the input digest of the structure (`tasks.input_digests`); an entry without
+        one is never reused by a resume.
+        """
         if self._seq >= self.max_entries:
             self.close()
             self.segment += 1
@@ -235,6 +284,7 @@ class JournalShard:
         for key in _SCALARS:
             a[key] = float(getattr(result, key))
         a["times"] = json.dumps(dict(zip(PHASES, times.as_tuple(), strict=True)))
+        a["input_digest"] = digest
         a["complete"] = 1
         self.file.flush()
 

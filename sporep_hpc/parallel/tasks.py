@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 import traceback
 from collections.abc import Collection, Iterable, Sequence
@@ -122,30 +123,55 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _record_chunks(r: InputRecord, file_hashes: dict[str, str]):
+    """(bytes, in_run, in_record) pieces hashed for one record, in order: the run's digest takes the
+    properties, the record's does not (see `input_digests`); the rest enters both."""
+    yield json.dumps([r.id, r.kind, properties_json(r.properties)]).encode(), True, False
+    yield json.dumps([r.id, r.kind]).encode(), False, True
+    s = r.structure
+    if isinstance(s, CompactStructure):
+        yield json.dumps([list(s.species), list(s.pbc)]).encode(), True, True
+        yield np.ascontiguousarray(s.lattice, dtype=np.float64).tobytes(), True, True
+        yield np.ascontiguousarray(s.frac_coords, dtype=np.float64).tobytes(), True, True
+    elif s is not None:  # disordered pymatgen structure (it fails validation, but is an input)
+        yield json.dumps(s.as_dict(), sort_keys=True, default=str).encode(), True, True
+    if r.kind == "bands":
+        path = r.source.split("#")[0] if ".h5#" in r.source or ".hdf5#" in r.source else r.source
+        if path not in file_hashes:
+            file_hashes[path] = _file_sha256(path)
+        yield file_hashes[path].encode(), True, True
+    yield b"\0", True, True
+
+
+def input_digests(records: Sequence[InputRecord]) -> tuple[str, list[str]]:
+    """The run's inputs digest (`inputs_digest`) and one digest per record, in one pass.
+
+    A record's digest (SHA-256 hex) covers its id, kind, structure (bit for bit) and band-file
+    content: everything its journal entry is computed from. Its properties are left out: they are
+    not journaled (the store takes them from the current records), so a changed property does not
+    make an entry stale. Band files are hashed once. Serial (rank 0 computes it for everyone).
+    """
+    whole = hashlib.sha256()
+    file_hashes: dict[str, str] = {}
+    each = []
+    for r in records:
+        one = hashlib.sha256()
+        for chunk, in_run, in_record in _record_chunks(r, file_hashes):
+            if in_run:
+                whole.update(chunk)
+            if in_record:
+                one.update(chunk)
+        each.append(one.hexdigest())
+    return whole.hexdigest(), each
+
+
 def inputs_digest(records: Sequence[InputRecord]) -> str:
     """SHA-256 (hex) of what a run computes from: per record, in order, its id, kind, properties and
     structure (lattice, species, fractional coordinates, bit for bit), and for imported band files
     the file's content. File names and locations do not enter: a moved input directory is the same
     input. Serial (rank 0 computes it for everyone).
     """
-    h = hashlib.sha256()
-    file_hashes: dict[str, str] = {}
-    for r in records:
-        h.update(json.dumps([r.id, r.kind, properties_json(r.properties)]).encode())
-        s = r.structure
-        if isinstance(s, CompactStructure):
-            h.update(json.dumps([list(s.species), list(s.pbc)]).encode())
-            h.update(np.ascontiguousarray(s.lattice, dtype=np.float64).tobytes())
-            h.update(np.ascontiguousarray(s.frac_coords, dtype=np.float64).tobytes())
-        elif s is not None:  # disordered pymatgen structure (it fails validation, but is an input)
-            h.update(json.dumps(s.as_dict(), sort_keys=True, default=str).encode())
-        if r.kind == "bands":
-            path = r.source.split("#")[0] if ".h5#" in r.source or ".hdf5#" in r.source else r.source
-            if path not in file_hashes:
-                file_hashes[path] = _file_sha256(path)
-            h.update(file_hashes[path].encode())
-        h.update(b"\0")
-    return h.hexdigest()
+    return input_digests(records)[0]
 
 
 # ---------------------------------------------------------------------------- planning
@@ -300,6 +326,15 @@ def _failure(index: int, id: str, record: InputRecord, exc: BaseException, t0: f
 def chunk_id(id: str, chunk: int, n_chunks: int) -> str:
     """Journal id of k-point chunk `chunk` of `n_chunks` of structure `id`."""
     return f"{id}#k{chunk}of{n_chunks}"
+
+
+_CHUNK_ID = re.compile(r"^(.*)#k\d+of\d+$", re.DOTALL)
+
+
+def structure_id(journal_id: str) -> str:
+    """The structure id of a journal id: `id` itself, or the id whose chunk `chunk_id` names."""
+    m = _CHUNK_ID.match(journal_id)
+    return m.group(1) if m else journal_id
 
 
 def structure_kpoints(structure: Any, params: RunParameters) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from pymatgen.core import Lattice, Structure
 from sporep_hpc.config import build_config
 from sporep_hpc.errors import InputError, ParameterError, StoreError
 from sporep_hpc.parallel.driver import StopFlag, handle_signals, run
-from sporep_hpc.parallel.journal import journal_dir, scan_journal
+from sporep_hpc.parallel.journal import journal_dir, scan_journal, scan_shard
 from sporep_hpc.store import open_store
 
 pytestmark = pytest.mark.mpi
@@ -502,4 +502,46 @@ def test_vasprun_inputs_keep_their_structure(comm, shared_tmp_path):
             ref = read_bands(d / name / "vasprun.xml")
             np.testing.assert_array_equal(store.spectrum(i)["eigenvalues"], ref.eigenvalues)
         assert store.atoms(2)[1].size == 0 and table["formula"][2] == ""
+    comm.Barrier()
+
+
+def test_resume_recomputes_only_structures_edited_since(comm, inputs, shared_tmp_path, caplog):
+    # a stopped run journals some structures; one of them is edited under the same id; the resume must
+    # recompute it (and the unfinished ones) and give the store of an uninterrupted run over the edit
+    out = shared_tmp_path / "edited.h5"
+    jdir = journal_dir(out)
+    stop = StopFlag()
+
+    def stop_early(n):
+        if comm.rank == 0 and n == 1:
+            stop.set()
+
+    report = run([str(inputs)], out, config(schedule="static", split_kpoints=False), comm, stop=stop,
+                 on_task_done=stop_early)
+    assert report.stopped
+    comm.Barrier()
+    before = comm.bcast(sorted(scan_journal(jdir)) if comm.rank == 0 else None)
+    old_shards = comm.bcast({p.name for p in jdir.glob("rank-*.h5")} if comm.rank == 0 else None)
+    assert before and set(before) <= set(GOOD)
+    edited = before[0]
+    if comm.rank == 0:  # same file name and id, 3% longer cell edges: another input
+        s = structures()[edited]
+        s.scale_lattice(s.volume * 1.03**3)
+        s.to(filename=str(inputs / f"{edited}.json"))
+    comm.Barrier()
+    with caplog.at_level("INFO", logger="sporep_hpc.run"):
+        report = run([str(inputs)], out, config(keep_journal=True), comm)
+    assert not report.stopped and report.n_done == 4 and report.n_failed == 2
+    assert report.n_skipped == len(before) - 1
+    if comm.rank == 0:
+        assert "1 journal entries are stale" in caplog.text and edited in caplog.text
+        recomputed = sorted(id for p in jdir.glob("rank-*.h5") if p.name not in old_shards
+                            for id, _ in scan_shard(p))
+        assert recomputed == sorted({edited} | (set(GOOD) - set(before)))
+    comm.Barrier()
+    # reference: an uninterrupted one-rank run over the edited inputs (1e-12, as everywhere here)
+    assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial-edited.h5"))
+    with open_store(out) as store:  # and the edit did reach the store
+        cell = store.structure(store.index_of(edited)).lattice.matrix
+        np.testing.assert_allclose(cell, structures()[edited].lattice.matrix * 1.03, rtol=1e-12, atol=1e-12)
     comm.Barrier()
