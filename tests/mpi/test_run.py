@@ -545,3 +545,35 @@ def test_resume_recomputes_only_structures_edited_since(comm, inputs, shared_tmp
         cell = store.structure(store.index_of(edited)).lattice.matrix
         np.testing.assert_allclose(cell, structures()[edited].lattice.matrix * 1.03, rtol=1e-12, atol=1e-12)
     comm.Barrier()
+
+
+def test_resume_after_editing_a_structure_split_by_kpoints(comm, inputs, shared_tmp_path, monkeypatch):
+    # as the k-point chunk test: graphite is split from 2 ranks on; the run stops before the chunks are
+    # joined, graphite is edited, and the resume must recompute and join the new chunks, not the old ones
+    import sporep_hpc.parallel.tasks as tasks
+
+    monkeypatch.setattr(tasks, "COST_CONSTANT", 0.0)
+    monkeypatch.setattr(tasks, "COST_INTEGRAL_WEIGHT", 0.0)
+    out = shared_tmp_path / "edited-split.h5"
+    stop = StopFlag()
+
+    def stop_early(n):
+        if comm.rank == 0 and n == 1:
+            stop.set()
+
+    report = run([str(inputs)], out, config(schedule="static"), comm, stop=stop, on_task_done=stop_early)
+    assert report.stopped
+    comm.Barrier()
+    before = comm.bcast(sorted(scan_journal(journal_dir(out))) if comm.rank == 0 else None)
+    assert any(id.startswith("graphite") for id in before)  # rank 0's first task: graphite or a chunk
+    if comm.size > 1:
+        assert any(id.startswith("graphite#k") for id in before)
+    if comm.rank == 0:
+        s = structures()["graphite"]
+        s.scale_lattice(s.volume * 1.03**3)
+        s.to(filename=str(inputs / "graphite.json"))
+    comm.Barrier()
+    report = run([str(inputs)], out, config(), comm)
+    assert report.n_done == 4
+    assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial-edited-split.h5"))
+    comm.Barrier()
