@@ -95,6 +95,18 @@ def serial_reference(comm, inputs, path, **overrides):
     return path
 
 
+def run_stopped_after_first_task(comm, inputs, out, cfg):
+    """`run` over `inputs`, stopped (as by a signal) once rank 0 has finished its first task."""
+    stop = StopFlag()
+
+    def stop_early(n):
+        if comm.rank == 0 and n == 1:
+            stop.set()
+
+    return run([str(inputs)], out, cfg, comm, stop=stop, on_task_done=stop_early)
+
+
+
 @pytest.mark.parametrize("schedule", ["dynamic", "static"])
 def test_store_independent_of_rank_count_and_schedule(comm, inputs, shared_tmp_path, schedule):
     out = shared_tmp_path / f"{schedule}.h5"
@@ -332,13 +344,7 @@ def test_imported_band_files_and_stores_enter_at_eigenvalues(comm, inputs, share
 def test_resume_on_another_rank_count(comm, inputs, shared_tmp_path):
     # a run stopped on `comm` (one shard per rank) is finished by a one-rank job: more shards than ranks
     out = shared_tmp_path / "rerank.h5"
-    stop = StopFlag()
-
-    def stop_early(n):
-        if comm.rank == 0 and n == 1:
-            stop.set()
-
-    report = run([str(inputs)], out, config(schedule="static"), comm, stop=stop, on_task_done=stop_early)
+    report = run_stopped_after_first_task(comm, inputs, out, config(schedule="static"))
     assert report.stopped
     if comm.rank == 0:
         shards = sorted(p.name for p in journal_dir(out).glob("rank-*.h5"))
@@ -412,14 +418,7 @@ def test_interrupted_fresh_run_over_an_old_store_resumes(comm, inputs, shared_tm
     # old store from other inputs; a --restart fresh run is stopped; rerunning without "fresh" resumes it
     out = shared_tmp_path / "replace.h5"
     run([str(inputs / "si.json")], out, config(), comm)
-    stop = StopFlag()
-
-    def stop_early(n):
-        if comm.rank == 0 and n == 1:
-            stop.set()
-
-    report = run([str(inputs)], out, config(restart="fresh", schedule="static"), comm, stop=stop,
-                 on_task_done=stop_early)
+    report = run_stopped_after_first_task(comm, inputs, out, config(restart="fresh", schedule="static"))
     assert report.stopped
     report = run([str(inputs)], out, config(), comm)
     assert not report.stopped and not report.up_to_date and report.n_done == 4 and report.n_skipped >= 1
@@ -510,14 +509,7 @@ def test_resume_recomputes_only_structures_edited_since(comm, inputs, shared_tmp
     # recompute it (and the unfinished ones) and give the store of an uninterrupted run over the edit
     out = shared_tmp_path / "edited.h5"
     jdir = journal_dir(out)
-    stop = StopFlag()
-
-    def stop_early(n):
-        if comm.rank == 0 and n == 1:
-            stop.set()
-
-    report = run([str(inputs)], out, config(schedule="static", split_kpoints=False), comm, stop=stop,
-                 on_task_done=stop_early)
+    report = run_stopped_after_first_task(comm, inputs, out, config(schedule="static", split_kpoints=False))
     assert report.stopped
     comm.Barrier()
     before = comm.bcast(sorted(scan_journal(jdir)) if comm.rank == 0 else None)
@@ -555,13 +547,7 @@ def test_resume_after_editing_a_structure_split_by_kpoints(comm, inputs, shared_
     monkeypatch.setattr(tasks, "COST_CONSTANT", 0.0)
     monkeypatch.setattr(tasks, "COST_INTEGRAL_WEIGHT", 0.0)
     out = shared_tmp_path / "edited-split.h5"
-    stop = StopFlag()
-
-    def stop_early(n):
-        if comm.rank == 0 and n == 1:
-            stop.set()
-
-    report = run([str(inputs)], out, config(schedule="static"), comm, stop=stop, on_task_done=stop_early)
+    report = run_stopped_after_first_task(comm, inputs, out, config(schedule="static"))
     assert report.stopped
     comm.Barrier()
     before = comm.bcast(sorted(scan_journal(journal_dir(out))) if comm.rank == 0 else None)
