@@ -106,7 +106,6 @@ def run_stopped_after_first_task(comm, inputs, out, cfg):
     return run([str(inputs)], out, cfg, comm, stop=stop, on_task_done=stop_early)
 
 
-
 @pytest.mark.parametrize("schedule", ["dynamic", "static"])
 def test_store_independent_of_rank_count_and_schedule(comm, inputs, shared_tmp_path, schedule):
     out = shared_tmp_path / f"{schedule}.h5"
