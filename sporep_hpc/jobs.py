@@ -4,10 +4,15 @@ The templates live once, as package data in ``sporep_hpc/jobs_templates/<name>.s
 ``jobs/`` in the repository holds copies rendered with example values by
 :func:`write_examples` (``sporep-hpc jobs examples jobs/``), never edited by hand.
 
-Placeholders are ``{{name}}``. Every value is checked before rendering (:class:`JobSpec`,
-messages give the name, the valid range and the value) and every value that reaches a
-shell context is quoted with :func:`shlex.quote`; values on ``#SBATCH`` lines are
-restricted to characters Slurm parses without quoting.
+Placeholders are ``{{name}}``. A job script must not be a program of its values: every value is
+checked before rendering (:class:`JobSpec`, messages give the name, the valid range and the value).
+No text value may hold a control character (a newline would end a comment such as the
+``# Rendered by:`` provenance and start a command); every value that becomes a shell word is
+quoted with :func:`shlex.quote` (file names, the interpreter, each word of ``run_args``), in
+comments too, so that what a comment shows can be pasted; values that sbatch parses (``#SBATCH``
+lines: job name, partition, account, qos, constraint, memory, time) and the few bare words
+(fingerprint, the merge glob) are restricted to a small character set instead. Only ``setup``
+lines are shell code by design: they are written as given, one line each.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+import unicodedata
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -95,15 +101,17 @@ def template_text(name: str) -> str:
 def parse_time(value: str) -> int:
     """Seconds of a Slurm time limit.
 
-    Accepted formats (as ``sbatch --time``): ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``.
+    Accepted formats (as ``sbatch --time``): ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``,
+    ASCII digits only and nothing around them (the text goes on an ``#SBATCH`` line as given).
 
     Raises
     ------
     ParameterError
         For any other string, zero, or minutes/seconds >= 60, hours >= 24 after a day count.
     """
-    text = str(value).strip()
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
+    # ASCII digits only, nothing around them: sbatch reads this value, not Python's int().
+    text = str(value)
+    match = re.fullmatch(r"(?:([0-9]+)-)?([0-9]+)(?::([0-9]+))?(?::([0-9]+))?", text)
     bad = ParameterError(
         f"time must be a Slurm time limit (M, M:S, H:M:S, D-H, D-H:M or D-H:M:S, minutes and seconds < 60, "
         f"hours < 24 after D-) greater than 0; got {value!r}"
@@ -128,10 +136,23 @@ def parse_time(value: str) -> int:
     return total
 
 
-def _check_word(name: str, value: str | None, pattern: re.Pattern = _SLURM_WORD, what: str = "") -> None:
+def check_text(name: str, value: str) -> None:
+    """Raise ParameterError if `value` holds a control character (Unicode category Cc: C0 such as
+    newline, carriage return, tab, NUL and escape; DEL; C1): in a job script a newline ends a comment
+    or a line and starts a command."""
+    bad = sorted({c for c in value if unicodedata.category(c) == "Cc"})
+    if bad:
+        shown = " ".join(f"U+{ord(c):04X}" for c in bad)
+        raise ParameterError(
+            f"{name} must be text without control characters (newline, carriage return, tab, NUL, ...; "
+            f"found {shown}); got {value!r}"
+        )
+
+
+def _check_word(name: str, value: str | None, pattern: re.Pattern, what: str) -> None:
+    """Values sbatch parses (``#SBATCH`` lines) or bash sees bare: `pattern` is their whole alphabet."""
     if value is not None and (not isinstance(value, str) or not pattern.fullmatch(value)):
-        valid = what or f"a string matching {pattern.pattern}"
-        raise ParameterError(f"{name} must be {valid}; got {value!r}")
+        raise ParameterError(f"{name} must be {what}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -170,13 +191,15 @@ class JobSpec:
     python: str = field(default_factory=lambda: sys.executable)
     """The Python of the environment where sporep-hpc is installed, as seen from the compute nodes."""
     setup: tuple[str, ...] = ()
-    """Shell lines run before the job (``module load ...``, ``source .../activate``)."""
+    """Shell lines run before the job (``module load ...``, ``source .../activate``). The only values
+    written as shell code, as given (one line each: no control characters)."""
     schedule: str = "dynamic"
     """``sporep-hpc run --schedule``: dynamic (RMA task counter; rank 0 keeps it responsive with a progress
     thread, which needs MPI_THREAD_MULTIPLE: the run warns when it is missing) or static (cost-model LPT, no
     one-sided communication; use it when the run warns or ranks wait for tasks)."""
     run_args: tuple[str, ...] = ()
-    """Extra arguments of ``sporep-hpc run`` (``--config run.toml``, ``--kdensity 0.2``, ...)."""
+    """Extra arguments of ``sporep-hpc run`` (``("--config", "my run.toml")``), one word each: each reaches
+    ``run`` as one argument, unchanged (quoted in the script; ``$``, backticks and globs stay literal)."""
     chunks: int | None = None
     """Array: number of chunks (inferred from ``chunk_dir`` when None)."""
     chunk_dir: str | None = None
@@ -201,22 +224,32 @@ class JobSpec:
     plots: str = "figures"
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, str):
+                    check_text(f.name, item)
         check_choice("template", self.template, TEMPLATES)
         check_interval("ranks", self.ranks, 1, None, closed="left", integer=True)
         check_interval("nodes", self.nodes, 1, None, closed="left", integer=True)
         check_interval("threads", self.threads, 1, None, closed="left", integer=True)
         _check_word("job_name", self.job_name, _JOB_NAME, "1 to 64 characters from A-Z a-z 0-9 _ . + -")
         for name in ("partition", "account", "qos", "constraint"):
-            _check_word(name, getattr(self, name))
+            _check_word(
+                name, getattr(self, name), _SLURM_WORD, "a Slurm name from A-Z a-z 0-9 _ . , : + = @ -"
+            )
         _check_word("mem_per_cpu", self.mem_per_cpu, _MEMORY, "a positive integer with optional K/M/G/T")
         check_choice("launcher", self.launcher, LAUNCHERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         seconds = parse_time(self.time)
-        if not isinstance(self.python, str) or not self.python.strip():
-            raise ParameterError(f"python must be a non-empty command or path; got {self.python!r}")
+        if not isinstance(self.python, str) or not self.python.strip() or self.python.startswith("-"):
+            # a leading "-" would make the interpreter an option of srun/mpirun
+            raise ParameterError(
+                f"python must be a non-empty command or path not starting with '-'; got {self.python!r}"
+            )
         for line in self.setup:
-            if not isinstance(line, str) or "\n" in line or "\r" in line:
-                raise ParameterError(f"setup must be single shell lines; got {line!r}")
+            if not isinstance(line, str):
+                raise ParameterError(f"setup must be shell lines (strings); got {line!r}")
         for arg in self.run_args:
             if not isinstance(arg, str):
                 raise ParameterError(f"run_args must be strings; got {arg!r}")
@@ -421,7 +454,7 @@ def _values(spec: JobSpec, script: str, resolve: bool) -> dict[str, str]:
     setup = "\n# Environment\n" + "\n".join(spec.setup) if spec.setup else ""
     values = {
         "provenance": f"# Rendered by: {spec.command_line()}",
-        "script": script,
+        "script": q(script),
         "job_name": spec.job_name,
         "ranks": str(spec.ranks),
         "nodes": str(spec.nodes),
@@ -435,11 +468,11 @@ def _values(spec: JobSpec, script: str, resolve: bool) -> dict[str, str]:
         "exit_status": _EXIT_STATUS,
         "launch": launch,
         "sporep": sporep,
-        "run_args": f" --schedule {spec.schedule}" + "".join(" " + q(a) for a in spec.run_args),
+        "run_args": f" --schedule {q(spec.schedule)}" + "".join(" " + q(a) for a in spec.run_args),
         "structures": q(structures) if structures else "",
         "output": q(output),
         "chunk_dir": q(chunk_dir) if chunk_dir else "",
-        "chunks": str(spec.chunks if spec.chunks is not None else "N"),
+        "chunks": q(str(spec.chunks if spec.chunks is not None else "N")),
         "last_task": str((spec.chunks or 1) - 1),
         "array_throttle": f"%{spec.max_parallel}" if spec.max_parallel else "",
         "signal_seconds": str(spec.signal_seconds),
@@ -481,8 +514,8 @@ def _values(spec: JobSpec, script: str, resolve: bool) -> dict[str, str]:
         values.update(
             store=q(store),
             plots=q(_absolute(spec.plots, resolve)),
-            fingerprint=spec.fingerprint,
-            metric=spec.metric,
+            fingerprint=q(spec.fingerprint),
+            metric=q(spec.metric),
             merge_comment="merge, " if spec.merge_dir is not None else "",
             merge_step=merge_step,
             classify_step=classify_step,
@@ -509,6 +542,8 @@ def render(spec: JobSpec, *, script: str | None = None, check: bool = True, reso
     str
         The script; every placeholder is filled (a leftover one is a bug and raises).
     """
+    if script is not None:
+        check_text("script", script)
     if check:
         spec = check_paths(spec)
     values = _values(spec, script or f"{spec.template}.sbatch", resolve)
@@ -677,6 +712,7 @@ __all__ = [
     "JobSpec",
     "budget_core_hours",
     "check_paths",
+    "check_text",
     "chunk_files",
     "list_templates",
     "parse_time",

@@ -7,7 +7,9 @@ runs a rendered script.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -23,18 +25,25 @@ from sporep_hpc.errors import ParameterError
 REPO = Path(__file__).resolve().parents[1]
 BASH = "/bin/bash"
 
-# A fake launcher: records its arguments (one per line) to $FAKE_LOG/<tool>.<n>, then exits with
-# $FAKE_RC (default 0). Used as srun, mpirun, python and scontrol.
-FAKE_TOOL = """#!/bin/bash
-n=$(ls "$FAKE_LOG" | grep -c "^$(basename "$0")\\." || true)
-printf '%s\\n' "$@" > "$FAKE_LOG/$(basename "$0").$n"
-exit "${FAKE_RC:-0}"
+# The Slurm/MPI tools and interpreter a job script may call; fake_env puts a fake of each first on PATH.
+FAKE_TOOLS = ("srun", "sbatch", "scontrol", "mpirun", "mpiexec", "python")
+
+
+def _fake_tool(name: str) -> str:
+    """A fake `name`: records its argv (NUL-terminated, so an argument with spaces or quotes stays one
+    argument) to $FAKE_LOG/<name>.<n> for its n-th call, then exits with $FAKE_RC (default 0)."""
+    return f"""#!/bin/bash
+n=0
+while [[ -e "$FAKE_LOG/{name}.$n" ]]; do n=$((n + 1)); done
+for arg in "$@"; do printf '%s\\0' "$arg"; done > "$FAKE_LOG/{name}.$n"
+exit "${{FAKE_RC:-0}}"
 """
+
 
 # A fake srun for the restart test: records its arguments, says it started, then runs until SIGUSR1,
 # on which it "checkpoints" and exits with code 5, as `sporep-hpc run` does.
 FAKE_PREEMPTIBLE_SRUN = """#!/bin/bash
-printf '%s\\n' "$@" > "$FAKE_LOG/srun.0"
+for arg in "$@"; do printf '%s\\0' "$arg"; done > "$FAKE_LOG/srun.0"
 trap 'echo usr1 > "$FAKE_LOG/srun.signal"; exit 5' USR1
 touch "$FAKE_LOG/srun.started"
 for _ in $(seq 600); do sleep 0.05; done
@@ -51,13 +60,13 @@ def _install(bindir: Path, name: str, text: str) -> Path:
 
 @pytest.fixture
 def fake_env(tmp_path):
-    """A PATH whose srun/mpirun/scontrol/python are fakes that log their argv under tmp_path/log."""
+    """A PATH whose FAKE_TOOLS are fakes that log their argv under tmp_path/log."""
     bindir = tmp_path / "bin"
     log = tmp_path / "log"
     bindir.mkdir()
     log.mkdir()
-    for name in ("srun", "mpirun", "scontrol", "python"):
-        _install(bindir, name, FAKE_TOOL)
+    for name in FAKE_TOOLS:
+        _install(bindir, name, _fake_tool(name))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env.update(PATH=f"{bindir}:{env['PATH']}", FAKE_LOG=str(log))
     return env, bindir, log
@@ -65,7 +74,7 @@ def fake_env(tmp_path):
 
 def _calls(log: Path, tool: str) -> list[list[str]]:
     files = sorted(log.glob(f"{tool}.[0-9]*"), key=lambda p: int(p.suffix[1:]))
-    return [p.read_text().splitlines() for p in files]
+    return [p.read_text().split("\0")[:-1] for p in files]
 
 
 def _bash_n(text: str, tmp_path: Path, name: str) -> None:
@@ -143,11 +152,12 @@ def test_parse_time_rejects(text):
         ({"partition": "a b"}, r"partition must be"),
         ({"mem_per_cpu": "4GB"}, r"mem_per_cpu must be a positive integer"),
         ({"launcher": "aprun"}, r"launcher must be one of"),
+        ({"python": "--export=ALL"}, r"python must be a non-empty command or path not starting with '-'"),
         ({"time": "25:61:00"}, r"time must be a Slurm time limit"),
         ({"run_args": ("-o", "x.h5")}, r"run_args must not set the output or the schedule"),
         ({"run_args": ("--schedule", "dynamic")}, r"run_args must not set the output or the schedule"),
         ({"schedule": "guided"}, r"schedule must be one of 'dynamic', 'static'; got 'guided'"),
-        ({"setup": ("module load a\nrm -rf /",)}, r"setup must be single shell lines"),
+        ({"setup": ("module load a\nrm -rf /",)}, r"setup must be text without control characters"),
         (
             {"ranks": 8, "threads": 4, "cores_per_node": 16},
             r"ranks per node x threads must be in \[1, 16\].*8 x 4 = 32",
@@ -159,6 +169,89 @@ def test_spec_rejects_with_name_range_value(kwargs, message):
     values = {"template": "single-node", "structures": "list.txt", **kwargs}
     with pytest.raises(ParameterError, match=message):
         jobs.JobSpec(**values)
+
+
+# Control characters end a comment or a line of the script: "x\n touch PWNED #" after "# Output: " is a
+# command. C0 (newline, carriage return, NUL, tab, escape), DEL and C1 (NEL) are all refused.
+CONTROL = ["\n touch PWNED #", "\r", "\0", "\t", "\x1b[2J", "\x7f", "\x85"]
+# Every JobSpec field that holds text (str, optional str or a tuple of str): each is an option of `render`.
+TEXT_FIELDS = [f.name for f in dataclasses.fields(jobs.JobSpec) if "str" in str(f.type)]
+# Values valid apart from the control character, so that only that can be what is refused.
+VALID_TEXT = {"template": "analysis", "time": "1:00:00", "launcher": "srun", "schedule": "static"}
+
+
+@pytest.mark.parametrize("control", CONTROL)
+@pytest.mark.parametrize("name", TEXT_FIELDS)
+def test_control_characters_are_refused_naming_the_option(name, control):
+    value = VALID_TEXT.get(name, "x") + control
+    values = {
+        "template": "analysis",
+        "store": "all.h5",
+        name: (value,) if name in ("setup", "run_args") else value,
+    }
+    with pytest.raises(ParameterError, match=rf"^{name} must be text without control characters .*; got "):
+        jobs.JobSpec(**values)
+
+
+def test_text_fields_cover_the_options_of_a_script():
+    """The list above is not empty by accident: it holds the options a job script is made of."""
+    assert {"output", "python", "run_args", "plots", "structures", "setup", "job_name", "time"} <= set(
+        TEXT_FIELDS
+    )
+
+
+# Shell and Slurm metacharacters: command substitution both ways, separators, quotes, spaces, globs.
+HOSTILE_WORDS = (
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "x;touch PWNED",
+    "x&&touch PWNED",
+    "x|y",
+    "it's",
+    'say "x"',
+    "two words",
+    "x\\y",
+    "#x",
+    "*",
+    "[a]?",
+    "x,y=@",
+)
+# Values on #SBATCH lines (sbatch parses them, not bash) and bare words: a strict character set instead.
+STRICT = {
+    "job_name": "sporep",
+    "partition": "batch",
+    "account": "proj-1",
+    "qos": "normal",
+    "constraint": "skylake",
+    "mem_per_cpu": "4G",
+    "time": "1:00:00",
+    "fingerprint": "kinetic",
+    "merge_pattern": "chunk-*.h5",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "word"),
+    [
+        (name, word)
+        for name in STRICT
+        for word in HOSTILE_WORDS
+        # what each value legitimately holds: Slurm words hold , = @; the merge pattern is a glob
+        if not (name in ("partition", "account", "qos", "constraint") and word == "x,y=@")
+        and not (name == "merge_pattern" and word in ("*", "[a]?"))
+    ],
+)
+def test_strict_values_refuse_shell_characters(name, word):
+    values = {"template": "analysis", "store": "all.h5", **STRICT, name: word}
+    with pytest.raises(ParameterError, match=rf"^{name} must be .*; got {re.escape(repr(word))}$"):
+        jobs.JobSpec(**values)
+
+
+@pytest.mark.parametrize("text", ["\u0661:00", " 1:00:00", "1:00:00 ", "1:00:00#"])
+def test_time_is_ascii_digits_only(text):
+    """sbatch reads --time itself: Unicode digits or padding that Python's int() accepts are refused."""
+    with pytest.raises(ParameterError, match=r"time must be a Slurm time limit"):
+        jobs.JobSpec("single-node", structures="l", time=text)
 
 
 def test_spec_template_specific_checks():
@@ -533,6 +626,99 @@ def test_restart_script_finishes_without_requeue(workdir, fake_env):
     assert _calls(log, "scontrol") == []
 
 
+# A file-name component that breaks a script which pastes it unquoted or inside double quotes.
+HOSTILE_NAME = "h $(touch PWNED) `touch PWNED` ;touch PWNED 'q' \"d\" \\ *?[a]"
+# How each launcher is called by the templates (SLURM_NTASKS=2 in the run below).
+LAUNCH_ARGS = {"srun": ["--kill-on-bad-exit=1"], "mpirun": ["-n", "2"], "mpiexec": ["-n", "2"]}
+
+
+def _hostile_job(template: str, launcher: str, workdir: Path, bindir: Path) -> tuple[jobs.JobSpec, dict]:
+    """A spec whose every file, directory, interpreter and run argument is hostile, the files it names,
+    and the argv each fake tool must receive (built from the names, not from the renderer)."""
+    h = HOSTILE_NAME
+    entries = [f"{h}.cif", "a.cif"]
+    for entry in entries:
+        (workdir / entry).write_text("data_x\n")
+    (workdir / f"{h}.txt").write_text("".join(e + "\n" for e in entries))
+    python = _install(bindir, f"python {h}", _fake_tool("python"))
+    head = [*LAUNCH_ARGS[launcher], str(python), "-m", "mpi4py", "-m", "sporep_hpc"]
+    common = dict(launcher=launcher, python=str(python), ranks=2, time="2:00:00", run_args=HOSTILE_WORDS)
+    tail = ["--schedule", "dynamic", *HOSTILE_WORDS]
+    if template == "analysis":
+        merge_dir = workdir / f"{h} chunks"
+        merge_dir.mkdir()
+        stores = [merge_dir / f"chunk-{i:04d}.h5" for i in range(2)]
+        for path in [*stores, workdir / f"{h}.json", workdir / f"{h}.csv"]:
+            path.write_text("")
+        store, plots = str(workdir / f"{h}.h5"), str(workdir / f"{h} figures")
+        spec = jobs.JobSpec(
+            template,
+            store=f"{h}.h5",
+            merge_dir=f"{h} chunks",
+            manifest=f"{h}.json",
+            labels=f"{h}.csv",
+            plots=f"{h} figures",
+            **common,
+        )
+        manifest, labels = str(workdir / f"{h}.json"), str(workdir / f"{h}.csv")
+        merge = [*head, "merge", *map(str, stores), "-o", store, "--manifest", manifest]
+        metric = ["--fingerprint", "kinetic", "--metric", "cosine", "--plots", plots]
+        classify = ["-m", "sporep_hpc", "classify", store, "--labels", labels, "--plots", plots]
+        return spec, {launcher: [merge, [*head, "similarity", store, *metric]], "python": [classify]}
+    if template == "array":
+        _write_chunks(workdir / f"{h}.chunks", [entries[:1], entries[1:]])
+        spec = jobs.JobSpec(template, structures=f"{h}.txt", output=f"{h} stores", **common)
+        output = str(workdir / f"{h} stores" / "chunk-0000.h5")
+        return spec, {launcher: [[*head, "run", entries[0], "-o", output, *tail]]}
+    nodes = 2 if template == "multi-node" else 1
+    spec = jobs.JobSpec(template, structures=f"{h}.txt", output=f"{h}/store {h}.h5", nodes=nodes, **common)
+    output = str(workdir / h / f"store {h}.h5")
+    return spec, {launcher: [[*head, "run", *entries, "-o", output, *tail]]}
+
+
+@pytest.mark.parametrize("launcher", jobs.LAUNCHERS)
+@pytest.mark.parametrize("template", sorted(jobs.TEMPLATES))
+def test_hostile_values_reach_the_tools_verbatim_and_never_run(template, launcher, workdir, fake_env):
+    """Every file, directory, the interpreter, the script name and every run argument carry $(...),
+    backticks, ;, quotes, a backslash, spaces and glob characters; bash runs the script with fake tools.
+    Nothing injected runs (no PWNED file) and each tool gets each value as one argument, unchanged."""
+    env, bindir, log = fake_env
+    spec, expected = _hostile_job(template, launcher, workdir, bindir)
+    name = f"{HOSTILE_NAME}.sbatch"
+    text = jobs.render(spec, script=name)
+    script = workdir / name
+    script.write_text(text)
+    res = _run(script, env, SLURM_NTASKS="2", SLURM_JOB_ID="4242", SLURM_ARRAY_TASK_ID="0")
+    assert res.returncode == 0, res.stderr
+    assert list(workdir.rglob("PWNED")) == []
+    calls = {tool: _calls(log, tool) for tool in FAKE_TOOLS}
+    assert calls == {tool: expected.get(tool, []) for tool in FAKE_TOOLS}
+    # the submit hint in the comments can be pasted: the script name is one word
+    submit = next(x for x in text.splitlines() if x.startswith("# Submit"))
+    assert shlex.split(submit.split("sbatch", 1)[1])[-1] == name
+    # the provenance comment is one line that renders the same script again
+    (line,) = [x for x in text.splitlines() if x.startswith("# Rendered by: ")]
+    argv = shlex.split(line.removeprefix("# Rendered by: "))
+    again = f"again {HOSTILE_NAME}"
+    assert main([*argv[1:], "--script", again]) == 0
+    assert (workdir / again).read_text() == jobs.render(spec, script=again)
+
+
+def test_array_hint_for_a_missing_chunk_is_quoted(workdir, fake_env):
+    """The hint printed for a missing chunk names the hostile list without running any of it."""
+    env, bindir, log = fake_env
+    spec, _ = _hostile_job("array", "srun", workdir, bindir)
+    script = workdir / "array.sbatch"
+    script.write_text(jobs.render(spec))
+    res = _run(script, env, SLURM_ARRAY_TASK_ID="7")
+    assert res.returncode == 2 and "chunk-0007.txt not found" in res.stderr
+    assert list(workdir.rglob("PWNED")) == []
+    (hint,) = re.findall(r"not found: run `(.*)` first$", res.stderr, flags=re.MULTILINE)
+    structures, chunk_dir = str(workdir / f"{HOSTILE_NAME}.txt"), str(workdir / f"{HOSTILE_NAME}.chunks")
+    assert shlex.split(hint) == ["sporep-hpc", "split", structures, "--chunks", "2", "-o", chunk_dir]
+    assert _calls(log, "srun") == []
+
+
 # --- CLI -----------------------------------------------------------------------------------------------
 
 
@@ -590,3 +776,23 @@ def test_cli_render_writes_script_and_rejects_bad_values(workdir, capsys):
     assert "ranks must be an integer in [1, inf); got 0" in capsys.readouterr().err
     assert main(["jobs", "render", "single-node", "--structures", "list.txt", "--time", "1:99"]) == 2
     assert main(["jobs", "render", "single-node", "--structures", "missing.txt"]) == 2
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["--output", "--python", "--run-args", "--plots", "--structures", "--setup", "--job-name", "--time"],
+)
+def test_cli_refuses_control_characters_with_exit_2(option, workdir, capsys):
+    argv = ["jobs", "render", "analysis", "--store", "x.h5", "--merge-dir", "d", "--no-check"]
+    assert main([*argv, option, "x\ntouch PWNED #", "--script", "job.sbatch"]) == 2
+    name = option[2:].replace("-", "_")
+    assert f"{name} must be text without control characters" in capsys.readouterr().err
+    assert not (workdir / "job.sbatch").exists()
+
+
+def test_cli_refuses_bad_script_name_and_unbalanced_run_args(workdir, capsys):
+    argv = ["jobs", "render", "single-node", "--structures", "list.txt"]
+    assert main([*argv, "--script", "job\rtouch PWNED.sbatch"]) == 2
+    assert "script must be text without control characters" in capsys.readouterr().err
+    assert main([*argv, "--run-args", "--config 'my run.toml"]) == 2
+    assert "run_args must be shell words with balanced quotes" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import jobs
+from ..errors import ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="LINE",
-        help="shell line before the run, e.g. 'module load mpich' (repeatable)",
+        help="shell line run before the job, as written (it is code: the only value not quoted), "
+        "e.g. 'module load mpich' (repeatable)",
     )
     g.add_argument(
         "--run-args",
         action="append",
         default=[],
         metavar="'ARGS'",
-        help="extra arguments of `sporep-hpc run`, shell-split, e.g. '--kdensity 0.2' (repeatable)",
+        help="extra arguments of `sporep-hpc run`, split into words by shell rules (quotes group words; "
+        "$, backticks and globs stay literal: nothing is expanded or run); each word reaches `run` as one "
+        "argument, e.g. '--kdensity 0.2 --config \"my run.toml\"' (repeatable)",
     )
     a = r.add_argument_group("array")
     a.add_argument("--chunks", type=int, help="number of chunks (default: the chunk lists found)")
@@ -130,6 +134,21 @@ def run_examples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_words(name: str, texts: list[str]) -> tuple[str, ...]:
+    """The words of `texts` split by shell rules (no expansion); control characters or unbalanced quotes
+    are a ParameterError naming `name`."""
+    words: list[str] = []
+    for text in texts:
+        jobs.check_text(name, text)  # shlex.split would take a newline for a space
+        try:
+            words += shlex.split(text)
+        except ValueError as exc:
+            raise ParameterError(
+                f"{name} must be shell words with balanced quotes; got {text!r} ({exc})"
+            ) from exc
+    return tuple(words)
+
+
 def spec_from_args(args: argparse.Namespace) -> jobs.JobSpec:
     """The JobSpec of parsed `render` arguments (checked by JobSpec itself)."""
     return jobs.JobSpec(
@@ -151,7 +170,7 @@ def spec_from_args(args: argparse.Namespace) -> jobs.JobSpec:
         schedule=args.schedule,
         python=args.python,
         setup=tuple(args.setup),
-        run_args=tuple(a for text in args.run_args for a in shlex.split(text)),
+        run_args=_split_words("run_args", args.run_args),
         chunks=args.chunks,
         chunk_dir=args.chunk_dir,
         max_parallel=args.max_parallel,
