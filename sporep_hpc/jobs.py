@@ -387,7 +387,8 @@ def check_paths(spec: JobSpec) -> JobSpec:
         raise ParameterError(f"python must be an existing interpreter; got {spec.python!r}")
     if spec.template == "array":
         chunk_dir = spec.chunk_dir or spec.default_chunk_dir
-        split_cmd = f"sporep-hpc split {spec.structures} --chunks {spec.chunks or 'N'} -o {chunk_dir}"
+        chunks = str(spec.chunks or "N")
+        split_cmd = shlex.join(["sporep-hpc", "split", spec.structures, "--chunks", chunks, "-o", chunk_dir])
         found = chunk_files(chunk_dir)
         if not found:
             raise ParameterError(
@@ -568,6 +569,7 @@ def plan(spec: JobSpec, *, check: bool = True) -> str:
     tasks = (spec.chunks or 1) if spec.template == "array" else 1
     cores = spec.ranks * spec.threads
     core_hours = budget_core_hours(spec)
+    python = shlex.quote(spec.python)
     rows = [
         ("template", f"{spec.template}: {TEMPLATES[spec.template]}"),
         (
@@ -580,7 +582,7 @@ def plan(spec: JobSpec, *, check: bool = True) -> str:
             f"{spec.time} ({spec.seconds / 3600:.2f} h)" + (" per array task" if tasks > 1 else ""),
         ),
         ("budget", f"at most {core_hours:.1f} core-hours" + (f" ({tasks} array tasks)" if tasks > 1 else "")),
-        ("launch", f"{spec.launcher} {spec.python} -m mpi4py -m sporep_hpc run --schedule {spec.schedule}"),
+        ("launch", f"{spec.launcher} {python} -m mpi4py -m sporep_hpc run --schedule {spec.schedule}"),
     ]
     if spec.structures:
         entries = read_list(spec.structures) if check else []

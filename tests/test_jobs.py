@@ -717,6 +717,19 @@ def test_array_hint_for_a_missing_chunk_is_quoted(workdir, fake_env):
     structures, chunk_dir = str(workdir / f"{HOSTILE_NAME}.txt"), str(workdir / f"{HOSTILE_NAME}.chunks")
     assert shlex.split(hint) == ["sporep-hpc", "split", structures, "--chunks", "2", "-o", chunk_dir]
     assert _calls(log, "srun") == []
+    # so is the hint of `jobs render` when the chunks are not there yet
+    with pytest.raises(ParameterError, match=r"none in 'no chunks'") as refused:
+        jobs.check_paths(dataclasses.replace(spec, chunk_dir="no chunks"))
+    (hint,) = re.findall(r"run `(.*)` first$", str(refused.value))
+    assert shlex.split(hint) == [
+        "sporep-hpc",
+        "split",
+        f"{HOSTILE_NAME}.txt",
+        "--chunks",
+        "N",
+        "-o",
+        "no chunks",
+    ]
 
 
 # --- CLI -----------------------------------------------------------------------------------------------
