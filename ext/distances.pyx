@@ -9,12 +9,15 @@ Python face is sporep_hpc.analysis.similarity, which validates and prepares the 
   Gram-derived square distance is small against the norms (cancellation) are recomputed directly.
 * wasserstein: weighted L1 distance between per-window normalised cumulative sums (prepared in
   Python), with the zero-area rules of DESIGN §3.
+* top-k: merge a distance tile into per-row lists of the k nearest (distance, index) pairs, ties to
+  the smaller index (the Python face is sporep_hpc.analysis.neighbours).
 
 Every function returns 0 on success, a negative status otherwise.
 """
 
 from cython.parallel cimport prange
 from libc.math cimport fabs, sqrt
+from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm
 
 cdef enum:
@@ -146,4 +149,87 @@ def wasserstein_block(const double[:, ::1] cdf_a, const double[:, ::1] cdf_b,
     cdef int status
     with nogil:
         status = wasserstein(cdf_a, cdf_b, step, offsets, zero_a, zero_b, widths, out, n_threads)
+    return status
+
+
+# ---- top-k selection (DESIGN §8.5 "Neighbours") ----------------------------------------------------
+
+# Owner columns handled together in the transposed update (one cache line run of each block row).
+cdef Py_ssize_t TOPK_CHUNK = 64
+
+
+cdef inline bint precedes(double d, int64_t i, double d_ref, int64_t i_ref) noexcept nogil:
+    """(d, i) < (d_ref, i_ref) lexicographically: the nearer one, ties to the smaller index."""
+    return d < d_ref or (d == d_ref and i < i_ref)
+
+
+cdef inline void insert(double *best_d, int64_t *best_i, Py_ssize_t k, double d, int64_t i) noexcept nogil:
+    """Insert (d, i) into the ascending list of length k; the caller checked it precedes the last."""
+    cdef Py_ssize_t p = k - 1
+    while p > 0 and precedes(d, i, best_d[p - 1], best_i[p - 1]):
+        best_d[p] = best_d[p - 1]
+        best_i[p] = best_i[p - 1]
+        p -= 1
+    best_d[p] = d
+    best_i[p] = i
+
+
+cdef int topk_update(const double[:, ::1] block,  # IN (r, c) distances of a tile
+                     int64_t row0,                # global index of block row 0
+                     int64_t col0,                # global index of block column 0
+                     int transpose,               # 0: the rows own lists; 1: the columns do
+                     int skip_self,               # 1: never insert the pair with equal global indices
+                     double[:, ::1] best_d,       # IN/OUT (n_owners, k) ascending distances
+                     int64_t[:, ::1] best_i,      # IN/OUT (n_owners, k) their global indices
+                     int n_threads) noexcept nogil:
+    """Merge a tile into the k-best lists of its owners (rows, or columns when `transpose`).
+
+    Lists hold (distance, index) pairs in ascending lexicographic order, so the result is the k
+    smallest pairs of everything merged, whatever the order of the tiles. Empty slots are
+    (+inf, INT64_MAX). NaN distances are never inserted.
+    """
+    cdef Py_ssize_t r = block.shape[0], c = block.shape[1], k = best_d.shape[1]
+    cdef Py_ssize_t n_chunks, ch, i, j, j0, j1
+    cdef double d
+    cdef int64_t cand
+    if k < 1 or best_i.shape[1] != k or best_i.shape[0] != best_d.shape[0]:
+        return -1
+    if best_d.shape[0] != (c if transpose else r):
+        return -2
+    if r == 0 or c == 0:
+        return 0
+    if not transpose:
+        for i in prange(r, nogil=True, schedule="static", num_threads=n_threads):
+            for j in range(c):
+                d = block[i, j]
+                cand = col0 + j
+                if skip_self and cand == row0 + i:
+                    continue
+                if precedes(d, cand, best_d[i, k - 1], best_i[i, k - 1]):
+                    insert(&best_d[i, 0], &best_i[i, 0], k, d, cand)
+    else:
+        # each chunk of owner columns is private to one thread; block rows are read contiguously
+        n_chunks = (c + TOPK_CHUNK - 1) // TOPK_CHUNK
+        for ch in prange(n_chunks, nogil=True, schedule="static", num_threads=n_threads):
+            j0 = ch * TOPK_CHUNK
+            j1 = j0 + TOPK_CHUNK
+            if j1 > c:
+                j1 = c
+            for i in range(r):
+                cand = row0 + i
+                for j in range(j0, j1):
+                    d = block[i, j]
+                    if skip_self and cand == col0 + j:
+                        continue
+                    if precedes(d, cand, best_d[j, k - 1], best_i[j, k - 1]):
+                        insert(&best_d[j, 0], &best_i[j, 0], k, d, cand)
+    return 0
+
+
+def topk_block(const double[:, ::1] block, int64_t row0, int64_t col0, bint transpose, bint skip_self,
+               double[:, ::1] best_d, int64_t[:, ::1] best_i, int n_threads) -> int:
+    """Merge a distance tile into k-best lists (see `topk_update`); returns the status."""
+    cdef int status
+    with nogil:
+        status = topk_update(block, row0, col0, transpose, skip_self, best_d, best_i, n_threads)
     return status
