@@ -21,7 +21,8 @@ from .. import __version__
 from ..errors import SporepError
 
 SUBCOMMANDS = (
-    "run", "info", "similarity", "classify", "predict", "report", "examples", "jobs", "split", "merge",
+    "run", "info", "similarity", "neighbours", "classify", "predict", "report", "examples", "jobs", "split",
+    "merge",
 )
 
 EPILOG = """\
@@ -29,6 +30,7 @@ typical session:
   mpirun -n 4 sporep-hpc run examples:batio3 my_cifs/ -o store.h5     compute spectra and fingerprints
   sporep-hpc info store.h5                                            what is in a store
   sporep-hpc similarity store.h5 --fingerprint kinetic --metric cosine --plots figs/
+  sporep-hpc neighbours store.h5 -k 10 --query new.cif                stored structures nearest to new.cif
   sporep-hpc classify store.h5 --labels labels.csv --plots figs/
   sporep-hpc report store.h5                                          what the analysis found
 
