@@ -21,3 +21,14 @@ def qe_bands_dir() -> Path:
     if not QE_BANDS.is_dir():
         pytest.skip("shared/reference/qe-bands not available")
     return QE_BANDS
+
+
+QE_XML = SHARED / "reference" / "qe-xml"
+
+
+@pytest.fixture
+def qe_xml_dir() -> Path:
+    """Real Quantum ESPRESSO XML outputs (data-file-schema.xml), or skip when ../shared is absent."""
+    if not QE_XML.is_dir():
+        pytest.skip("shared/reference/qe-xml not available")
+    return QE_XML
