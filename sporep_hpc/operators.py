@@ -1,12 +1,17 @@
-"""Operator spectra: periodic Gaussian-orbital overlap and kinetic operators and their eigenvalues.
+"""Operator spectra: periodic Gaussian-orbital overlap, kinetic and extended-Hückel operators.
 
 DESIGN.md §3 "Operators": for lattice translations T (Bohr),
     S_μν(k) = Σ_T e^{ik·T} ⟨χ_μ(r − R_μ) | χ_ν(r − R_ν − T)⟩,
     T_μν(k) = Σ_T e^{ik·T} ⟨χ_μ(r − R_μ) | −½∇² | χ_ν(r − R_ν − T)⟩,
 the same convention as PySCF's ``Cell.pbc_intor(..., kpts=...)``. Atoms are used where the structure
 puts them (no wrapping), so the matrices equal PySCF's for the same Cartesian coordinates.
+The extended-Hückel operator (DESIGN.md §8.3) needs no integrals of its own: its real-space blocks are
+H_T = M ∘ S_T with M_μν = K_μν (h_μ + h_ν)/2 (`sporep_hpc.huckel.coupling_matrix`), minus (K − 1) h_μ on
+the diagonal of H_0, an O(n²) scaling per translation; phased like T_T, this is
+H_μν(k) = K/2 (h_μ + h_ν) S_μν(k) − (K − 1) h_μ δ_μν. Its lattice sum is screened on S (`precision` then
+bounds a neglected H element by max|K h| · precision, at most a few times `precision` Hartree).
 
-Pipeline (all numerics in ext/): real-space blocks S_T, T_T for T = 0 and one of each ±T pair within
+Pipeline (all numerics in ext/): real-space blocks S_T, T_T (or H_T) for T = 0 and one of each ±T pair within
 the screening radius (`integrals.lattice_blocks`, Obara–Saika, OpenMP over shell pairs; S_{-T} = S_T^T),
 then all k-points at once with one real GEMM on the stacked phases cos(2πk·n), sin(2πk·n)
 (`integrals.bloch_phase`; the blocks are real, so this is the complex GEMM without its zero imaginary
@@ -39,6 +44,7 @@ import numpy as np
 from ._validation import check_choice, check_interval
 from .basis import DEFAULT_BASIS, BasisSet, load_basis
 from .errors import InputError, ParameterError
+from .huckel import HARTREE_EV, K_DEFAULT, check_parameters, coupling_matrix, orbital_energy
 from .threads import resolve_threads
 
 if TYPE_CHECKING:
@@ -54,9 +60,8 @@ __all__ = [
     "spectrum_with_stats",
 ]
 
-HARTREE_EV = 27.211386245988  # CODATA 2018
 BOHR_ANGSTROM = 0.529177210903  # CODATA 2018
-OPERATORS = ("kinetic", "overlap")
+OPERATORS = ("kinetic", "overlap", "huckel")
 _PHASED_BYTES = 256 * 2**20  # k-point chunks keep the phased matrices below this (the blocks are extra)
 
 
@@ -286,7 +291,7 @@ def _translations(cell: _Cell, rcut: float) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class _Blocks:
     ints: np.ndarray  # (n_T, 3) integer translations: T = 0 first, then one of each ±T pair
-    blocks: np.ndarray  # (n_op, n_T, n_ao, n_ao) real-space blocks, Hartree (op 0: S, 1: T)
+    blocks: np.ndarray  # (n_op, n_T, n_ao, n_ao) real-space blocks, Hartree (op 0: S, 1: T or H)
     n_ao: int
     precision: float
     inversion: _Inversion | None = None
@@ -383,11 +388,33 @@ def _real_form(half: np.ndarray, kpoints: np.ndarray, inv: _Inversion, n_threads
     return out, float(resid.max(initial=0.0))
 
 
+def _huckel_onsite(cell: _Cell, shells: _Shells) -> np.ndarray:
+    """(n_ao,) orbital energies h_μ in Hartree (`sporep_hpc.huckel`); InputError naming the structure."""
+    try:
+        per_shell = [orbital_energy(cell.symbols[atom], ang) for atom, ang in shells.table[:, :2].tolist()]
+    except InputError as exc:
+        raise InputError(f"structure {cell.label!r}: {exc}") from exc
+    return np.repeat(np.array(per_shell) / HARTREE_EV, 2 * shells.table[:, 1] + 1)
+
+
+def _add_huckel(blocks: np.ndarray, h: np.ndarray, k: float, weighted: bool) -> None:
+    """Fill blocks[1] with H_T = M ∘ S_T (M from `huckel.coupling_matrix`), minus (K − 1) h_μ δ_μν at T = 0.
+
+    O(n² n_T) in place; with S_μμ(0) = 1 the on-site diagonal is h_μ (DESIGN.md §8.3).
+    """
+    np.multiply(blocks[0], coupling_matrix(h, k, weighted)[None], out=blocks[1])
+    diag = np.arange(len(h))
+    blocks[1, 0, diag, diag] -= (k - 1.0) * h
+
+
 def _real_space_blocks(
-    cell: _Cell, basis: BasisSet, precision: float, kinetic: bool, n_threads: int
+    cell: _Cell, basis: BasisSet, precision: float, operator: str, n_threads: int,
+    huckel_k: float = K_DEFAULT, huckel_weighted: bool = False,
 ) -> _Blocks:
     integrals, _ = _kernels()
     shells = _shell_table(cell, basis)
+    kinetic = operator == "kinetic"
+    h = _huckel_onsite(cell, shells) if operator == "huckel" else None
     pairs, pair_r2, prim_pairs = _pair_tables(shells, precision, kinetic)
     ints, neg = _translations(cell, math.sqrt(float(pair_r2.max())))
     trans = np.ascontiguousarray(ints @ cell.lattice)
@@ -397,7 +424,7 @@ def _real_space_blocks(
     slot = np.arange(len(ints), dtype=np.int32) - mid
     slot[:mid] = -1
     mslot = np.ascontiguousarray(slot[neg])
-    n_op = 2 if kinetic else 1
+    n_op = 1 if operator == "overlap" else 2
     blocks = np.zeros((n_op, len(ints) - mid, shells.n_ao, shells.n_ao))
     s_view = blocks[0]
     t_view = blocks[1] if kinetic else s_view
@@ -407,6 +434,8 @@ def _real_space_blocks(
     )
     if status != 0:  # pragma: no cover - the kernel has no failure mode today
         raise InputError(f"structure {cell.label!r}: integral kernel failed (status {status})")
+    if h is not None:
+        _add_huckel(blocks, h, huckel_k, huckel_weighted)
     ints = ints[mid:]
     nonzero = np.any(blocks != 0.0, axis=(0, 2, 3))
     nonzero[0] = True  # T = 0 stays first
@@ -450,10 +479,12 @@ def _blas_single_thread():
 
 
 # ----------------------------------------------------------------------------- public API
-def _check_common(operator: str, precision: float, lindep: float) -> None:
-    check_choice("operator", operator, OPERATORS)
+def _check_common(operator: str, precision: float, lindep: float, huckel_k: float, huckel_weighted: bool,
+                  operators: tuple[str, ...] = OPERATORS) -> None:
+    check_choice("operator", operator, operators)
     check_interval("precision", precision, 0.0, 1e-3, closed="right")
     check_interval("lindep", lindep, 0.0, 1.0, closed="left")
+    check_parameters(huckel_k, huckel_weighted)
 
 
 def operator_matrices(
@@ -463,29 +494,34 @@ def operator_matrices(
     exp_to_discard: float = 0.1,
     precision: float = 1e-12,
     n_threads: int | None = None,
+    operator: str = "kinetic",
+    huckel_k: float = K_DEFAULT,
+    huckel_weighted: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Overlap and kinetic matrices at the given k-points (for checks against other codes).
+    """Overlap and operator matrices at the given k-points (for checks against other codes).
 
     Parameters
     ----------
     structure : pymatgen.core.Structure
         Lattice and positions in Å (positions used as given, not wrapped).
     kpoints : array_like of shape (n_k, 3), fractional (reciprocal-lattice units)
-    basis, exp_to_discard, precision, n_threads
+    basis, exp_to_discard, precision, n_threads, huckel_k, huckel_weighted
         As in `operator_spectrum`.
+    operator : {"kinetic", "huckel"}
 
     Returns
     -------
     overlap : ndarray of shape (n_k, n_ao, n_ao), complex128, dimensionless
-    kinetic : ndarray of shape (n_k, n_ao, n_ao), complex128, Hartree
+    matrix : ndarray of shape (n_k, n_ao, n_ao), complex128, Hartree
+        The kinetic T(k) or the extended-Hückel H(k).
     """
-    check_interval("precision", precision, 0.0, 1e-3, closed="right")
+    _check_common(operator, precision, 0.0, huckel_k, huckel_weighted, ("kinetic", "huckel"))
     cell = _as_cell(structure)
     k, _ = _as_kpoints(kpoints, None)
     bs = basis if isinstance(basis, BasisSet) else load_basis(basis, exp_to_discard)
     nt = resolve_threads(n_threads)
     with _blas_single_thread():
-        rs = _real_space_blocks(cell, bs, float(precision), True, nt)
+        rs = _real_space_blocks(cell, bs, float(precision), operator, nt, huckel_k, huckel_weighted)
         ph = _phased(rs, k, nt)
     half = ph[:, :, 0] + 1j * ph[:, :, 1]
     mats = half + np.conj(np.swapaxes(half, -1, -2))
@@ -531,11 +567,13 @@ def spectrum_with_stats(
     lindep: float = 1e-8,
     n_threads: int | None = None,
     kgrid_rounding: str = "ceil",
+    huckel_k: float = K_DEFAULT,
+    huckel_weighted: bool = False,
 ) -> tuple[BandStructure, SpectrumStats]:
     """`operator_spectrum` and its `SpectrumStats` (same arguments): (BandStructure, SpectrumStats)."""
     from .bands import BandStructure
 
-    _check_common(operator, precision, lindep)
+    _check_common(operator, precision, lindep, huckel_k, huckel_weighted)
     cell = _as_cell(structure)
     bs = basis if isinstance(basis, BasisSet) else load_basis(basis, exp_to_discard)
     if kpoints is None:
@@ -546,19 +584,18 @@ def spectrum_with_stats(
         kpoints, weights = irreducible_kpoints(structure, kdensity=kdensity, rounding=kgrid_rounding)
     k, w = _as_kpoints(kpoints, weights)
     nt = resolve_threads(n_threads)
-    kinetic = operator == "kinetic"
     with _blas_single_thread():
         t0 = time.perf_counter()
-        rs = _real_space_blocks(cell, bs, float(precision), kinetic, nt)
+        rs = _real_space_blocks(cell, bs, float(precision), operator, nt, huckel_k, huckel_weighted)
         t_int = time.perf_counter() - t0
-        eig, dropped, info, t_phase, t_eig = _spectrum_impl(rs, k, kinetic, float(lindep), nt)
+        eig, dropped, info, t_phase, t_eig = _spectrum_impl(rs, k, float(lindep), nt)
     if np.any(info):
         bad = int(np.nonzero(info)[0][0])
         raise InputError(
             f"structure {cell.label!r}: eigensolver failed at k-point {bad} {k[bad].tolist()} "
             f"(LAPACK info {int(info[bad])})"
         )
-    if kinetic:
+    if operator != "overlap":
         eig *= HARTREE_EV
     n_electrons = sum(bs.valence[s] for s in cell.symbols)
     bands = BandStructure(eig[None], w, n_electrons=n_electrons or None, kpoints=k)
@@ -566,10 +603,14 @@ def spectrum_with_stats(
     return bands, stats
 
 
-def _spectrum_impl(rs: _Blocks, k: np.ndarray, kinetic: bool, lindep: float, n_threads: int):
-    """Eigenvalues (Hartree or dimensionless) for clean inputs, k-points in chunks of bounded memory."""
+def _spectrum_impl(rs: _Blocks, k: np.ndarray, lindep: float, n_threads: int):
+    """Eigenvalues for clean inputs, k-points in chunks of bounded memory.
+
+    Two operators (S and T or H): the generalized problem, Hartree; one (S): its eigenvalues.
+    """
     _, eigensolve = _kernels()
     n_op, n = rs.blocks.shape[0], rs.n_ao
+    generalized = n_op == 2
     chunk = max(1, min(len(k), _PHASED_BYTES // (n_op * 2 * n * n * 8)))
     real_k = np.all(np.abs(2.0 * k - np.round(2.0 * k)) < 1e-12, axis=1).astype(np.int8)
     eig = np.empty((len(k), n))
@@ -581,15 +622,15 @@ def _spectrum_impl(rs: _Blocks, k: np.ndarray, kinetic: bool, lindep: float, n_t
         t0 = time.perf_counter()
         ph = _phased(rs, k[sl], n_threads)
         t1 = time.perf_counter()
-        op_a = 1 if kinetic else 0
-        args = (ph[op_a, :, 0], ph[op_a, :, 1], ph[0, :, 0], ph[0, :, 1], real_k[sl], int(kinetic), 1,
+        op_a = n_op - 1
+        args = (ph[op_a, :, 0], ph[op_a, :, 1], ph[0, :, 0], ph[0, :, 1], real_k[sl], int(generalized), 1,
                 lindep, eig[sl], dropped[sl], info[sl])
         if rs.inversion is not None and not real_k[sl].all():
             # inversion symmetry: real symmetric matrices at every k (real LAPACK path, ~2-4x cheaper)
             forms = [_real_form(ph[op], k[sl], rs.inversion, n_threads) for op in range(n_op)]
             if max(res for _, res in forms) <= max(_INVERSION_TOL, 10.0 * rs.precision):
                 a, b = forms[op_a][0], forms[0][0]
-                args = (a, a, b, b, np.ones(sl.stop - sl.start, dtype=np.int8), int(kinetic), 0, lindep,
+                args = (a, a, b, b, np.ones(sl.stop - sl.start, dtype=np.int8), int(generalized), 0, lindep,
                         eig[sl], dropped[sl], info[sl])
         if sl.stop - sl.start >= n_threads:  # threads over k-points, BLAS single-threaded
             status = eigensolve.eig_batch_py(*args, n_threads)
@@ -617,16 +658,20 @@ def operator_spectrum(
     lindep: float = 1e-8,
     n_threads: int | None = None,
     kgrid_rounding: str = "ceil",
+    huckel_k: float = K_DEFAULT,
+    huckel_weighted: bool = False,
 ) -> BandStructure:
-    """Spectrum of the kinetic (or overlap) operator of a crystal in a Gaussian basis.
+    """Spectrum of the kinetic, extended-Hückel (or overlap) operator of a crystal in a Gaussian basis.
 
     Parameters
     ----------
     structure : pymatgen.core.Structure
         Ordered crystal, Å.
-    operator : {"kinetic", "overlap"}
-        "kinetic": eigenvalues of T(k) c = ε S(k) c, in eV. "overlap": eigenvalues of S(k), which are
-        dimensionless numbers (stored unscaled in the eV-labelled eigenvalue field).
+    operator : {"kinetic", "huckel", "overlap"}
+        "kinetic": eigenvalues of T(k) c = ε S(k) c, in eV. "huckel": eigenvalues of H(k) c = ε S(k) c
+        with the extended-Hückel H of DESIGN.md §8.3 (parameters: `sporep_hpc.huckel`), in eV.
+        "overlap": eigenvalues of S(k), which are dimensionless numbers (stored unscaled in the
+        eV-labelled eigenvalue field).
     basis : str or BasisSet
         "ano-valence" (default) or any basis_set_exchange name; a loaded `BasisSet` is used as is
         (its own exp_to_discard applies).
@@ -647,6 +692,10 @@ def operator_spectrum(
         OpenMP threads (default: `sporep_hpc.threads.resolve_threads`).
     kgrid_rounding : {"ceil", "round"}
         Grid rule when `kpoints` is None (DESIGN.md §3; "round" reproduces the original study's grids).
+    huckel_k : float in (1, inf)
+        Wolfsberg-Helmholz constant K of the "huckel" operator (default 1.75).
+    huckel_weighted : bool
+        "huckel" with the weighted formula of Ammeter et al. (1978), K' = K + Δ² + Δ⁴(1 − K).
 
     Returns
     -------
@@ -657,9 +706,10 @@ def operator_spectrum(
     Raises
     ------
     InputError
-        Unusable structure, element missing from the basis, or an eigensolver failure (names the k-point).
+        Unusable structure, element missing from the basis or (for "huckel") from the parameter table, or
+        an eigensolver failure (names the k-point).
     ParameterError
-        Invalid operator, precision, lindep, kpoints or weights.
+        Invalid operator, precision, lindep, kpoints, weights, huckel_k or huckel_weighted.
     """
     return spectrum_with_stats(structure, operator, basis, kpoints, weights, kdensity, exp_to_discard,
-                               precision, lindep, n_threads, kgrid_rounding)[0]
+                               precision, lindep, n_threads, kgrid_rounding, huckel_k, huckel_weighted)[0]

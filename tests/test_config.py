@@ -26,7 +26,7 @@ def test_defaults_follow_design():
     [
         ("kdensity", 0.0, r"kdensity must be a number in \(0, inf\) 1/Å; got 0.0"),
         ("kdensity", "x", "kdensity must be a number"),
-        ("operator", "potential", "operator must be one of 'kinetic', 'overlap'; got 'potential'"),
+        ("operator", "potential", "operator must be one of 'huckel', 'kinetic', 'overlap'; got 'potential'"),
         ("max_atoms", 0, r"max_atoms must be an integer in \[1, inf\)"),
         ("max_atoms", 2.5, "max_atoms must be an integer"),
         ("lindep", 1.0, r"lindep must be a number in \(0, 1\)"),

@@ -21,7 +21,7 @@ LAYERS = [
     {"structures"},
     {"examples"},
     {"kpoints"},
-    {"basis"},
+    {"basis", "huckel"},
     {"smearing"},
     {"bands"},
     {"operators"},
@@ -32,7 +32,7 @@ LAYERS = [
     {"plots"},
     {"cli", "__main__", "__init__"},
 ]
-NUMERIC = {"kpoints", "basis", "smearing", "bands", "operators", "fingerprints"}
+NUMERIC = {"kpoints", "basis", "huckel", "smearing", "bands", "operators", "fingerprints"}
 
 
 def _layer(name: str) -> int:
