@@ -22,8 +22,10 @@ from typing import Any
 
 from ._validation import check_choice, check_interval
 from .errors import ParameterError
+from .huckel import K_DEFAULT
+from .huckel import check_parameters as check_huckel
 
-OPERATORS = ("kinetic", "overlap")
+OPERATORS = ("kinetic", "overlap", "huckel")
 KGRID_ROUNDING = ("ceil", "round")
 SCHEDULES = ("dynamic", "static")
 RESTART_POLICIES = ("auto", "fresh")
@@ -36,7 +38,8 @@ class RunParameters:
     Attributes
     ----------
     operator : str
-        Operator whose generalised spectrum is computed: ``"kinetic"`` or ``"overlap"``.
+        Operator whose generalised spectrum is computed: ``"kinetic"``, ``"huckel"`` (extended Hückel,
+        DESIGN.md §8.3) or ``"overlap"``.
     basis : str
         Gaussian basis name (``"ano-valence"`` or any basis_set_exchange name).
     kdensity : float
@@ -56,6 +59,10 @@ class RunParameters:
         Structures with more atoms are marked failed, in [1, inf).
     min_distance : float
         Structures with two atoms closer than this are marked failed, Å, in [0, inf).
+    huckel_k : float
+        Wolfsberg-Helmholz constant K of the ``"huckel"`` operator, in (1, inf); default 1.75.
+    huckel_weighted : bool
+        ``"huckel"`` with the weighted formula of Ammeter et al. (1978) instead of the plain K.
     """
 
     operator: str = "kinetic"
@@ -68,6 +75,8 @@ class RunParameters:
     fingerprints: tuple[str, ...] = ("kinetic",)
     max_atoms: int = 200
     min_distance: float = 0.5
+    huckel_k: float = K_DEFAULT
+    huckel_weighted: bool = False
 
     def __post_init__(self):
         check_choice("operator", self.operator, OPERATORS)
@@ -80,6 +89,7 @@ class RunParameters:
         check_interval("lindep", self.lindep, 0.0, 1.0, closed="neither")
         check_interval("max_atoms", self.max_atoms, 1, None, closed="left", integer=True)
         check_interval("min_distance", self.min_distance, 0.0, None, closed="left", unit="Å")
+        check_huckel(self.huckel_k, self.huckel_weighted)
         names = self.fingerprints
         if isinstance(names, str):
             names = tuple(n.strip() for n in names.split(",") if n.strip())
