@@ -6,10 +6,13 @@ PRL 82, 3296 (1999)); Hermite polynomials come from numpy, not from our recurren
 """
 
 import itertools
+import json
 import math
 
+import h5py
 import numpy as np
 from numpy.polynomial.hermite import hermval
+from pymatgen.core import Lattice, Structure
 from scipy import special
 
 
@@ -75,3 +78,193 @@ def brute_force_makespan(costs: list[float], n_bins: int) -> float:
             loads[k] += c
         best = min(best, max(loads))
     return best
+
+
+# ---------------------------------------------------------------------------- malformed inputs
+def _poscar(lattice="5.64 0 0\n0 5.64 0\n0 0 5.64", scale="1.0", species="Na Cl", counts="1 1",
+            coords="0 0 0\n0.5 0.5 0.5") -> str:
+    """POSCAR text of rock salt with any part replaced (written by hand, not by the code under test)."""
+    return f"NaCl\n{scale}\n{lattice}\n{species}\n{counts}\nDirect\n{coords}\n"
+
+
+def _structure_json(lattice, species, coords, pbc=(True, True, True), **site_extra) -> str:
+    """pymatgen's JSON layout of a structure, written field by field (NaN and inf allowed)."""
+    sites = [
+        {"species": [{"element": el, "occu": 1.0}], "abc": list(xyz), "label": el, "properties": {}}
+        for el, xyz in zip(species, coords, strict=True)
+    ]
+    data = {
+        "@module": "pymatgen.core.structure", "@class": "Structure", "charge": 0.0,
+        "lattice": {"matrix": [list(v) for v in lattice], "pbc": list(pbc)}, "sites": sites, **site_extra,
+    }
+    return json.dumps(data)
+
+
+def _cif(cell="5.64 5.64 5.64 90 90 90", atoms="Na Na 0 0 0 1\nCl Cl 0.5 0.5 0.5 1") -> str:
+    a, b, c, al, be, ga = cell.split()
+    return (
+        "data_test\n_symmetry_space_group_name_H-M 'P 1'\n"
+        f"_cell_length_a {a}\n_cell_length_b {b}\n_cell_length_c {c}\n"
+        f"_cell_angle_alpha {al}\n_cell_angle_beta {be}\n_cell_angle_gamma {ga}\n"
+        "loop_\n_symmetry_equiv_pos_as_xyz\n'x, y, z'\n"
+        "loop_\n_atom_site_type_symbol\n_atom_site_label\n_atom_site_fract_x\n_atom_site_fract_y\n"
+        f"_atom_site_fract_z\n_atom_site_occupancy\n{atoms}\n"
+    )
+
+
+CUBE = ((5.64, 0, 0), (0, 5.64, 0), (0, 0, 5.64))
+NACL = (("Na", "Cl"), ((0, 0, 0), (0.5, 0.5, 0.5)))
+
+
+def write_malformed_corpus(directory, max_atoms: int = 40) -> dict[str, str]:
+    """Write malformed or hostile structure files into `directory`; return {id: expected fragment of the
+    failure reason} (the id is what `sporep-hpc run` calls the file: its stem).
+
+    Every file must end as a failed row of a run with ``max_atoms = max_atoms`` and the default
+    min_distance (0.5 Å), whatever stage finds the problem (read, validation, planning, compute).
+    Several are what real users feed: a disordered CIF, a POSCAR with ``inf``, an empty or truncated
+    download, a binary file renamed ``.cif``, a plain XYZ without cell, a 2-D slab with pbc off.
+    """
+    from pathlib import Path
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(12)
+    junk = bytes(rng.integers(0, 256, 4096, dtype=np.uint8))
+    na, cl = NACL[0]
+    nan = float("nan")
+    partial = "Na Na1 0 0 0 0.5\nK K1 0 0 0 0.5\nCl Cl 0.5 0.5 0.5 1"  # Na and K share a site
+    latin1 = _structure_json(CUBE, *NACL).replace('"charge"', '"caf\xe9"').encode("latin-1")
+    files: dict[str, tuple[bytes | str, str]] = {
+        "partial.cif": (_cif(atoms=partial), "partial occupancy"),
+        "inf_coord.vasp": (_poscar(coords="0 0 0\ninf 0.5 0.5"), "non-finite"),
+        "nan_coord.vasp": (_poscar(coords="0 0 0\nnan 0.5 0.5"), "non-finite"),
+        "inf_lattice.vasp": (_poscar(lattice="inf 0 0\n0 5.64 0\n0 0 5.64"), "non-finite"),
+        "nan_lattice.json": (_structure_json(((nan, 0, 0), (0, 5.64, 0), (0, 0, 5.64)), *NACL), "non-finite"),
+        "zero_scale.vasp": (_poscar(scale="0.0"), "lattice vector lengths"),
+        "zero_vector.json": (_structure_json(((0, 0, 0), (0, 5.64, 0), (0, 0, 5.64)), *NACL), "lattice"),
+        "flat.json": (_structure_json(((5.64, 0, 0), (0, 5.64, 0), (5.64, 5.64, 1e-6)), *NACL), "flat"),
+        "huge_lattice.json": (
+            _structure_json(((1e9, 0, 0), (0, 5.64, 0), (0, 0, 5.64)), *NACL), "lattice vector lengths"
+        ),
+        "huge_coords.json": (_structure_json(CUBE, (na, cl), ((0, 0, 0), (1e12, 0.5, 0.5))), "fractional"),
+        "overlap.json": (_structure_json(CUBE, (na, cl), ((0, 0, 0), (0, 0, 0))), "closer than"),
+        "close.json": (_structure_json(CUBE, (na, cl), ((0, 0, 0), (0.03, 0, 0))), "closer than"),
+        "tiny_cell.json": (
+            _structure_json(((0.3, 0, 0), (0, 0.3, 0), (0, 0, 0.3)), ("Cu",), ((0, 0, 0),)), "closer than"
+        ),
+        "too_many.json": (
+            _structure_json(
+                ((30.0, 0, 0), (0, 30.0, 0), (0, 0, 30.0)), ("H",) * (max_atoms + 1),
+                [(i / (max_atoms + 1), 0, 0) for i in range(max_atoms + 1)],
+            ),
+            "max_atoms",
+        ),
+        "no_basis.json": (_structure_json(CUBE, ("Og", "Cl"), NACL[1]), "Og"),
+        "dummy.json": (
+            _structure_json(CUBE, ("Na", "X"), NACL[1]).replace('"X"', '"X", "oxidation_state": 0', 1),
+            "unknown element",
+        ),
+        "unknown_element.vasp": (_poscar(species="Xx Cl"), "unknown element"),
+        "count_mismatch.vasp": (_poscar(counts="3 1"), "unreadable"),
+        "two_d.json": (_structure_json(CUBE, *NACL, pbc=(True, True, False)), "periodic in 3 dimensions"),
+        "no_atoms.json": (_structure_json(CUBE, (), ()), "no_atoms.json"),
+        "empty_cif.cif": ("", "empty_cif.cif"),
+        "empty_vasp.vasp": ("", "empty_vasp.vasp"),
+        "empty_json.json": ("", "empty_json.json"),
+        "blank.xyz": ("\n\n  \n", "blank.xyz"),
+        "junk_cif.cif": (junk, "junk_cif.cif"),
+        "junk_vasp.vasp": (junk, "junk_vasp.vasp"),
+        "junk_json.json": (junk, "junk_json.json"),
+        "junk_xyz.extxyz": (junk, "junk_xyz.extxyz"),
+        "latin1.json": (latin1, "latin1"),
+        "poscar_in.cif": (_poscar(), "poscar_in.cif"),
+        "cif_in.json": (_cif(), "cif_in.json"),
+        "not_structure.json": ('{"answer": 42}', "not_structure.json"),
+        "numbers.json": ("[1, 2, 3]", "numbers.json"),
+        "cell_only.cif": (_cif(atoms=""), "cell_only.cif"),
+        "plain.xyz": ("2\nno lattice\nNa 0 0 0\nCl 2.82 0 0\n", "not periodic"),
+        "short.extxyz": (
+            '5\nLattice="5.64 0 0 0 5.64 0 0 0 5.64" Properties=species:S:1:pos:R:3\nNa 0 0 0\nCl 2.82 0 0\n',
+            "header says",
+        ),
+        "inf_pos.extxyz": (
+            '2\nLattice="5.64 0 0 0 5.64 0 0 0 5.64" Properties=species:S:1:pos:R:3\nNa 0 0 0\nCl inf 0 0\n',
+            "non-finite",
+        ),
+        "nested.json": ("[" * 100000 + "]" * 100000, "nested.json"),
+    }
+    expected = {}
+    for name, (content, fragment) in files.items():
+        path = d / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        expected[path.stem] = fragment
+    return expected
+
+
+def write_unusual_good_corpus(directory) -> list[str]:
+    """Write valid but unusual structure files into `directory`; return their ids (all must compute).
+
+    A left-handed cell, a POSCAR whose negative scale factor is the cell volume, atoms outside
+    [0, 1), CRLF line endings, a name with a control character (its id gets ``_`` instead) and a
+    name that is not UTF-8.
+    """
+    import os
+    from pathlib import Path
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    files = {
+        "left_handed.json": _structure_json(((0, 5.64, 0), (5.64, 0, 0), (0, 0, 5.64)), *NACL),
+        "volume_scale.vasp": _poscar(scale=f"-{5.64**3:.6f}", lattice="1 0 0\n0 1 0\n0 0 1"),
+        "outside.json": _structure_json(CUBE, NACL[0], ((-1.0, 2.0, 0.0), (1.5, -0.5, 3.5))),
+        "crlf.vasp": _poscar().replace("\n", "\r\n"),
+        "ctl\x01name.json": _structure_json(CUBE, *NACL),
+    }
+    for name, text in files.items():
+        (d / name).write_bytes(text.encode())
+    # a file name that is not UTF-8 (bytes path: the OS takes any byte but / and NUL)
+    with open(os.path.join(os.fsencode(d), b"caf\xe9.json"), "wb") as fh:
+        fh.write(_structure_json(CUBE, *NACL).encode())
+    return ["left_handed", "volume_scale", "outside", "crlf", "ctl_name", "caf_"]
+
+
+# ---------------------------------------------------------------------------- stores (tests/mpi)
+def structures():
+    """Four small crystals and one with atoms 0.25 Å apart, by id (pymatgen Structures)."""
+    return {
+        "si": Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
+        "nacl": Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "cu": Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]]),
+        "graphite": Structure(
+            Lattice.hexagonal(2.46, 6.7), ["C"] * 4,
+            [[0, 0, 0.25], [0, 0, 0.75], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]],
+        ),
+        "close": Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]]),  # 0.25 Å apart
+    }
+
+
+def datasets(path):
+    """({path: array} of every dataset, root attributes but created/n_ranks) of an HDF5 store."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda k, obj: out.__setitem__(k, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        attrs = {k: v for k, v in f.attrs.items() if k not in ("created", "n_ranks")}
+    return out, attrs
+
+
+def assert_same_store(a, b):
+    """Every dataset equal (floats to 1e-12 absolute, NaN where NaN), root attributes equal."""
+    (da, aa), (db, ab) = datasets(a), datasets(b)
+    assert aa == ab
+    assert sorted(da) == sorted(db)
+    for key in da:
+        x, y = da[key], db[key]
+        assert x.shape == y.shape, key
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-12, equal_nan=True, err_msg=key)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=key)

@@ -35,12 +35,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import __version__
 from ..config import RunConfig
 from ..errors import SporepError, StoreError
 from ..store import (
     STATUS_DONE,
     STATUS_FAILED,
+    STATUS_PENDING,
     FingerprintMeta,
     StoreHeader,
     StructureResult,
@@ -48,9 +51,12 @@ from ..store import (
     mpio_available,
     write_store,
 )
+from ..store.lock import StoreLock
+from ..store.schema import ERROR_WIDTH, FORMULA_WIDTH, ID_WIDTH, SPECTRA_SCALARS
 from ..structures import InputRecord, check_unique_ids, compact_record, properties_json
 from .agreement import all_call, root_call
 from .journal import (
+    INTERNAL,
     JournalShard,
     journal_dir,
     list_shards,
@@ -164,12 +170,32 @@ def run(
     RunReport
         Identical on every rank; ``exit_code`` is 0, 4 (some failed) or 5 (stopped).
     """
+    output = Path(output).resolve() if comm.rank == 0 else None
+    output = Path(comm.bcast(str(output) if output else None, root=0))
+    # one writer per store: rank 0 holds <store>.lock from before the existing store is read until the
+    # end, whatever the exit path (a dry run writes nothing and takes no lock)
+    lock = StoreLock(output) if comm.rank == 0 and not dry_run else None
+    if not dry_run:
+        root_call(comm, lambda: lock.acquire().held)
+    together = True  # every rank leaves run in the same way: returning, or raising an agreed error
+    try:
+        return _run(inputs, output, config, comm, n_threads, dry_run, stop or StopFlag(), on_task_done)
+    except BaseException as exc:
+        together = getattr(exc, "agreed", False)
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+        if together:
+            comm.Barrier()  # when run returns or raises on any rank, the store is unlocked
+
+
+def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry_run: bool, stop: StopFlag,
+         on_task_done) -> RunReport:
+    """`run` with the store's lock held (see there)."""
     t_start = time.perf_counter()
     params = config.parameters
     execution = config.execution
-    stop = stop or StopFlag()
-    output = Path(output).resolve() if comm.rank == 0 else None
-    output = Path(comm.bcast(str(output) if output else None, root=0))
     inputs = list(inputs)
 
     # validation before any work: fingerprints and basis name raise ParameterError on every rank alike
@@ -231,7 +257,7 @@ def run(
 
     note = root_call(comm, _prepare)
     digests = {e.id: record_digests[e.index] for e in plan if e.kind != "failed"}
-    refs, stale = _scan_all(comm, jdir, digests)
+    refs, stale = _scan_all(comm, jdir, digests, set_aside=True)
     if stale and comm.rank == 0:
         log.info(
             "%d journal entries are stale (their structure's input changed since, or they were written "
@@ -255,16 +281,22 @@ def run(
     order = largest_first(costs)
 
     shard = all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
+    journal_error: list[str] = []  # the first journal write error of this rank
 
     def compute(task: Task) -> tuple[StructureResult, TaskTimes]:
-        """Run one task and journal it (flushed)."""
+        """Run one task and journal it (flushed). A journal write error stops this rank's loop (the
+        error is agreed on after the loop): the entry was not completed, so the journal stays valid."""
         record = records[task.index]
         if task.n_chunks == 1:
             result, times = compute_record(task.index, record, params, fingerprints, n_threads)
         else:
             result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, n_threads)
         t0 = time.perf_counter()
-        shard.append(result, times, record_digests[task.index])
+        try:
+            shard.append(result, times, record_digests[task.index])
+        except (OSError, RuntimeError, ValueError, StoreError) as exc:  # h5py's errors on a full disk
+            journal_error.append(f"rank {comm.rank} could not write its journal shard {shard.path}: {exc}")
+            stop.set()
         if result.status != STATUS_DONE:
             log.warning("%s", result.error)
         return result, times + TaskTimes(io=time.perf_counter() - t0)
@@ -275,6 +307,7 @@ def run(
         busy, stopped = loop(comm, tasks, costs, order, compute, stop, on_task_done, interval)
     finally:
         shard.close()
+    _agree_journal_writes(comm, journal_error[:1], jdir)
     stopped = comm.allreduce(stopped or stop.requested)
     if to_combine and not stopped:
         busy = busy + _combine(
@@ -292,15 +325,16 @@ def run(
         return report
 
     t_io = time.perf_counter()
-    failures = _assemble(
+    failures, pending = _assemble(
         output, jdir, records, plan, parameters_json, digest, digests, fingerprints, comm,
         execution.keep_journal,
     )
     t_assembly = time.perf_counter() - t_io
     n_failed = len(failures)
     report = RunReport(
-        n, n - n_failed, n_failed, n_skipped, failures, time.perf_counter() - t_start, phase_times,
-        busy_times, False, str(output), comm.size, n_threads, t_setup, t_assembly,
+        n, n - n_failed - len(pending), n_failed, n_skipped, failures + pending,
+        time.perf_counter() - t_start, phase_times, busy_times, False, str(output), comm.size, n_threads, t_setup, t_assembly,
+        n_pending=len(pending),
     )
     if comm.rank == 0:
         log.info("%s", summary_table(report))
@@ -371,13 +405,17 @@ def _loop_static(comm, tasks, costs, order, compute, stop, on_task_done, interva
     return busy, stop.requested
 
 
-def _scan_all(comm: Any, jdir: Path, digests: dict[str, str]) -> tuple[dict, set[str]]:
+def _scan_all(
+    comm: Any, jdir: Path, digests: dict[str, str], set_aside: bool = False
+) -> tuple[dict, set[str]]:
     """`scan_journal(jdir, digests)` with the shards shared out over the ranks (shard k read by rank
     k mod size), and the `stale_ids`. Every rank gets every shard's entries (allgather) and the same
-    `digests`, so every rank makes the same choice."""
+    `digests`, so every rank makes the same choice. `set_aside`: see `scan_shard` (the run holds the
+    store's lock: it is the only writer of the journal)."""
     shards = root_call(comm, lambda: [str(p) for p in list_shards(jdir)])
     mine = all_call(
-        comm, lambda: {k: scan_shard(Path(shards[k])) for k in range(comm.rank, len(shards), comm.size)}
+        comm,
+        lambda: {k: scan_shard(Path(shards[k]), set_aside) for k in range(comm.rank, len(shards), comm.size)},
     )
     per_shard: dict[int, list] = {}
     for block in comm.allgather(mine):
@@ -432,6 +470,21 @@ def _combine(
 
     all_call(comm, _work)
     return spent
+
+
+def _agree_journal_writes(comm: Any, errors: list[str], jdir: Path) -> None:
+    """Raise one StoreError on every rank when any rank could not write its journal (`errors`: this
+    rank's first error, or none). Called by every rank after the task loop."""
+    found = [e for block in comm.allgather(errors) for e in block]
+    if found:
+        more = f" (and on {len(found) - 1} other rank(s))" if len(found) > 1 else ""
+        error = StoreError(
+            f"{found[0]}{more}. Nothing is lost: the journal {jdir} keeps every finished structure (an "
+            "entry cut by the error is ignored); free space (or fix the file system) and rerun the same "
+            "command to resume"
+        )
+        error.agreed = True
+        raise error
 
 
 def _resolve(comm: Any, inputs: Sequence[str]) -> list[InputRecord]:
@@ -499,21 +552,24 @@ def check_existing_store(
         The store is complete and was made with the same parameters and inputs: nothing to do.
         The list holds its failed structures.
 
+    A store with the same parameters and inputs but pending rows (structures the machinery lost: a
+    missing journal entry, an internal error) is resumed: only those rows are computed again.
+
     Raises
     ------
     ParameterError
         The store was made with other parameters (the differences are listed).
     StoreError
-        `output` is a directory, not a readable store, incomplete, or made from other inputs.
+        `output` is a directory or not a sporep-hpc store (never overwritten, not even with
+        ``restart="fresh"``), or a store made from other inputs.
     """
     from ..errors import ParameterError
-    from ..store import STATUS_DONE as DONE
     from ..store import STATUS_FAILED as FAILED
     from ..store import open_store
 
     if output.is_dir():
         raise StoreError(f"output {output} is a directory; give the store's file name")
-    if restart == "fresh" or not output.exists():
+    if not output.exists():
         return None
     fresh = "rerun with --restart fresh to replace it, or choose another output"
     try:
@@ -522,13 +578,23 @@ def check_existing_store(
             stored_digest = store.inputs_digest
             ids, status, errors = store.ids, store.status.copy(), store.errors
     except (SporepError, OSError, KeyError) as exc:
-        raise StoreError(f"{output} exists and is not a readable sporep-hpc store ({exc}); {fresh}") from exc
+        raise StoreError(
+            f"{output} exists and is not a readable sporep-hpc store ({exc}); it is never overwritten "
+            "(not even with --restart fresh): remove it yourself or choose another output"
+        ) from exc
+    if restart == "fresh":
+        return None
     try:
         changes = _parameter_changes(json.loads(stored_json), json.loads(parameters_json))
     except ValueError:
         changes = ["parameters: unreadable in the store"]
-    if not changes and stored_digest == digest and all(s in (DONE, FAILED) for s in status):
-        return [(id, errors[i]) for i, id in enumerate(ids) if status[i] == FAILED]
+    if not changes and stored_digest == digest:
+        pending = int(np.sum(status == STATUS_PENDING))
+        if not pending:
+            return [(id, errors[i]) for i, id in enumerate(ids) if status[i] == FAILED]
+        log.info("%s has %d structure(s) not computed by an earlier run (lost or interrupted, not failed for "
+                 "a reason of their own): computing them", output, pending)
+        return None
     from .journal import journal_matches
 
     if journal_matches(jdir, params, digest):
@@ -550,26 +616,63 @@ def check_existing_store(
 
 def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry]):
     """StructureResults of rows [lo, hi): from the journal (`loaded`), or failed rows from the plan;
-    properties from the input records (they are inputs, not results: not journaled)."""
+    properties from the input records (they are inputs, not results: not journaled).
+
+    A row the machinery lost (no journal entry) or that failed with an internal error is written as
+    pending (STATUS_PENDING, reason in `error`), never as failed: the next run computes it again.
+    """
     rows = []
     for i in range(lo, hi):
         e = plan[i]
         if i in loaded:
             row = loaded[i]
+            if row.status == STATUS_FAILED and INTERNAL in row.error:
+                row = replace(row, status=STATUS_PENDING, error=f"{row.error} (retried by the next run)")
         elif e.kind == "failed":
             row = failed_result(i, e.id, e.error, records[i].structure)
         else:
-            why = f"structure {e.id!r}: missing from the journal"
-            row = failed_result(i, e.id, why, records[i].structure)
+            why = f"structure {e.id!r}: not computed (missing from the journal); rerun to compute it"
+            row = replace(failed_result(i, e.id, why, records[i].structure), status=STATUS_PENDING)
         rows.append(replace(row, properties=properties_json(records[i].properties)))
     return rows
 
 
+def _store_bytes(rows: Sequence[StructureResult]) -> int:
+    """Bytes these rows take in the store (datasets only; HDF5's metadata is small beside them)."""
+    total = 0
+    for r in rows:
+        floats = r.eigenvalues.size + 4 * r.n_kpoints + 4 * r.n_atoms + 9 + len(SPECTRA_SCALARS)
+        floats += sum(np.size(v) for v in r.fingerprints.values())
+        total += 8 * floats + len(r.properties.encode("utf-8")) + ID_WIDTH + FORMULA_WIDTH + ERROR_WIDTH + 40
+    return total
+
+
+def _check_space(path: Path, needed: int) -> None:
+    """StoreError if the file system of `path` has less than `needed` bytes (plus 5 % and 1 MiB) free."""
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return  # cannot tell: the write itself will say
+    free = fs.f_bavail * fs.f_frsize
+    if free < needed * 1.05 + (1 << 20):
+        raise StoreError(
+            f"not enough space for the store {path}: it needs about {needed / 1e6:.1f} MB and "
+            f"{free / 1e6:.1f} MB are free"
+        )
+
+
 def _assemble(
     output, jdir, records, plan, parameters_json, digest, digests, fingerprints, comm, keep_journal
-) -> list[tuple[str, str]]:
-    """Write the store from the journal (mpio on all ranks, or rank 0 alone); return the failures.
-    Only current entries (`digests`, see `merge_refs`) are used."""
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Write the store from the journal (mpio on all ranks, or rank 0 alone); return the (id, reason)
+    of the failed rows and of the pending ones. Only current entries (`digests`, see `merge_refs`)
+    are used.
+
+    The space the store needs is checked first; any write error (full disk, quota, permission) is
+    agreed on by every rank before the next collective (`write_store`), the partial file is removed
+    and the journal kept: StoreError (exit code 3), and a rerun with room finishes the store. The
+    journal is also kept when rows are pending, so that the next run computes only those.
+    """
     n = len(plan)
     tmp = output.with_name(output.name + ".partial")
     refs, _ = _scan_all(comm, jdir, digests)
@@ -581,33 +684,49 @@ def _assemble(
         inputs_digest=digest,
     )
     meta = fingerprint_meta(fingerprints)
-    if comm.size > 1 and mpio_available():
+    parallel = comm.size > 1 and mpio_available()
+    if parallel:
         blocks = [block_range(n, comm.size, r) for r in range(comm.size)]
-        lo, hi = blocks[comm.rank]
-        rows = _rows(lo, hi, _exchange_rows(comm, refs, plan, blocks), records, plan)
-        write_store(tmp, rows, lo, n, header, meta, comm)
-        local_failures = [(r.id, r.error) for r in rows if r.status == STATUS_FAILED]
-        failures = [f for block in comm.allgather(local_failures) for f in block]
-    else:
+    else:  # every row to rank 0, which writes alone
         if comm.size > 1 and comm.rank == 0:
             log.info("h5py without MPI (or SPOREP_FORCE_SERIAL_HDF5=1): rank 0 assembles the store")
+        blocks = [(0, n)] + [(n, n)] * (comm.size - 1)
+    lo, hi = blocks[comm.rank]
+    rows = _rows(lo, hi, _exchange_rows(comm, refs, plan, blocks), records, plan)
+    needed = sum(comm.allgather(_store_bytes(rows)))
 
-        blocks = [(0, n)] + [(n, n)] * (comm.size - 1)  # every row to rank 0
-        loaded = _exchange_rows(comm, refs, plan, blocks)
+    def _prepare():
+        tmp.unlink(missing_ok=True)  # a partial file of an earlier attempt
+        _check_space(tmp, needed)
 
-        def _serial():
-            rows = _rows(0, n, loaded, records, plan)
-            write_store(tmp, rows, 0, n, header, meta, None)
-            return [(r.id, r.error) for r in rows if r.status == STATUS_FAILED]
-
-        failures = root_call(comm, _serial)
+    try:
+        root_call(comm, _prepare)
+        if parallel:
+            all_call(comm, lambda: write_store(tmp, rows, lo, n, header, meta, comm))
+        else:
+            root_call(comm, lambda: write_store(tmp, rows, 0, n, header, meta, None))
+    except StoreError as exc:  # agreed: every rank is here
+        root_call(comm, lambda: tmp.unlink(missing_ok=True))
+        error = StoreError(
+            f"{exc}. Nothing is lost: the journal {jdir} keeps every computed structure; free space (or "
+            "fix the file system) and rerun the same command to write the store"
+        )
+        error.agreed = True
+        raise error from exc
+    local = [(r.id, r.error, r.status) for r in rows if r.status != STATUS_DONE]
+    unfinished = [row for block in comm.allgather(local) for row in block]
+    failures = [(id, why) for id, why, status in unfinished if status == STATUS_FAILED]
+    pending = [(id, why) for id, why, status in unfinished if status == STATUS_PENDING]
 
     def _finish():
         if not tmp.is_file():
             raise StoreError(f"{tmp} was not written")
         os.replace(tmp, output)
-        if not keep_journal:
+        if pending:
+            log.warning("%d structure(s) pending (not computed by this run, see the summary): the journal "
+                        "%s is kept; rerun the same command to compute them", len(pending), jdir)
+        elif not keep_journal:
             remove_journal(jdir)
 
     root_call(comm, _finish)
-    return failures
+    return failures, pending

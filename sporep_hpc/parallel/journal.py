@@ -8,8 +8,11 @@ failed + message), its phase times and ``input_digest``, the SHA-256 of the stru
 input when it was computed (`tasks.input_digests`); the attribute ``complete`` is written last
 and the file flushed, so an entry cut by a kill is ignored on reading. The journal's
 ``parameters.json`` records the run parameters; a journal made with other parameters
-is refused (see `prepare_journal`). A shard that HDF5 cannot open after a crash is
-moved aside (``*.corrupt-<n>``) and its structures are recomputed.
+is refused (see `prepare_journal`). Shards are opened for reading without HDF5's file lock, so a
+reader (`sporep-hpc info`) never blocks the run that writes them. A shard that HDF5 cannot open is
+skipped (its structures are recomputed); only the run that holds the store's lock
+(`sporep_hpc.store.lock`), the one writer, sets such a shard aside (``*.corrupt-<n>``): a reader
+reports it and never moves it (a file in use is not a damaged file).
 
 On resume an entry is reused only if its ``input_digest`` equals the digest of the structure's
 current input (`merge_refs` with `digests`): a structure file edited under the same id is
@@ -149,15 +152,21 @@ def list_shards(directory: Path) -> list[Path]:
     return sorted(directory.glob("rank-*.h5")) if directory.is_dir() else []
 
 
-def scan_shard(shard: Path) -> list[tuple[str, EntryRef]]:
+def open_shard(shard: str | Path) -> h5py.File:
+    """A journal shard opened read-only, without HDF5's file lock (readers never block the writer)."""
+    return h5py.File(shard, "r", locking=False)
+
+
+def scan_shard(shard: Path, set_aside: bool = False) -> list[tuple[str, EntryRef]]:
     """(id, EntryRef) of the complete entries of one shard, in entry order.
 
-    An unreadable shard (cut by a crash) is moved aside (``*.corrupt-<n>``) with a warning and
-    contributes nothing: its structures are recomputed.
+    A shard that cannot be read contributes nothing (its structures are recomputed). With
+    `set_aside` (only the run holding the store's lock passes it) it is also moved aside
+    (``*.corrupt-<n>``) with a warning; without it, it is left untouched.
     """
     out: list[tuple[str, EntryRef]] = []
     try:
-        with h5py.File(shard, "r") as f:
+        with open_shard(shard) as f:
             entries = f.get("entries")
             for name in sorted(entries) if entries is not None else []:
                 attrs = entries[name].attrs
@@ -173,6 +182,10 @@ def scan_shard(shard: Path) -> list[tuple[str, EntryRef]]:
                 digest = digest.decode() if isinstance(digest, bytes) else str(digest)
                 out.append((id, EntryRef(str(shard), f"entries/{name}", status, retry, digest)))
     except (OSError, KeyError, ValueError, RuntimeError) as exc:  # what h5py raises on a damaged file
+        if not set_aside:
+            log.warning("journal shard %s is unreadable or in use (%s); its entries are not counted",
+                        shard, exc)
+            return []
         n = len(list(shard.parent.glob(shard.name + ".corrupt-*")))
         aside = shard.with_name(f"{shard.name}.corrupt-{n}")
         log.warning("journal shard %s is unreadable (%s); moved to %s, its structures are recomputed",
@@ -228,8 +241,8 @@ def merge_refs(
 
 
 def scan_journal(directory: Path, digests: Mapping[str, str] | None = None) -> dict[str, EntryRef]:
-    """{id: EntryRef} of the complete entries of every shard (serial; see `merge_refs` for the rule,
-    and for `digests`)."""
+    """{id: EntryRef} of the complete entries of every shard (serial, read-only: never moves a shard;
+    see `merge_refs` for the rule, and for `digests`)."""
     return merge_refs((scan_shard(shard) for shard in list_shards(directory)), digests)
 
 
@@ -289,8 +302,13 @@ class JournalShard:
         self.file.flush()
 
     def close(self) -> None:
+        """Close the segment; an error here (a full disk after a failed append) is logged, not raised:
+        entries already flushed stay readable and the unfinished one is never marked complete."""
         if self.file is not None and self.file.id.valid:
-            self.file.close()
+            try:
+                self.file.close()
+            except (OSError, RuntimeError) as exc:
+                log.warning("closing journal shard %s failed: %s", self.path, exc)
 
     def __enter__(self) -> JournalShard:
         return self
@@ -334,7 +352,7 @@ def load_entries(refs: Mapping[int, EntryRef]) -> dict[int, tuple[StructureResul
     out = {}
     for shard, items in sorted(by_shard.items()):
         try:
-            with h5py.File(shard, "r") as f:
+            with open_shard(shard) as f:
                 for index, ref in items:
                     out[index] = read_entry(f, ref.group, index)
         except (OSError, KeyError) as exc:

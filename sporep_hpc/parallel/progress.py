@@ -93,6 +93,9 @@ class RunReport:
     up_to_date : bool
         True when the store already existed, complete, with the same parameters and inputs:
         nothing was computed (n_skipped = n_total; n_done, n_failed, failures from the store).
+    n_pending : int
+        Structures left pending by the machinery (lost journal entry, internal error; listed in
+        `failures` too): the next run computes them again.
     """
 
     n_total: int
@@ -110,6 +113,7 @@ class RunReport:
     t_setup: float = 0.0
     t_assembly: float = 0.0
     up_to_date: bool = False
+    n_pending: int = 0
 
     @property
     def load_imbalance(self) -> float:
@@ -120,8 +124,8 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 ok, 4 some structures failed, 5 stopped by a signal."""
-        return 5 if self.stopped else (4 if self.n_failed else 0)
+        """0 ok, 4 some structures failed or are pending, 5 stopped by a signal."""
+        return 5 if self.stopped else (4 if self.n_failed or self.n_pending else 0)
 
 
 def summary_table(report: RunReport, max_failures: int = 20) -> str:
@@ -131,6 +135,8 @@ def summary_table(report: RunReport, max_failures: int = 20) -> str:
         f"  structures     {report.n_total:>8d}",
         f"  done           {report.n_done:>8d}",
         f"  failed         {report.n_failed:>8d}",
+        *([f"  pending        {report.n_pending:>8d}  (not computed by this run: rerun to compute them)"]
+          if report.n_pending else []),
         f"  {'from store' if report.up_to_date else 'from journal':<14s} {report.n_skipped:>8d}",
         f"  ranks x threads {report.n_ranks} x {report.threads}",
         f"  wall time      {format_duration(report.wall_time):>8s}  "

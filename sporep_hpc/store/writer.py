@@ -82,6 +82,23 @@ def _fingerprint_block(rows: Sequence[StructureResult], name: str, n_features: i
     return values
 
 
+def agree(comm: Any, path: Any, write: Any) -> None:
+    """Run `write` (one collective write) on this rank, then raise the same StoreError on every rank
+    of `comm` if it failed on any of them (a full disk, a quota, an I/O error): no rank goes on to
+    the next collective while another has left. Raised inside the file's ``with`` block, the error
+    makes every rank close the file together."""
+    problem = ""
+    try:
+        write()
+    except (OSError, RuntimeError, StoreError) as exc:  # h5py reports I/O errors as OSError/RuntimeError
+        problem = f"{exc}"
+    if comm is not None and comm.size > 1:
+        failed = [(r, p) for r, p in enumerate(comm.allgather(problem)) if p]
+        problem = "; ".join(f"rank {r}: {p}" for r, p in failed)
+    if problem:
+        raise StoreError(f"cannot write {path}: {problem}")
+
+
 def write_store(
     path: Any,
     rows: Sequence[StructureResult],
@@ -207,7 +224,9 @@ def write_store(
             v.attrs["units"] = "states/eV/cell"
             fp_dsets[name] = (e, v, energies)
 
-        w = write_rows
+        def w(dset, start, data):  # write, then agree: a failure on any rank stops every rank here
+            agree(comm, path, lambda: write_rows(dset, start, data))
+
         ids = np.array([to_fixed(r.id, ID_WIDTH) for r in rows], dtype=f"S{ID_WIDTH}")
         w(dsets["structures/id"], lo, ids)
         w(

@@ -14,16 +14,16 @@ import sys
 import textwrap
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+from _references import assert_same_store, structures
 from mpi4py import MPI
-from pymatgen.core import Lattice, Structure
 
 from sporep_hpc.config import build_config
 from sporep_hpc.errors import InputError, ParameterError, StoreError
 from sporep_hpc.parallel.driver import StopFlag, handle_signals, run
 from sporep_hpc.parallel.journal import journal_dir, scan_journal, scan_shard
+from sporep_hpc.parallel.tasks import CHUNK_MARK
 from sporep_hpc.store import open_store
 
 pytestmark = pytest.mark.mpi
@@ -31,19 +31,6 @@ pytestmark = pytest.mark.mpi
 KDENSITY = 0.5  # 1/Å: coarse grids keep every structure well under a second
 # ids of the inputs written by `inputs`, in store order (directory sorted by path)
 GOOD = ["cu", "graphite", "nacl", "si"]
-
-
-def structures():
-    return {
-        "si": Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
-        "nacl": Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
-        "cu": Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]]),
-        "graphite": Structure(
-            Lattice.hexagonal(2.46, 6.7), ["C"] * 4,
-            [[0, 0, 0.25], [0, 0, 0.75], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]],
-        ),
-        "close": Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]]),  # 0.25 Å apart
-    }
 
 
 @pytest.fixture
@@ -63,28 +50,6 @@ def config(**overrides):
     values = {"kdensity": KDENSITY, "progress_interval": 0.5}
     values.update(overrides)
     return build_config(overrides=values)
-
-
-def datasets(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda k, obj: out.__setitem__(k, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        attrs = {k: v for k, v in f.attrs.items() if k not in ("created", "n_ranks")}
-    return out, attrs
-
-
-def assert_same_store(a, b):
-    """Every dataset equal (floats to 1e-12 absolute, NaN where NaN), root attributes equal."""
-    (da, aa), (db, ab) = datasets(a), datasets(b)
-    assert aa == ab
-    assert sorted(da) == sorted(db)
-    for key in da:
-        x, y = da[key], db[key]
-        assert x.shape == y.shape, key
-        if x.dtype.kind == "f":
-            np.testing.assert_allclose(x, y, rtol=0, atol=1e-12, equal_nan=True, err_msg=key)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=key)
 
 
 def serial_reference(comm, inputs, path, **overrides):
@@ -206,7 +171,7 @@ def test_signal_stops_cleanly_then_rerun_resumes(comm, inputs, shared_tmp_path):
     comm.Barrier()
     finished = scan_journal(journal_dir(out)) if comm.rank == 0 else None
     finished = comm.bcast(finished)
-    whole = [id for id in finished if "#k" not in id]  # not k-point chunks of a split structure
+    whole = [id for id in finished if CHUNK_MARK not in id]  # not k-point chunks of a split structure
     # rank 0 stops after its first task, the others after their current one (which may be their last)
     assert 1 <= len(finished) and len(whole) <= 4
     # a changed parameter set is refused on every rank ...
@@ -294,9 +259,9 @@ def test_kpoint_chunks_of_big_structures_give_the_same_store(comm, inputs, share
     report = run([str(inputs)], out, config(keep_journal=True), comm)
     assert report.n_done == 4
     journaled = scan_journal(journal_dir(out)) if comm.rank == 0 else None
-    chunks = sorted(k for k in comm.bcast(journaled) if "#k" in k)
+    chunks = sorted(k for k in comm.bcast(journaled) if CHUNK_MARK in k)
     if comm.size > 1:
-        assert chunks and all(c.startswith("graphite#k") for c in chunks)
+        assert chunks and all(c.startswith(f"graphite{CHUNK_MARK}k") for c in chunks)
     else:
         assert chunks == []
     assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial.h5"))
@@ -552,7 +517,7 @@ def test_resume_after_editing_a_structure_split_by_kpoints(comm, inputs, shared_
     before = comm.bcast(sorted(scan_journal(journal_dir(out))) if comm.rank == 0 else None)
     assert any(id.startswith("graphite") for id in before)  # rank 0's first task: graphite or a chunk
     if comm.size > 1:
-        assert any(id.startswith("graphite#k") for id in before)
+        assert any(id.startswith(f"graphite{CHUNK_MARK}k") for id in before)
     if comm.rank == 0:
         s = structures()["graphite"]
         s.scale_lattice(s.volume * 1.03**3)
