@@ -225,7 +225,7 @@ def test_nearly_centrosymmetric_falls_back_to_complex(monkeypatch, basis):
     st = rutile_tio2()
     st.translate_sites([2], [2e-8, 0, 0], frac_coords=False, to_unit_cell=False)
     cell = ops._as_cell(st)
-    rs = ops._real_space_blocks(cell, basis, 1e-12, True, 1)
+    rs = ops._real_space_blocks(cell, basis, 1e-12, "kinetic", 1)
     assert rs.inversion is not None
     residual = ops._real_form(ops._phased(rs, GENERAL_K, 1)[0], GENERAL_K, rs.inversion)[1]
     assert residual > 10 * max(ops._INVERSION_TOL, 10 * rs.precision)
