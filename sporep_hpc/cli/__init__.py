@@ -83,6 +83,11 @@ def abort_other_ranks(code: int) -> None:
         mpi.COMM_WORLD.Abort(code)
 
 
+def log_error(command: str, exc: SporepError) -> None:
+    """The one-line message of a SporepError (the CLI's error path)."""
+    log.error("sporep-hpc %s: error: %s", command, exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `sporep-hpc`; returns the exit code."""
     parser = build_parser()
@@ -94,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except SporepError as exc:
-        log.error("sporep-hpc %s: error: %s", args.command, exc)
+        log_error(args.command, exc)
         return exc.exit_code
     except KeyboardInterrupt:
         log.error("sporep-hpc %s: interrupted", args.command)

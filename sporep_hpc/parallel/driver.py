@@ -132,6 +132,14 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class IOFailure(StoreError):
+    """A write of the journal or the store failed (full disk, quota, I/O error), agreed by every rank.
+
+    HDF5's state after such an error is undefined (closing its objects can crash the interpreter at
+    exit), so the CLI ends the process without running h5py's finalizers (`cli.run`).
+    """
+
+
 # ---------------------------------------------------------------------------- the run
 def run(
     inputs: Iterable[str],
@@ -333,7 +341,8 @@ def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry
     n_failed = len(failures)
     report = RunReport(
         n, n - n_failed - len(pending), n_failed, n_skipped, failures + pending,
-        time.perf_counter() - t_start, phase_times, busy_times, False, str(output), comm.size, n_threads, t_setup, t_assembly,
+        time.perf_counter() - t_start, phase_times, busy_times, False, str(output), comm.size, n_threads,
+        t_setup, t_assembly,
         n_pending=len(pending),
     )
     if comm.rank == 0:
@@ -478,7 +487,7 @@ def _agree_journal_writes(comm: Any, errors: list[str], jdir: Path) -> None:
     found = [e for block in comm.allgather(errors) for e in block]
     if found:
         more = f" (and on {len(found) - 1} other rank(s))" if len(found) > 1 else ""
-        error = StoreError(
+        error = IOFailure(
             f"{found[0]}{more}. Nothing is lost: the journal {jdir} keeps every finished structure (an "
             "entry cut by the error is ignored); free space (or fix the file system) and rerun the same "
             "command to resume"
@@ -707,7 +716,7 @@ def _assemble(
             root_call(comm, lambda: write_store(tmp, rows, 0, n, header, meta, None))
     except StoreError as exc:  # agreed: every rank is here
         root_call(comm, lambda: tmp.unlink(missing_ok=True))
-        error = StoreError(
+        error = IOFailure(
             f"{exc}. Nothing is lost: the journal {jdir} keeps every computed structure; free space (or "
             "fix the file system) and rerun the same command to write the store"
         )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,9 @@ def journal_dir(store_path: str | Path) -> Path:
     return p.with_name(p.name + ".journal")
 
 
+#: Bytes kept free on the journal's file system (besides twice the entry being written): HDF5's
+#: metadata flushes need room, and a write that meets a full disk can leave HDF5's state broken.
+JOURNAL_HEADROOM = 256 * 1024
 #: Entries per shard segment: a crash that corrupts the segment being written loses at most these.
 SEGMENT_ENTRIES = 1000
 _SEGMENT_NAME = re.compile(r"^rank-(\d+)(?:\.(\d+))?\.h5$")
@@ -278,6 +282,7 @@ class JournalShard:
         `digest` is the input digest of the structure (`tasks.input_digests`); an entry without
         one is never reused by a resume.
         """
+        self._check_room(result)
         if self._seq >= self.max_entries:
             self.close()
             self.segment += 1
@@ -300,6 +305,22 @@ class JournalShard:
         a["input_digest"] = digest
         a["complete"] = 1
         self.file.flush()
+
+    def _check_room(self, result: StructureResult) -> None:
+        """StoreError when the journal's file system has less room than JOURNAL_HEADROOM plus twice
+        this entry: HDF5 is stopped before it meets a full disk, which can leave its state broken."""
+        entry = sum(np.asarray(getattr(result, key)).nbytes for key in _ARRAYS)
+        entry += sum(np.asarray(v).nbytes for v in result.fingerprints.values()) + 16384
+        try:
+            fs = os.statvfs(self.directory)
+        except OSError:
+            return  # cannot tell: the write itself will say
+        free = fs.f_bavail * fs.f_frsize
+        if free < JOURNAL_HEADROOM + 2 * entry:
+            raise StoreError(
+                f"No space left on device for the journal {self.directory}: {free / 1e3:.0f} kB free, "
+                f"{(JOURNAL_HEADROOM + 2 * entry) / 1e3:.0f} kB needed to journal {result.id!r} safely"
+            )
 
     def close(self) -> None:
         """Close the segment; an error here (a full disk after a failed append) is logged, not raised:
