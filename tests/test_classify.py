@@ -209,6 +209,9 @@ def test_store_round_trip(tmp_path, rng):
     assert len(res.ids) == 36  # the last 4 are unlabelled
     rec = load_model(path, "m1")
     assert rec.attrs["fingerprint"] == "fp" and rec.attrs["classes"] == list(res.classes)
+    # stored with skops (a zip of JSON and arrays), not pickled: its types are the trusted ones
+    assert rec.format == "skops" and rec.attrs["skops_version"]
+    assert type(rec.estimator) is type(res.estimator.estimator)
     assert rec.attrs["metrics"]["metrics"]["accuracy"]["mean"] == res.metrics["accuracy"]["mean"]
     np.testing.assert_array_equal(rec.energies, spec.energies)
     # predict on another store with the same fingerprint parameters: same answers as the in-memory model
@@ -224,6 +227,157 @@ def test_store_round_trip(tmp_path, rng):
     bad = _store(tmp_path / "bad.h5", x2, spec_b, [f"t{i}" for i in range(5)])
     with pytest.raises(ParameterError, match="incompatible: window 0 width"):
         cl.predict_store(bad, path, model="m1")
+
+
+# ---- a store cannot run code (issue 12.9) --------------------------------------------------------------
+
+
+class _Touch:
+    """Pickles into a call of Path.touch(marker): what unpickling a hostile model would run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def _trained(tmp_path, rng):
+    """A store with model "m" (classify_store) and another store with 5 structures to predict."""
+    from sporep_hpc.fingerprints import FingerprintSpec, Window
+
+    x, labels, _ = _two_class_data(rng, n=30, f=8, informative=3)
+    spec = FingerprintSpec("fp", (Window("zero", 0.0, 10.0, 8, "gaussian", 0.5),))
+    ids = [f"s{i}" for i in range(len(x))]
+    path = _store(tmp_path / "train.h5", x, spec, ids)
+    res = cl.classify_store(path, "fp", dict(zip(ids, labels, strict=True)), name="m", config=FAST)
+    other = _store(tmp_path / "other.h5", rng.normal(size=(5, 8)), spec, [f"t{i}" for i in range(5)])
+    return path, other, res
+
+
+def _replace_model(path, blob: bytes, format_attr: str | None) -> None:
+    """Put `blob` as the model of /models/m, with attribute format (deleted when None: a legacy store)."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        g = f["models/m"]
+        del g["model"]
+        g.create_dataset("model", data=np.frombuffer(blob, dtype=np.uint8))
+        if format_attr is None:
+            del g.attrs["format"]
+        else:
+            g.attrs["format"] = format_attr
+
+
+def test_skops_round_trip_gives_identical_predictions(tmp_path, rng):
+    import h5py
+    import skops.io
+
+    from sporep_hpc.store.analysis import TRUSTED_MODEL_TYPES, load_model
+
+    path, other, res = _trained(tmp_path, rng)
+    with h5py.File(path, "r") as f:
+        blob = f["models/m/model"][()].tobytes()
+    assert blob[:2] == b"PK"  # a zip archive (skops), not a pickle stream (b"\x80")
+    assert set(skops.io.get_untrusted_types(data=blob)) <= set(TRUSTED_MODEL_TYPES)
+    forest = load_model(path, "m").estimator
+    x = np.random.default_rng(7).normal(size=(50, 8))
+    # reference: the in-memory forest classify fitted; identical bits, not merely close
+    np.testing.assert_array_equal(forest.predict_proba(x), res.estimator.estimator.predict_proba(x))
+    np.testing.assert_array_equal(forest.predict(x), res.estimator.estimator.predict(x))
+    with h5py.File(other, "r") as f:
+        x_other = f["fingerprints/fp/values"][()]
+    assert cl.predict_store(other, path).labels == res.estimator.predict(x_other)
+
+
+def test_hostile_pickle_never_runs(tmp_path, rng, capsys):
+    import pickle
+
+    from sporep_hpc.cli import main
+    from sporep_hpc.errors import StoreError
+
+    path, other, _ = _trained(tmp_path, rng)
+    marker = tmp_path / "pwned"
+    # a legacy store (no format attribute) whose model would create `marker` when unpickled
+    _replace_model(path, pickle.dumps(_Touch(marker)), None)
+    assert main(["predict", str(other), "--model", str(path)]) == StoreError.exit_code
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert not marker.exists()
+    # report prints the stored metrics without loading the model, and says why predict refuses it
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "balanced_accuracy_adjusted" in out and "stored as a pickle" in out
+    assert not marker.exists()
+    _replace_model(path, pickle.dumps(_Touch(marker)), "pickle")
+    assert main(["predict", str(other), "--model", str(path)]) == StoreError.exit_code
+    assert main(["report", str(path)]) == 0
+    assert not marker.exists()
+    # the payload is real: --trust-pickle (documented as executing code from the file) runs it; what it
+    # returns is not a forest, so predict still ends with exit 3
+    assert main(["predict", str(other), "--model", str(path), "--trust-pickle"]) == StoreError.exit_code
+    assert marker.exists()
+
+
+def test_untrusted_skops_types_are_refused(tmp_path, rng, capsys):
+    import os
+
+    import skops.io
+
+    from sporep_hpc.cli import main
+    from sporep_hpc.errors import StoreError
+
+    path, other, res = _trained(tmp_path, rng)
+    forest = res.estimator.estimator
+    forest.hook = os.system  # a function in the model: skops would rebuild it on load
+    _replace_model(path, skops.io.dumps(forest), "skops")
+    assert main(["predict", str(other), "--model", str(path)]) == StoreError.exit_code
+    assert f"not trusted: {os.system.__module__}.system" in capsys.readouterr().err
+    # only trusted types, but not a forest; a blob that is no skops archive; an unknown format
+    for blob, fmt, message in (
+        (skops.io.dumps(np.arange(3.0)), "skops", "must be a fitted random forest"),
+        (b"not a zip", "skops", "not a readable skops model"),
+        (skops.io.dumps(forest), "onnx", "format must be one of 'skops', 'pickle'; got 'onnx'"),
+    ):
+        _replace_model(path, blob, fmt)
+        assert main(["predict", str(other), "--model", str(path)]) == StoreError.exit_code
+        assert message in capsys.readouterr().err
+
+
+def test_trust_pickle_loads_a_legacy_model(tmp_path, rng, capsys):
+    import csv
+    import pickle
+
+    import h5py
+
+    from sporep_hpc.cli import main
+    from sporep_hpc.errors import StoreError
+
+    path, other, res = _trained(tmp_path, rng)
+    # what legacy stores held: the pickled _Labelled wrapper, and no format attribute
+    _replace_model(path, pickle.dumps(res.estimator, protocol=pickle.HIGHEST_PROTOCOL), None)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(other), "--model", str(path), "-o", str(out)]) == StoreError.exit_code
+    assert "is a pickle" in capsys.readouterr().err and not out.exists()
+    assert main(["predict", str(other), "--model", str(path), "-o", str(out), "--trust-pickle"]) == 0
+    rows = list(csv.reader(out.read_text().splitlines()))
+    ref = cl.predict_store(other, path, trust_pickle=True)
+    assert [r[1] for r in rows[1:]] == ref.labels
+    # reference: the in-memory model classify fitted (predictions of the same forest, identical)
+    with h5py.File(other, "r") as f:
+        x = f["fingerprints/fp/values"][()]
+    assert ref.labels == res.estimator.predict(x)
+    np.testing.assert_array_equal(ref.probabilities, res.estimator.predict_proba(x))
+
+
+def test_predict_help_says_trust_pickle_is_dangerous(capsys):
+    from sporep_hpc.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--trust-pickle" in text and "DANGEROUS" in text and "executes code from the file" in text
 
 
 def test_grouped_permutation_importance(rng):

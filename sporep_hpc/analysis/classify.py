@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_choice, check_interval
-from ..errors import InputError, ParameterError
+from ..errors import InputError, ParameterError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -517,7 +517,8 @@ def evaluate(
 
 
 class _Labelled:
-    """The fitted forest with its class names (what is pickled into the store)."""
+    """The fitted forest with its class names. The store keeps the forest alone (skops) and the names as
+    the attribute ``classes``; legacy stores pickled this object (name and attributes kept for them)."""
 
     def __init__(self, estimator, classes: tuple) -> None:
         self.estimator = estimator
@@ -594,7 +595,7 @@ def classify_store(
         store_analysis.save_model(
             path,
             name or fingerprint,
-            result.estimator,
+            result.estimator.estimator,
             energies,
             {
                 "fingerprint": fingerprint,
@@ -652,24 +653,47 @@ class PredictionResult:
     model: str
 
 
+def _labelled(record, where) -> _Labelled:
+    """The forest of a loaded model with the class names of its attributes; StoreError unless the store
+    holds a fitted random forest whose classes index those names."""
+    from sklearn.ensemble import RandomForestClassifier  # imbalanced-learn's balanced forest derives from it
+
+    forest = record.estimator
+    if isinstance(forest, _Labelled):  # a legacy pickled model (loaded with trust_pickle)
+        forest = forest.estimator
+    classes = record.attrs.get("classes")
+    if not isinstance(forest, RandomForestClassifier) or not hasattr(forest, "classes_"):
+        raise StoreError(f"{where}: model {record.name!r} must be a fitted random forest; got {type(forest)}")
+    if not isinstance(classes, list) or not np.isin(forest.classes_, np.arange(len(classes))).all():
+        raise StoreError(
+            f"{where}: model {record.name!r}: attribute 'classes' must name every class of the forest "
+            f"({len(forest.classes_)}); got {classes!r}"
+        )
+    return _Labelled(forest, tuple(str(c) for c in classes))
+
+
 def predict_store(
     path: str | Path,
     model_store: str | Path,
     *,
     model: str | None = None,
     fingerprint: str | None = None,
+    trust_pickle: bool = False,
 ) -> PredictionResult:
     """Apply the model /models/<model> of `model_store` to the fingerprints of `path`.
 
     The fingerprint (default: the one the model was trained on) must have the same parameters:
     the same spectrum parameters (`SPECTRUM_PARAMETERS`: operator, basis, k-point density, ...), the same
     window specification (`FingerprintSpec.check_compatible`) and the same energy grid, else ParameterError.
+    The model is loaded with skops and only when it holds trusted types (else StoreError); a legacy pickled
+    model is refused (StoreError) unless `trust_pickle` (unpickling executes code from the file).
     """
     from ..fingerprints import FingerprintSpec
     from ..store import STATUS_DONE, open_store
     from ..store import analysis as store_analysis
 
-    record = store_analysis.load_model(model_store, model)
+    record = store_analysis.load_model(model_store, model, trust_pickle=trust_pickle)
+    est = _labelled(record, model_store)
     fp_name = fingerprint or record.attrs["fingerprint"]
     with open_store(path) as store:
         values, energies, attrs = store.fingerprints(fp_name)
@@ -690,7 +714,6 @@ def predict_store(
             f"model {record.name!r} ({record.energies.size} energies)"
         )
     rows = [i for i in range(len(ids)) if status[i] == STATUS_DONE and np.all(np.isfinite(values[i]))]
-    est = record.estimator
     proba = est.predict_proba(values[rows]) if rows else np.zeros((0, len(est.classes)))
     labels = [est.classes[k] for k in np.argmax(proba, axis=1)] if rows else []
     return PredictionResult([ids[i] for i in rows], labels, proba, tuple(est.classes), record.name)

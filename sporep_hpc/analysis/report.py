@@ -1,8 +1,9 @@
 """A short text report of a store's post-processing (what `make demo` prints).
 
-Reads the store, its /similarity and /models groups; computes nothing expensive: the nanotube
-clustering is a scipy linkage of the stored distance sub-matrix of the tubes, compared with the
-zone-folding families and the tube kinds by the adjusted Rand index.
+Reads the store, its /similarity and /models groups (of a model only its attributes: a model is never
+loaded); computes nothing expensive: the nanotube clustering is a scipy linkage of the stored distance
+sub-matrix of the tubes, compared with the zone-folding families and the tube kinds by the adjusted Rand
+index.
 """
 
 from __future__ import annotations
@@ -104,12 +105,13 @@ def _section_tubes(distance, ids, metric) -> list[str]:
 
 
 def _section_model(path, name) -> list[str]:
-    from ..store.analysis import load_model, model_names
+    from ..store.analysis import MODEL_FORMAT, load_model, model_names
 
     names = model_names(path)
     if not names:
         return []
-    rec = load_model(path, name or names[0])
+    # the metrics are attributes: the model itself is never loaded here
+    rec = load_model(path, name or names[0], load_estimator=False)
     summary = rec.attrs.get("metrics", {})
     m = summary.get("metrics", {})
     counts = summary.get("class_counts", {})
@@ -123,6 +125,11 @@ def _section_model(path, name) -> list[str]:
             lines.append(f"  {key:<27s} {m[key]['mean']:.3f} ± {m[key]['std']:.3f}")
     if "confusion" in summary:
         lines.append(f"  confusion (rows true {summary['classes']}): {summary['confusion']}")
+    if rec.format != MODEL_FORMAT:
+        lines.append(
+            f"  the model is stored as a {rec.format} (not loaded): `sporep-hpc predict` refuses it "
+            "unless --trust-pickle; retrain it with `sporep-hpc classify`"
+        )
     return lines
 
 

@@ -8,7 +8,9 @@ import sys
 
 DESCRIPTION = """\
 Apply the model /models/<name> of a store to the fingerprints of another store. Fingerprints made with
-other parameters (windows, smearing, energy grid) are refused.
+other parameters (windows, smearing, energy grid) are refused. Models are stored with skops and loaded
+only when they hold the trusted types of a random forest; models of older stores are pickles and are
+refused (exit 3) unless --trust-pickle: retrain them with `sporep-hpc classify` instead.
 
   sporep-hpc predict new.h5 --model trained.h5 [--name kinetic] [-o predictions.csv]
 """
@@ -26,13 +28,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--name", default=None, help="model name (default: the only model)")
     p.add_argument("--fingerprint", default=None, help="fingerprint of STORE (default: the model's)")
     p.add_argument("-o", "--output", default=None, help="write id,label,p(class)... as CSV here")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        dest="trust_pickle",
+        help="DANGEROUS: load a model stored as a pickle by an older sporep-hpc; unpickling executes code "
+        "from the file. Only for stores you made yourself",
+    )
     p.set_defaults(run=predict_command)
 
 
 def predict_command(args) -> int:
     from ..analysis.classify import predict_store
 
-    res = predict_store(args.store, args.model, model=args.name, fingerprint=args.fingerprint)
+    res = predict_store(
+        args.store, args.model, model=args.name, fingerprint=args.fingerprint, trust_pickle=args.trust_pickle
+    )
     header = ["id", "label", *(f"p({c})" for c in res.classes)]
     rows = [
         [sid, lab, *(f"{p:.4f}" for p in prob)]

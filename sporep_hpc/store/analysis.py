@@ -4,8 +4,9 @@
 /similarity/<name>/   distance (n, n) float64, chunked tile × tile, attrs: metric, fingerprint, tile,
                       created, fingerprint_attrs (JSON); index (n,) int64 = store rows of the matrix rows;
                       linkage (n-1, 4) float64 (scipy), attrs: method
-/models/<name>/       model (n_bytes,) uint8 = pickled estimator; energies (n_features,) eV;
-                      attrs: fingerprint, fingerprint_attrs (JSON), estimator (JSON), metrics (JSON),
+/models/<name>/       model (n_bytes,) uint8 = the forest in skops format (zip, no pickle); energies
+                      (n_features,) eV; attrs: format ("skops"; "pickle" or none: legacy),
+                      skops_version, fingerprint, fingerprint_attrs (JSON), estimator (JSON), metrics (JSON),
                       classes (JSON), label_source, created
 ```
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import pickle
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..errors import StoreError
 from .h5 import mpio_available, open_h5
 
 __all__ = [
+    "TRUSTED_MODEL_TYPES",
     "ModelRecord",
     "SimilarityRecord",
     "load_model",
@@ -255,6 +257,24 @@ def read_similarity(path: Any, name: str, *, load_matrix: bool = True) -> Simila
 
 # ---- models ------------------------------------------------------------------------------------------
 
+#: Persistence format of the models this version writes (attribute ``format`` of /models/<name>).
+MODEL_FORMAT = "skops"
+#: Format of legacy models, written before sporep-hpc stored them with skops (also a missing ``format``).
+LEGACY_PICKLE = "pickle"
+
+#: Types a stored model may hold beyond those skops trusts by itself (builtins, numpy arrays and scalars,
+#: scikit-learn's estimators such as RandomForestClassifier and DecisionTreeClassifier). Found with
+#: ``skops.io.get_untrusted_types`` on the forests `classify` fits (scikit-learn 1.9, imbalanced-learn 0.14,
+#: skops 0.16) and reviewed: the Cython tree inside every decision tree, and imbalanced-learn's balanced
+#: forest with the under-sampler and pipeline it keeps per tree. No function, no other class: a model
+#: holding any other type is refused (a store cannot run code).
+TRUSTED_MODEL_TYPES = (
+    "sklearn.tree._tree.Tree",
+    "imblearn.ensemble._forest.BalancedRandomForestClassifier",
+    "imblearn.pipeline.Pipeline",
+    "imblearn.under_sampling._prototype_selection._random_under_sampler.RandomUnderSampler",
+)
+
 
 @dataclass(frozen=True)
 class ModelRecord:
@@ -263,13 +283,15 @@ class ModelRecord:
     Attributes
     ----------
     name : str
-    estimator : object
-        The unpickled scikit-learn (or imbalanced-learn) estimator.
+    estimator : object or None
+        The scikit-learn (or imbalanced-learn) forest, None when read with ``load_estimator=False``.
+        A legacy pickled model (read with ``trust_pickle=True``) is whatever the pickle held.
     energies : ndarray of shape (n_features,), eV
         Energy grid of the fingerprint the model was trained on.
     attrs : dict
         fingerprint, fingerprint_attrs (dict), estimator (dict), metrics (dict), classes (list),
-        run_parameters (dict: the spectrum parameters of the training store), label_source, created.
+        run_parameters (dict: the spectrum parameters of the training store), label_source, created,
+        format ("skops"; "pickle" for models written before skops), skops_version.
     """
 
     name: str
@@ -277,16 +299,44 @@ class ModelRecord:
     energies: np.ndarray
     attrs: dict
 
+    @property
+    def format(self) -> str:
+        """Persistence format: "skops", or "pickle" for a legacy model (no ``format`` attribute)."""
+        return str(self.attrs.get("format", LEGACY_PICKLE))
+
 
 _JSON_ATTRS = ("fingerprint_attrs", "estimator", "metrics", "classes", "run_parameters")
 
 
+def _untrusted(blob: bytes, what: str) -> None:
+    """StoreError naming the types of the skops `blob` outside skops' defaults and TRUSTED_MODEL_TYPES."""
+    import skops.io
+
+    try:
+        found = skops.io.get_untrusted_types(data=blob)
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        raise StoreError(f"{what} is not a readable skops model ({exc})") from exc
+    refused = sorted(set(found) - set(TRUSTED_MODEL_TYPES))
+    if refused:
+        raise StoreError(
+            f"{what} holds types that are not trusted: {', '.join(refused)}; refusing to load it "
+            f"(trusted: a random forest, see TRUSTED_MODEL_TYPES in {__name__})"
+        )
+
+
 def save_model(path: Any, name: str, estimator: Any, energies: np.ndarray, attrs: dict[str, Any]) -> None:
-    """Pickle `estimator` into /models/<name> with its fingerprint energies and attributes (one process)."""
+    """Store `estimator` with skops into /models/<name> with its fingerprint energies and attributes
+    (one process). A model holding types outside `TRUSTED_MODEL_TYPES` is refused (StoreError): it could
+    not be loaded again."""
+    import skops
+    import skops.io
+
     path = Path(path)
     _require_store(path)
     _check_name("model", name)
-    blob = np.frombuffer(pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
+    data = skops.io.dumps(estimator)
+    _untrusted(data, f"model {name!r}")
+    blob = np.frombuffer(data, dtype=np.uint8)
     with open_h5(path, "r+") as f:
         grp = f.require_group("models")
         if name in grp:
@@ -297,6 +347,8 @@ def save_model(path: Any, name: str, estimator: Any, energies: np.ndarray, attrs
         e.attrs["units"] = "eV"
         for key, value in attrs.items():
             g.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
+        g.attrs["format"] = MODEL_FORMAT
+        g.attrs["skops_version"] = skops.__version__
         g.attrs["created"] = _now()
 
 
@@ -306,10 +358,39 @@ def model_names(path: Any) -> list[str]:
         return sorted(f["models"]) if "models" in f else []
 
 
-def load_model(path: Any, name: str | None = None) -> ModelRecord:
+def _unpickle_legacy(blob: bytes) -> Any:
+    """Unpickle a legacy model (written before skops). This EXECUTES CODE FROM THE FILE (a pickle can call any
+    function): `load_model` reaches it only with ``trust_pickle=True`` (``--trust-pickle``), the user's
+    explicit statement that they trust the store. The only pickle load of sporep_hpc; kept for models
+    written before skops, so that their owners can still use them (or retrain with `classify`)."""
+    import io
+    import pickle
+
+    try:
+        return pickle.Unpickler(io.BytesIO(blob)).load()
+    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError, IndexError) as exc:
+        raise StoreError(f"the pickled model cannot be loaded ({exc})") from exc
+
+
+def load_model(
+    path: Any, name: str | None = None, *, load_estimator: bool = True, trust_pickle: bool = False
+) -> ModelRecord:
     """Read /models/<name> (the only model when `name` is None).
 
-    The model is a pickle: load models only from stores you trust.
+    Parameters
+    ----------
+    path : path
+        The store.
+    name : str, optional
+        Model name.
+    load_estimator : bool
+        Load the estimator; False reads the attributes (metrics, classes, ...) and energies only.
+    trust_pickle : bool
+        Load a legacy pickled model (format "pickle", written before skops). Unpickling executes code from the
+        file: only for stores the user trusts. Without it such a model is refused (StoreError).
+
+    A skops model is loaded only when every type it holds is trusted by skops or listed in
+    `TRUSTED_MODEL_TYPES`; otherwise StoreError names the others.
     """
     path = Path(path)
     _require_store(path)
@@ -322,14 +403,37 @@ def load_model(path: Any, name: str | None = None) -> ModelRecord:
         if name not in names:
             raise StoreError(f"{path}: no model {name!r}; stored: {', '.join(names) or 'none'}")
         g = f[f"models/{name}"]
-        blob = g["model"][()].tobytes()
+        blob = g["model"][()].tobytes() if load_estimator else b""
         energies = g["energies"][()]
         attrs = {}
         for key, value in g.attrs.items():
             value = _attr(value)
-            attrs[key] = json.loads(value) if key in _JSON_ATTRS else value
-    try:
-        estimator = pickle.loads(blob)
-    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
-        raise StoreError(f"{path}: model {name!r} cannot be loaded ({exc})") from exc
+            try:
+                attrs[key] = json.loads(value) if key in _JSON_ATTRS else value
+            except (TypeError, ValueError) as exc:
+                raise StoreError(f"{path}: /models/{name} attribute {key!r} is not JSON ({exc})") from exc
+    record = ModelRecord(name, None, energies, attrs)
+    if not load_estimator:
+        return record
+    what = f"{path}: model {name!r}"
+    if record.format == LEGACY_PICKLE:
+        if not trust_pickle:
+            raise StoreError(
+                f"{what} is a pickle (written before sporep-hpc used skops): loading it would execute "
+                "code from the file, so it is refused. Retrain it with `sporep-hpc classify`, or, only if "
+                "you trust whoever wrote this store, pass --trust-pickle"
+            )
+        estimator = _unpickle_legacy(blob)
+    elif record.format == MODEL_FORMAT:
+        import skops.io
+
+        _untrusted(blob, what)
+        try:
+            estimator = skops.io.loads(blob, trusted=list(TRUSTED_MODEL_TYPES))
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, ImportError) as exc:
+            raise StoreError(f"{what} cannot be loaded ({exc})") from exc
+    else:
+        raise StoreError(
+            f"{what}: format must be one of {MODEL_FORMAT!r}, {LEGACY_PICKLE!r}; got {record.format!r}"
+        )
     return ModelRecord(name, estimator, energies, attrs)
