@@ -15,6 +15,8 @@ command-line flags override it. Unknown keys are an error naming the valid ones.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,6 +32,23 @@ KGRID_ROUNDING = ("ceil", "round")
 SCHEDULES = ("dynamic", "static")
 RESTART_POLICIES = ("auto", "fresh")
 
+#: Most points of one structure's Monkhorst-Pack grid (sporep_hpc.kpoints refuses more: the grid
+#: alone would take tens of MB, its matrices gigabytes).
+MAX_KPOINTS = 10**6
+#: Volume per atom of the most open elemental crystal, rounded up (bcc Cs: 117 Å³), Å³.
+MAX_ATOMIC_VOLUME = 120.0
+#: Smallest kdensity, 1/Å: below it even a 1-atom cell of MAX_ATOMIC_VOLUME needs more than
+#: MAX_KPOINTS grid points ((2π)³ / (V kdensity³) points), so every structure would fail (about 0.0127).
+KDENSITY_MIN = 2.0 * math.pi / (MAX_ATOMIC_VOLUME * MAX_KPOINTS) ** (1.0 / 3.0)
+#: Smallest memory budget per rank, bytes: below it not even the smallest structure fits.
+MIN_MEMORY = 16 * 2**20
+#: Units of `parse_bytes`: SI (kB, MB, GB, TB) and binary (K, M, G, T, KiB, MiB, GiB, TiB, as SLURM's --mem).
+BYTE_UNITS = {
+    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
 
 @dataclass(frozen=True)
 class RunParameters:
@@ -43,7 +62,8 @@ class RunParameters:
     basis : str
         Gaussian basis name (``"ano-valence"`` or any basis_set_exchange name).
     kdensity : float
-        Monkhorst-Pack spacing, Å⁻¹, in (0, inf).
+        Monkhorst-Pack spacing, Å⁻¹, in [KDENSITY_MIN, inf) (KDENSITY_MIN ≈ 0.0127: a smaller spacing
+        gives even a 1-atom cell more than MAX_KPOINTS points).
     kgrid_rounding : str
         n_i = ceil(|b_i| / kdensity) (``"ceil"``, guarantees the spacing) or round (``"round"``,
         the original study's operator grids); DESIGN §3.
@@ -82,7 +102,7 @@ class RunParameters:
         check_choice("operator", self.operator, OPERATORS)
         if not isinstance(self.basis, str) or not self.basis:
             raise ParameterError(f"basis must be a non-empty basis name; got {self.basis!r}")
-        check_interval("kdensity", self.kdensity, 0.0, None, closed="neither", unit="1/Å")
+        check_interval("kdensity", self.kdensity, KDENSITY_MIN, None, closed="left", unit="1/Å")
         check_choice("kgrid_rounding", self.kgrid_rounding, KGRID_ROUNDING)
         check_interval("exp_to_discard", self.exp_to_discard, 0.0, None, closed="left", unit="1/Bohr^2")
         check_interval("precision", self.precision, 0.0, 1.0, closed="neither")
@@ -133,6 +153,13 @@ class ExecutionOptions:
         k order afterwards; the values agree with an unsplit run to rounding, well below 1e-12 eV).
     keep_journal : bool
         Keep ``<store>.journal/`` after a successful assembly (default: removed).
+    max_memory : int, str or None
+        Memory budget per rank, bytes (a number, or text with a unit: ``"4GiB"``, ``"500MB"``, see
+        `parse_bytes`), at least MIN_MEMORY; stored as int. A structure whose estimate
+        (`sporep_hpc.parallel.tasks.memory_estimate`) exceeds it fails with its own reason, and
+        parameters that exceed it for every structure are refused before any work. None: the
+        memory available on the node (`available_memory`) divided by the ranks on that node
+        (`default_max_memory`).
     """
 
     schedule: str = "dynamic"
@@ -141,6 +168,7 @@ class ExecutionOptions:
     progress_interval: float = 10.0
     keep_journal: bool = False
     split_kpoints: bool = True
+    max_memory: int | str | None = None
 
     def __post_init__(self):
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -151,6 +179,13 @@ class ExecutionOptions:
         for name in ("keep_journal", "split_kpoints"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"{name} must be true or false; got {getattr(self, name)!r}")
+        if self.max_memory is not None:
+            value = parse_bytes("max_memory", self.max_memory)
+            if value < MIN_MEMORY:
+                raise ParameterError(
+                    f"max_memory must be at least {format_bytes(MIN_MEMORY)}; got {self.max_memory!r}"
+                )
+            object.__setattr__(self, "max_memory", value)
 
 
 @dataclass(frozen=True)
@@ -159,6 +194,81 @@ class RunConfig:
 
     parameters: RunParameters = field(default_factory=RunParameters)
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+
+
+def parse_bytes(name: str, value: object) -> int:
+    """A size in bytes from an int, a float with an integral value or text such as ``"4GiB"``,
+    ``"1.5 GB"``, ``"800M"`` or ``"1e9"`` (units: BYTE_UNITS, case-insensitive).
+
+    Raises
+    ------
+    ParameterError
+        Naming `name`, for anything else (negative, not finite, unknown unit).
+    """
+    if isinstance(value, bool):
+        raise ParameterError(f"{name} must be a size in bytes (e.g. 4GiB, 500MB, 1e9); got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = value, ""
+    else:
+        m = _SIZE.match(str(value))
+        if m is None or m.group(2).lower() not in BYTE_UNITS:
+            units = ", ".join(u for u in BYTE_UNITS if u)
+            raise ParameterError(
+                f"{name} must be a size in bytes, optionally with a unit ({units}); got {value!r}"
+            )
+        number, unit = float(m.group(1)), m.group(2).lower()
+    size = number * BYTE_UNITS[unit]
+    if not math.isfinite(size) or size < 0 or size > 2**62:
+        raise ParameterError(f"{name} must be a size in [0, 2^62] bytes; got {value!r}")
+    return int(size)
+
+
+def format_bytes(n: float) -> str:
+    """``"1.5 GiB"``-style text of a byte count (for messages)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def available_memory() -> int | None:
+    """Memory this process may still use on its node, bytes: ``MemAvailable`` of /proc/meminfo, lowered
+    to the room left under a cgroup limit (SLURM jobs, containers: cgroup v2 ``memory.max`` minus
+    ``memory.current``, or v1 ``memory.limit_in_bytes`` minus ``memory.usage_in_bytes``); None when
+    neither can be read (not Linux)."""
+
+    def read_int(path: str) -> int | None:
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    found = []
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, used in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        cap, now = read_int(limit), read_int(used)
+        if cap is not None and now is not None and cap < 2**60:
+            found.append(max(0, cap - now))
+    return min(found) if found else None
+
+
+def default_max_memory(ranks_on_node: int) -> int | None:
+    """The default `ExecutionOptions.max_memory`: `available_memory` divided by the ranks sharing the
+    node (at least MIN_MEMORY); None when the available memory is unknown (no budget is checked)."""
+    check_interval("ranks_on_node", ranks_on_node, 1, None, integer=True)
+    total = available_memory()
+    return None if total is None else max(MIN_MEMORY, total // ranks_on_node)
 
 
 _PARAM_KEYS = tuple(f.name for f in fields(RunParameters))
@@ -227,10 +337,16 @@ def diff_parameters(old: RunParameters, new: RunParameters) -> list[str]:
 
 
 __all__ = [
+    "KDENSITY_MIN",
+    "MAX_KPOINTS",
     "ExecutionOptions",
     "RunConfig",
     "RunParameters",
+    "available_memory",
     "build_config",
+    "default_max_memory",
     "diff_parameters",
+    "format_bytes",
     "load_toml",
+    "parse_bytes",
 ]

@@ -26,9 +26,15 @@ from .errors import InputError, ParameterError
 from .smearing import MAX_MP_ORDER, SMEARING_KINDS, Smearing
 from .threads import resolve_threads
 
-__all__ = ["PRESETS", "REFERENCES", "FingerprintSpec", "Window", "fingerprint", "get_spec", "make_preset"]
+__all__ = [
+    "MAX_ENERGIES", "PRESETS", "REFERENCES", "FingerprintSpec", "Window", "fingerprint", "get_spec",
+    "make_preset",
+]
 
 REFERENCES = ("fermi", "vbm", "cbm", "zero")
+#: Most sample energies of one window: the DOS kernel keeps 64 partial sums of the grid, so a window
+#: of n energies needs about 67 × 8 × n bytes (0.5 GiB at this limit).
+MAX_ENERGIES = 10**6
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Window:
         Energy the window is centred on ("zero": absolute energies).
     e_min, e_max : float, eV
         Window bounds relative to the reference, e_min < e_max.
-    n_energies : int, ≥ 2
+    n_energies : int, in [2, MAX_ENERGIES]
         Number of linearly spaced sample energies (both bounds included).
     smearing : str
         One of `sporep_hpc.smearing.SMEARING_KINDS`.
@@ -63,7 +69,7 @@ class Window:
         check_choice("reference", self.reference, REFERENCES)
         check_interval("e_min", self.e_min, None, None, unit="eV")
         check_interval("e_max", self.e_max, self.e_min, None, closed="neither", unit="eV")
-        check_interval("n_energies", self.n_energies, 2, None, integer=True)
+        check_interval("n_energies", self.n_energies, 2, MAX_ENERGIES, integer=True)
         check_choice("smearing", self.smearing, SMEARING_KINDS)
         check_interval("width", self.width, 0.0, None, closed="neither", unit="eV")
         check_interval("order", self.order, 0, MAX_MP_ORDER, integer=True)

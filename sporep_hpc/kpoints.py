@@ -5,6 +5,10 @@ including the 2π factor, n_i = max(1, ceil(|b_i| / kdensity)) (``rounding="ceil
 spacing) or n_i = max(1, round(|b_i| / kdensity)) (``rounding="round"``, the original study's operator
 grids; halves round up). The irreducible points and integer multiplicities come from spglib's
 ``get_ir_reciprocal_mesh`` with time reversal on; weights are normalised to 1.
+
+A grid has at most MAX_KPOINTS (sporep_hpc.config, 10⁶) points: a finer one is refused before anything
+is allocated (InputError naming the structure for a grid from a spacing, ParameterError for an explicit
+grid), never left to overflow or to exhaust the memory.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from ._validation import check_choice, check_interval
+from .config import MAX_KPOINTS
 from .errors import InputError, ParameterError
 
-__all__ = ["ROUNDING_MODES", "full_grid", "irreducible_kpoints", "monkhorst_pack_grid"]
+__all__ = ["MAX_KPOINTS", "ROUNDING_MODES", "full_grid", "irreducible_kpoints", "monkhorst_pack_grid"]
 
 ROUNDING_MODES = ("ceil", "round")
 
@@ -57,6 +62,14 @@ def _as_cell(structure: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return lat, pos, num
 
 
+def _label(structure: Any) -> str:
+    """The reduced formula of a structure, for messages ("?" when pymatgen cannot give one)."""
+    try:
+        return str(structure.composition.reduced_formula)
+    except (AttributeError, ValueError, TypeError):
+        return "?"
+
+
 def _check_grid(grid: Any) -> tuple[int, int, int]:
     try:
         values = tuple(grid)
@@ -66,7 +79,10 @@ def _check_grid(grid: Any) -> tuple[int, int, int]:
         raise ParameterError(f"grid must be three positive integers; got {grid!r}")
     for i, n in enumerate(values):
         check_interval(f"grid[{i}]", int(n) if isinstance(n, np.integer) else n, 1, None, integer=True)
-    return tuple(int(n) for n in values)  # type: ignore[return-value]
+    mesh = tuple(int(n) for n in values)
+    if math.prod(mesh) > MAX_KPOINTS:
+        raise ParameterError(f"grid must have at most {MAX_KPOINTS} points; got {mesh} ({math.prod(mesh)})")
+    return mesh  # type: ignore[return-value]
 
 
 def _check_shift(shift: Any) -> np.ndarray:
@@ -96,23 +112,38 @@ def monkhorst_pack_grid(lattice_matrix: Any, kdensity: float, rounding: str = "c
     -------
     tuple of 3 int
         Number of points along each reciprocal vector.
+
+    Raises
+    ------
+    InputError
+        The grid would have more than MAX_KPOINTS points.
     """
     check_interval("kdensity", kdensity, 0.0, None, closed="neither", unit="1/Å")
     check_choice("rounding", rounding, ROUNDING_MODES)
     lat = _as_lattice(lattice_matrix)
-    return _grid_impl(lat, float(kdensity), rounding)
+    return _grid_impl(lat, float(kdensity), rounding, "the lattice")
 
 
-def _grid_impl(lat: np.ndarray, kdensity: float, rounding: str) -> tuple[int, int, int]:
-    """Grid shape for a clean lattice (rows, Å) and a positive spacing."""
+def _grid_impl(lat: np.ndarray, kdensity: float, rounding: str, label: str) -> tuple[int, int, int]:
+    """Grid shape for a clean lattice (rows, Å) and a positive spacing; InputError naming `label` when it
+    has more than MAX_KPOINTS points (checked in floating point, before any integer can overflow)."""
     recip = 2.0 * np.pi * np.linalg.inv(lat).T  # rows b_i, Å⁻¹
-    ratios = np.linalg.norm(recip, axis=1) / kdensity
+    with np.errstate(over="ignore"):
+        ratios = np.linalg.norm(recip, axis=1) / kdensity
     if rounding == "ceil":
         # Guard against ratios like 3.0000000000000004 from round-off producing an extra point.
-        counts = [math.ceil(r - 1e-10) for r in ratios]
+        counts = np.maximum(1.0, np.ceil(ratios - 1e-10))
     else:
-        counts = [math.floor(r + 0.5) for r in ratios]
-    return tuple(max(1, int(n)) for n in counts)  # type: ignore[return-value]
+        counts = np.maximum(1.0, np.floor(ratios + 0.5))
+    with np.errstate(over="ignore"):
+        total = float(np.prod(counts))
+    if not total <= MAX_KPOINTS:  # also catches inf and NaN
+        shown = "x".join(f"{c:.0f}" if c < 1e6 else f"{c:.3g}" for c in counts)
+        raise InputError(
+            f"{label}: the k-point grid {shown} for kdensity {kdensity:g} 1/Å has {total:.3g} points, "
+            f"more than {MAX_KPOINTS} (MAX_KPOINTS); use a larger kdensity"
+        )
+    return tuple(int(n) for n in counts)  # type: ignore[return-value]
 
 
 def full_grid(grid: Sequence[int], shift: Sequence[int] = (0, 0, 0)) -> np.ndarray:
@@ -178,7 +209,8 @@ def irreducible_kpoints(
     ParameterError
         Invalid kdensity, grid, shift, symprec or rounding, or neither/both of kdensity and grid.
     InputError
-        The structure cannot be used or spglib fails on it.
+        The structure cannot be used, its grid for `kdensity` has more than MAX_KPOINTS points, or
+        spglib fails on it.
     """
     if (kdensity is None) == (grid is None):
         raise ParameterError("give exactly one of kdensity and grid")
@@ -187,7 +219,7 @@ def irreducible_kpoints(
     lat, pos, num = _as_cell(structure)
     if grid is None:
         check_interval("kdensity", kdensity, 0.0, None, closed="neither", unit="1/Å")
-        mesh = _grid_impl(lat, float(kdensity), rounding)
+        mesh = _grid_impl(lat, float(kdensity), rounding, f"structure {_label(structure)!r}")
     else:
         mesh = _check_grid(grid)
     sh = _check_shift(shift)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +40,13 @@ log = logging.getLogger(__name__)
 MIN_DISTANCE = 0.5
 #: Smallest allowed cell volume relative to the product of the lattice vector lengths.
 MIN_CELL_FLATNESS = 1e-3
+#: Shortest allowed lattice vector, Å (shorter ones put an atom's images closer than any bond).
+MIN_LATTICE_LENGTH = 1e-3
+#: Longest allowed lattice vector, Å (1 mm): beyond it the lattice sums and k-grids mean nothing.
+MAX_LATTICE_LENGTH = 1e7
+#: Largest allowed |fractional coordinate|: atoms far outside the cell (unwrapped trajectories,
+#: corrupted files) would make the lattice sums enumerate that many more translations.
+MAX_FRACTIONAL = 10.0
 
 STRUCTURE_SUFFIXES = (".cif", ".json", ".vasp", ".poscar", ".xyz", ".extxyz")
 STRUCTURE_PREFIXES = ("POSCAR", "CONTCAR")
@@ -145,10 +153,16 @@ def as_structure(obj: Any) -> Any:
 
 
 def compact_record(record: InputRecord) -> InputRecord:
-    """`record` with its structure in compact form (see CompactStructure)."""
+    """`record` with its structure in compact form (see CompactStructure); a structure pymatgen cannot
+    take apart is kept as it is (validation then fails it with its reason)."""
     if record.structure is None or isinstance(record.structure, CompactStructure):
         return record
-    return replace(record, structure=CompactStructure.from_structure(record.structure))
+    try:
+        compact = CompactStructure.from_structure(record.structure)
+    except Exception as exc:  # pymatgen raises many types on a broken structure
+        log.debug("%s: kept as a pymatgen structure (%s: %s)", record.id, type(exc).__name__, exc)
+        return record
+    return replace(record, structure=compact)
 
 
 def is_band_file(path: Path) -> bool:
@@ -162,18 +176,34 @@ def is_structure_file(path: Path) -> bool:
     return path.suffix.lower() in STRUCTURE_SUFFIXES or path.name.upper().startswith(STRUCTURE_PREFIXES)
 
 
+def _is_control(char: str) -> bool:
+    """True for control characters (Cc) and lone surrogates (Cs: undecodable bytes of a file name)."""
+    return unicodedata.category(char) in ("Cc", "Cs")
+
+
+def clean_id(text: str) -> str:
+    """`text` with every control character (newline, tab, NUL, U+001F, ...) and every byte of a
+    file name that is not UTF-8 (a lone surrogate) replaced by ``_``.
+
+    Ids never hold control characters: they are printed on one line, and the journal marks
+    k-point chunks with one (`sporep_hpc.parallel.tasks.chunk_id`), so no structure id can
+    look like a chunk of another.
+    """
+    return "".join("_" if _is_control(c) else c for c in text)
+
+
 def _stem(path: Path) -> str:
     stem = path.name.split(".")[0] if path.name.upper().startswith(STRUCTURE_PREFIXES) else path.stem
     if stem.startswith(GENERIC_STEMS) and path.parent.name:
-        return path.parent.name
-    return stem
+        return clean_id(path.parent.name)
+    return clean_id(stem)
 
 
 def _relative_id(path: Path, root: Path) -> str:
     rel = path.relative_to(root)
     if path.name.upper().startswith(STRUCTURE_PREFIXES) or path.name.startswith("vasprun"):
-        return rel.parent.as_posix() if rel.parent.as_posix() != "." else _stem(path)
-    return rel.with_suffix("").as_posix()
+        return clean_id(rel.parent.as_posix()) if rel.parent.as_posix() != "." else _stem(path)
+    return clean_id(rel.with_suffix("").as_posix())
 
 
 #: Keys of an extended XYZ comment line that describe the frame layout, not the structure.
@@ -328,8 +358,12 @@ def _records_from_file(path: Path, base_id: str) -> list[InputRecord]:
         structures = read_file(path)
     except InputError as exc:
         return [InputRecord(id=base_id, source=str(path), kind="failed", error=str(exc))]
+
     def record(id, s):
-        props = dict(getattr(s, "properties", None) or {}) or None  # extxyz info, pymatgen JSON properties
+        try:  # extxyz info, pymatgen JSON properties
+            props = dict(getattr(s, "properties", None) or {}) or None
+        except (TypeError, ValueError):
+            props = {"properties": str(s.properties)}
         return InputRecord(id=id, source=str(path), kind="structure", structure=s, properties=props)
 
     if len(structures) == 1:
@@ -375,11 +409,14 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[InputRecord]:
 
 
 def check_unique_ids(records: Sequence[InputRecord], max_bytes: int = 64) -> None:
-    """Raise InputError if two records share an id, or an id is empty or longer than `max_bytes`."""
+    """Raise InputError if two records share an id, or an id is empty, longer than `max_bytes`
+    or holds a control character (ids made from file names never do: see `clean_id`)."""
     seen: dict[str, str] = {}
     for r in records:
         if not r.id or len(r.id.encode()) > max_bytes:
             raise InputError(f"id {r.id!r} from {r.source} must be 1 to {max_bytes} bytes long")
+        if any(_is_control(c) for c in r.id):
+            raise InputError(f"id {r.id!r} from {r.source} must not contain control characters")
         if r.id in seen:
             raise InputError(f"duplicate id {r.id!r}: from {seen[r.id]} and from {r.source}")
         seen[r.id] = r.source
@@ -417,9 +454,13 @@ def check_structure(
 ) -> None:
     """Raise InputError (naming the structure) unless `structure` can be computed.
 
-    Checks: ordered sites (no partial occupancy), a periodic, non-degenerate 3-D cell,
-    at most `max_atoms` atoms, no two atoms (periodic images included) closer than
-    `min_distance` Å. The basis check (unknown element) is done where the basis is known.
+    Checks, in this order: at least one atom; ordered sites (no partial occupancy); real elements
+    (no dummy species); a periodic 3-D cell; a finite lattice with vectors of MIN_LATTICE_LENGTH to
+    MAX_LATTICE_LENGTH Å and a volume of at least MIN_CELL_FLATNESS times the product of their
+    lengths (not flat); finite fractional coordinates within ±MAX_FRACTIONAL; at most `max_atoms`
+    atoms; no two atoms (periodic images included) closer than `min_distance` Å. After these, the
+    kernels see clean input. The basis check (element without basis functions) is done where the
+    basis is known, the k-point count where the grid is made (sporep_hpc.kpoints).
     """
     if max_atoms is not None:
         check_interval("max_atoms", max_atoms, 1, None, closed="left", integer=True)
@@ -430,17 +471,38 @@ def check_structure(
         raise InputError(f"{prefix}: no atoms")
     if not structure.is_ordered:
         raise InputError(f"{prefix}: partial occupancy (disordered sites) is not supported")
+    from pymatgen.core import Element
+
+    symbols = {str(site.specie): getattr(site.specie, "symbol", "") for site in structure}
+    dummies = sorted(name for name, symbol in symbols.items() if not Element.is_valid_symbol(symbol))
+    if dummies:
+        raise InputError(f"{prefix}: unknown element(s) {', '.join(dummies)} (not in the periodic table)")
     lattice = structure.lattice
     pbc = getattr(lattice, "pbc", (True, True, True))
     if not all(pbc):
         raise InputError(f"{prefix}: cell is not periodic in 3 dimensions (pbc={tuple(pbc)})")
-    lengths = np.linalg.norm(lattice.matrix, axis=1)
-    volume = abs(float(np.linalg.det(lattice.matrix)))
-    if not np.all(np.isfinite(lattice.matrix)) or np.any(lengths < 1e-6):
-        shown = np.round(lengths, 4).tolist()
-        raise InputError(f"{prefix}: degenerate cell (lattice vector lengths {shown} Å)")
+    matrix = np.asarray(lattice.matrix, dtype=np.float64)
+    if not np.all(np.isfinite(matrix)):
+        raise InputError(f"{prefix}: lattice has non-finite entries ({matrix.tolist()})")
+    lengths = np.linalg.norm(matrix, axis=1)
+    if np.any(lengths < MIN_LATTICE_LENGTH) or np.any(lengths > MAX_LATTICE_LENGTH):
+        shown = [float(f"{x:.4g}") for x in lengths]
+        raise InputError(
+            f"{prefix}: lattice vector lengths {shown} Å outside [{MIN_LATTICE_LENGTH:g}, "
+            f"{MAX_LATTICE_LENGTH:g}] Å"
+        )
+    volume = abs(float(np.linalg.det(matrix)))
     if volume < MIN_CELL_FLATNESS * float(np.prod(lengths)):
         raise InputError(f"{prefix}: degenerate (flat) cell, volume {volume:.4g} Å^3")
+    frac = np.asarray(structure.frac_coords, dtype=np.float64)
+    if not np.all(np.isfinite(frac)):
+        raise InputError(f"{prefix}: non-finite atomic coordinates")
+    worst = float(np.max(np.abs(frac)))
+    if worst > MAX_FRACTIONAL:
+        raise InputError(
+            f"{prefix}: fractional coordinate {worst:.4g} outside [-{MAX_FRACTIONAL:g}, {MAX_FRACTIONAL:g}] "
+            "(wrap the atoms into the cell)"
+        )
     if max_atoms is not None and n_atoms > max_atoms:
         raise InputError(f"{prefix}: {n_atoms} atoms, more than max_atoms={max_atoms}")
     if min_distance > 0:

@@ -24,7 +24,15 @@ def test_defaults_follow_design():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("kdensity", 0.0, r"kdensity must be a number in \(0, inf\) 1/Å; got 0.0"),
+        # KDENSITY_MIN = 2π / (120 Å³ · 10⁶)^(1/3) = 0.0127385 (a 1-atom cell of 120 Å³ with 10⁶ k-points)
+        ("kdensity", 0.0, r"kdensity must be a number in \[0.0127385, inf\) 1/Å; got 0.0"),
+        ("kdensity", 1e-300, r"kdensity must be a number in \[0.0127385, inf\) 1/Å; got 1e-300"),
+        ("kdensity", 0.001, r"kdensity must be a number in \[0.0127385, inf\) 1/Å; got 0.001"),
+        ("max_memory", "4 parsecs", "max_memory must be a size in bytes"),
+        ("max_memory", -1, r"max_memory must be a size in \[0, 2\^62\] bytes; got -1"),
+        ("max_memory", "nan", "max_memory must be a size in bytes"),
+        ("max_memory", True, "max_memory must be a size in bytes"),
+        ("max_memory", "1MiB", "max_memory must be at least 16 MiB; got '1MiB'"),
         ("kdensity", "x", "kdensity must be a number"),
         ("operator", "potential", "operator must be one of 'huckel', 'kinetic', 'overlap'; got 'potential'"),
         ("max_atoms", 0, r"max_atoms must be an integer in \[1, inf\)"),
@@ -76,3 +84,36 @@ def test_json_round_trip_and_diff():
     q = RunParameters(kdensity=0.3, fingerprints=("kinetic", "x"))
     assert diff_parameters(p, q) == ["kdensity: 0.2 -> 0.3"]
     assert diff_parameters(p, p) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4GiB", 4 * 2**30), ("4 gib", 4 * 2**30), ("500MB", 500 * 10**6), ("800M", 800 * 2**20),
+        ("1.5GB", 1_500_000_000), ("1e9", 10**9), (2**34, 2**34), (1e9, 10**9), ("  2 TiB ", 2 * 2**40),
+    ],
+)
+def test_max_memory_sizes(text, expected, tmp_path):
+    # SI units are powers of 1000, the binary and SLURM-style ones (K, M, G, T) powers of 1024
+    assert ExecutionOptions(max_memory=text).max_memory == expected
+    toml = tmp_path / "run.toml"
+    value = repr(text) if isinstance(text, str) else str(text)  # a TOML literal string or a number
+    toml.write_text(f"[execution]\nmax_memory = {value}\n")
+    assert build_config(load_toml(toml)).execution.max_memory == expected
+    assert ExecutionOptions().max_memory is None  # default: decided from the machine at run time
+
+
+def test_default_memory_budget_divides_the_available_memory(monkeypatch):
+    import os
+
+    import sporep_hpc.config as config
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # physical memory, from the OS
+    available = config.available_memory()
+    assert available is not None and 0 < available <= total  # Linux: /proc/meminfo
+    monkeypatch.setattr(config, "available_memory", lambda: 12 * 2**30)
+    assert config.default_max_memory(3) == 4 * 2**30
+    assert config.default_max_memory(10**6) == config.MIN_MEMORY  # never below the smallest budget
+    monkeypatch.setattr(config, "available_memory", lambda: None)
+    assert config.default_max_memory(2) is None  # unknown: no budget
+    assert config.format_bytes(4 * 2**30) == "4 GiB" and config.format_bytes(1536) == "1.5 KiB"

@@ -160,3 +160,15 @@ def test_window_validation():
         PRESETS["fermi"].name = "x"  # type: ignore[misc]
     with pytest.raises(ParameterError, match="BandStructure"):
         fingerprint(np.zeros((3, 3)), "fermi")
+
+
+def test_absurd_energy_grids_are_refused_at_parse_time():
+    # n_energies = 1e9 asked the DOS kernel for 64 partial sums of 8 GB each before issue 12
+    Window("fermi", -1, 1, 10**6)  # the largest allowed (the sample energies are made lazily)
+    for n in (10**6 + 1, 10**9, 1e9):
+        with pytest.raises(ParameterError, match=r"n_energies must be an integer in \[2, 1e\+06\]"):
+            Window("fermi", -1, 1, n)
+    spec = json.dumps({"name": "huge", "windows": [{"reference": "zero", "e_min": 0, "e_max": 1,
+                                                      "n_energies": 10**9}]})
+    with pytest.raises(ParameterError, match="n_energies"):
+        get_spec(spec)  # what a run's fingerprint list (CLI, TOML) resolves through

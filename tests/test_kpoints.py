@@ -210,3 +210,24 @@ def test_full_grid_matches_spglib_order(grid, shift):
         warnings.simplefilter("ignore", DeprecationWarning)
         _, address = spglib.get_ir_reciprocal_mesh(grid, (np.eye(3) * 4, [[0, 0, 0]], [1]), is_shift=shift)
     assert_array_equal(full_grid(grid, shift), (2 * address + np.array(shift)) / (2 * np.array(grid)))
+
+
+def test_grids_beyond_max_kpoints_are_refused_before_allocation():
+    # a 1-atom cube of 120 Å³ (a = 4.932 Å, |b| = 2π/a = 1.2739 1/Å): kdensity KDENSITY_MIN gives 100 points
+    # per axis, 10⁶ in all, the most allowed; 1 % finer gives 101³ > 10⁶. The check runs in floating
+    # point before spglib or any array: 1e-300 (whose grid overflows int64) is refused the same way.
+    from sporep_hpc.config import KDENSITY_MIN, MAX_KPOINTS
+
+    a = 120.0 ** (1 / 3)
+    cube = Structure(np.eye(3) * a, ["Cs"], [[0, 0, 0]])
+    assert MAX_KPOINTS == 10**6
+    assert monkhorst_pack_grid(cube.lattice.matrix, KDENSITY_MIN * (1 + 1e-9)) == (100, 100, 100)
+    for kd in (KDENSITY_MIN * 0.99, 1e-6, 1e-300):
+        with pytest.raises(InputError, match=r"structure 'Cs': the k-point grid .* more than 1000000"):
+            irreducible_kpoints(cube, kdensity=kd)
+        with pytest.raises(InputError, match="more than 1000000"):
+            monkhorst_pack_grid(cube.lattice.matrix, kd)
+    with pytest.raises(ParameterError, match=r"grid must have at most 1000000 points; got \(101, 100, 100\)"):
+        irreducible_kpoints(cube, grid=(101, 100, 100))
+    with pytest.raises(ParameterError, match="at most 1000000 points"):
+        full_grid((10**7, 10**7, 10**7))

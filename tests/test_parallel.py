@@ -268,7 +268,8 @@ def test_stale_journal_entries_are_not_reused(tmp_path, rng):
     jdir = tmp_path / "j"
     params = RunParameters()
     prepare_journal(jdir, params, "auto")
-    names = ("a", "b", "c", "d", "gone", "g#k0of2", "g#k1of2")
+    g0, g1 = chunk_id("g", 0, 2), chunk_id("g", 1, 2)
+    names = ("a", "b", "c", "d", "gone", g0, g1)
     done = {name: dataclasses.replace(result(0, rng), id=name) for name in names}
     with JournalShard(jdir, 0, params.to_json()) as shard:  # the interrupted run
         shard.append(done["a"], TaskTimes(), "A-old")  # its file was edited since
@@ -276,8 +277,8 @@ def test_stale_journal_entries_are_not_reused(tmp_path, rng):
         shard.append(done["c"], TaskTimes())  # an older version wrote no digest: see below
         shard.append(done["d"], TaskTimes(), "D-old")  # edited, not recomputed yet
         shard.append(done["gone"], TaskTimes(), "X")  # no longer among the inputs
-        shard.append(done["g#k0of2"], TaskTimes(), "G")  # a k-point chunk of unchanged "g"
-        shard.append(done["g#k1of2"], TaskTimes(), "G-old")  # a chunk computed before an edit
+        shard.append(done[g0], TaskTimes(), "G")  # a k-point chunk of unchanged "g"
+        shard.append(done[g1], TaskTimes(), "G-old")  # a chunk computed before an edit
     with h5py.File(jdir / "rank-0.h5", "r+") as f:
         del f["entries/00000002"].attrs["input_digest"]
     with JournalShard(jdir, 1, params.to_json()) as shard:  # the resume: "a" recomputed, now failing
@@ -285,13 +286,13 @@ def test_stale_journal_entries_are_not_reused(tmp_path, rng):
     digests = {"a": "A-new", "b": "B", "c": "C", "d": "D-new", "g": "G"}
     refs = scan_journal(jdir, digests)
     # the current failed entry of "a" wins over its stale done entry (without digests, done would win)
-    assert sorted(refs) == ["a", "b", "g#k0of2"]
+    assert sorted(refs) == ["a", "b", g0]
     assert refs["a"].status == -1 and refs["a"].digest == "A-new" and refs["b"].digest == "B"
     assert scan_journal(jdir)["a"].status == STATUS_DONE
     per_shard = [scan_shard(p) for p in sorted(jdir.glob("rank-*.h5"))]
     assert merge_refs(per_shard, digests) == refs
     # "a" has a current entry; "gone" is not an input any more: neither is stale
-    assert stale_ids(per_shard, digests) == {"c", "d", "g#k1of2"}
+    assert stale_ids(per_shard, digests) == {"c", "d", g1}
     # old journals: entries without a digest are never current
     assert stale_ids(per_shard, {"c": ""}) == {"c"} and merge_refs(per_shard, {"c": ""}) == {}
     tasks, _ = make_tasks([PlanEntry(i, id, "structure", cost=1.0) for i, id in enumerate("abcd")],
@@ -303,6 +304,7 @@ def test_structure_id_of_chunks():
     assert structure_id(chunk_id("g", 1, 3)) == "g" and structure_id("g") == "g"
     assert structure_id(chunk_id("a#k0of2", 0, 2)) == "a#k0of2"  # only the last suffix is the chunk's
     assert structure_id("x#k") == "x#k"
+    assert structure_id("x#k0of12") == "x#k0of12" != structure_id(chunk_id("x", 0, 12))  # a file name
 
 
 def test_record_digests_track_what_an_entry_is_computed_from(tmp_path):

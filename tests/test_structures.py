@@ -1,7 +1,9 @@
 """Structure reading (all formats, ids) and per-structure validation."""
 
 import json
+import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -10,9 +12,11 @@ from pymatgen.core import Lattice, Structure
 from sporep_hpc.errors import InputError
 from sporep_hpc.structures import (
     CompactStructure,
+    InputRecord,
     as_structure,
     check_structure,
     check_unique_ids,
+    clean_id,
     closest_distance,
     collect_inputs,
     read_file,
@@ -198,3 +202,70 @@ def test_vasprun_record_carries_its_final_structure(tmp_path, rng):
     np.testing.assert_allclose(s.lattice.matrix, 5.43 * np.eye(3), rtol=0, atol=1e-12)
     np.testing.assert_allclose(s.frac_coords, [[0.1, 0.2, 0.3]], rtol=0, atol=1e-12)
     assert records["run2"].structure is None  # the band reader reports this file's problem later
+
+
+# ---------------------------------------------------------------------------- issue 12: hostile inputs
+@pytest.mark.parametrize(
+    ("lattice", "species", "coords", "fragment"),
+    [
+        (np.diag([np.inf, 5.0, 5.0]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], "non-finite entries"),
+        (np.diag([np.nan, 5.0, 5.0]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], "non-finite entries"),
+        (np.diag([1e9, 5.0, 5.0]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], "lattice vector lengths"),
+        (np.diag([0.0, 5.0, 5.0]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]], "lattice vector lengths"),
+        (np.diag([5.0, 5.0, 5.0]), ["Na", "Cl"], [[0, 0, 0], [np.inf, 0.5, 0.5]], "non-finite atomic"),
+        (np.diag([5.0, 5.0, 5.0]), ["Na", "Cl"], [[0, 0, 0], [np.nan, 0.5, 0.5]], "non-finite atomic"),
+        (np.diag([5.0, 5.0, 5.0]), ["Na", "Cl"], [[0, 0, 0], [1e12, 0.5, 0.5]], "coordinate 1e+12 outside"),
+        (np.diag([5.0, 5.0, 5.0]), ["Na", "Cl"], [[0, 0, 0], [-10.5, 0.5, 0.5]], "coordinate 10.5 outside"),
+        (np.diag([5.0, 5.0, 5.0]), ["Na", "X"], [[0, 0, 0], [0.5, 0.5, 0.5]], "unknown element(s) X0+"),
+    ],
+)
+def test_hostile_structures_fail_validation_naming_them(lattice, species, coords, fragment):
+    # what a parser hands over from a broken file: the checks stop it before spglib or the kernels,
+    # with an InputError (never a numpy/pymatgen exception, never a RuntimeWarning: warnings are errors)
+    with np.errstate(all="ignore"):  # building such a structure is pymatgen's arithmetic, not ours
+        s = Structure(Lattice(lattice), species, coords)
+    with pytest.raises(InputError, match=rf"structure 'bad-1': .*{re.escape(fragment)}"):
+        check_structure(s, "bad-1")
+
+
+def test_atoms_a_few_cells_away_are_accepted(nacl):
+    # unwrapped coordinates within ±MAX_FRACTIONAL (10) are legitimate (e.g. from an MD trajectory)
+    s = Structure(nacl.lattice, ["Na", "Cl"], [[-9.0, 0, 0], [0.5, 9.5, 0.5]])
+    check_structure(s, "md")
+
+
+def test_ids_never_hold_control_characters(tmp_path, nacl):
+    # a file named like a k-point chunk with the journal's mark, or with a newline, or not UTF-8
+    for name in ("x\x1fk0of2.json", "two\nlines.json"):
+        nacl.to(filename=str(tmp_path / name))
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.json")
+    with open(raw, "wb") as fh:
+        fh.write(json.dumps(nacl.as_dict()).encode())
+    assert sorted(r.id for r in collect_inputs([tmp_path])) == ["caf_", "two_lines", "x_k0of2"]
+    assert clean_id("a\x00b\tc\x7fd\udce9") == "a_b_c_d_"
+    for bad in ("x\x1fk0of2", "a\nb", "tab\t"):
+        with pytest.raises(InputError, match="must not contain control characters"):
+            check_unique_ids([InputRecord(bad, "examples:x", "structure")])
+
+
+def test_failed_rows_of_any_structure_can_be_written():
+    # measured before issue 12: a disordered structure raised AttributeError (atomic_numbers) at assembly
+    from pymatgen.core import Composition
+
+    from sporep_hpc.store.schema import STATUS_FAILED, failed_result
+
+    disordered = Structure(Lattice.cubic(5.64), [Composition({"Na": 0.5, "K": 0.5}), "Cl"],
+                           [[0, 0, 0], [0.5, 0.5, 0.5]])
+    row = failed_result(3, "partial", "structure 'partial': partial occupancy\nsecond line", disordered)
+    assert (row.status, row.n_atoms) == (STATUS_FAILED, 0)
+    assert row.error == "structure 'partial': partial occupancy"  # one line
+    assert row.formula == disordered.composition.reduced_formula
+    np.testing.assert_array_equal(row.cell, 5.64 * np.eye(3))
+    with np.errstate(all="ignore"):
+        broken = Structure(Lattice(np.diag([np.nan, 5.0, 5.0])), ["Na"], [[0, 0, 0]])
+    assert failed_result(0, "nan", "x", broken).n_atoms == 1  # NaN cells are stored as they are
+    dummy = Structure(Lattice.cubic(5.0), ["X"], [[0, 0, 0]])
+    assert failed_result(0, "dummy", "x", dummy).n_atoms == 0  # no atomic number to store
+    # a message holding an undecodable file name (lone surrogate) is escaped, so HDF5 can take it
+    row = failed_result(0, "caf_", "/d/caf\udce9.cif: unreadable", None)
+    assert row.error == "/d/caf\\udce9.cif: unreadable"

@@ -39,6 +39,7 @@ A --config TOML file holds the same settings (flags override it), flat or in two
   [execution]                     # never change the results
   schedule = "static"
   threads = 2
+  max_memory = "4GiB"             # per rank (default: available memory / ranks on the node)
 """
 
 
@@ -77,6 +78,12 @@ def add_parser(subparsers) -> None:
         "--no-split", action="store_false", default=None, dest="split_kpoints",
         help="never split a big structure into k-point chunks",
     )
+    e.add_argument(
+        "--max-memory", dest="max_memory",
+        help="memory budget per rank, bytes or with a unit (4GiB, 500MB); a structure estimated to need "
+        "more fails, parameters too big for any structure are refused (default: the node's available "
+        "memory / ranks on the node)",
+    )
     e.add_argument("--dry-run", action="store_true", help="print the task plan and exit")
     p.set_defaults(run=run_command)
 
@@ -86,7 +93,7 @@ def _overrides(args) -> dict:
         "operator", "basis", "kdensity", "kgrid_rounding", "exp_to_discard", "precision", "lindep",
         "fingerprints",
         "max_atoms", "min_distance", "schedule", "threads", "restart", "progress_interval", "keep_journal",
-        "split_kpoints",
+        "split_kpoints", "max_memory",
     )
     return {k: getattr(args, k) for k in keys}
 

@@ -1,7 +1,9 @@
-"""The task model: resolving inputs, planning (validation + cost model) and computing one structure.
+"""The task model: resolving inputs, planning (validation, cost and memory model) and computing one
+structure.
 
-Everything here is serial and rank-agnostic: what a task computes depends only on
-its input record and the run parameters, never on the rank that runs it.
+Everything here is serial and rank-agnostic (what a task computes depends only on its input record
+and the run parameters, never on the rank that runs it), except `memory_budget`, the one collective
+that agrees on the memory budget all ranks plan with.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import math
 import re
+import socket
 import time
 import traceback
 from collections.abc import Collection, Iterable, Sequence
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..config import RunParameters
-from ..errors import InputError, SporepError
+from ..errors import InputError, ParameterError, SporepError
 from ..store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
 from ..structures import (
     CompactStructure,
@@ -45,6 +48,14 @@ COST_LATTICE_RADIUS = 12.0
 #: 4.9e-7 s per n_ao²·n_T, 0.02 s per structure; correlation with the measured times 0.86.
 COST_INTEGRAL_WEIGHT = 150.0
 COST_CONSTANT = 6.0e6
+#: Radius (Å) of the sphere of lattice translations assumed by the memory estimate: an upper bound of
+#: the screening radius of the default basis at precision 1e-12 (the translations stored for Si8,
+#: Cu, BaTiO3, Ba and diamond are 0.6-0.95 of this sphere's half; the cost model's 12 Å is a mean).
+MEMORY_LATTICE_RADIUS = 16.0
+#: Bytes per point of the full k-point grid while spglib reduces it (mapping, addresses, their copies).
+GRID_POINT_BYTES = 64
+#: Fixed reduction chunks of the DOS kernel (sporep_hpc.bands): each holds a copy of a window's grid.
+DOS_PARTIALS = 64
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -133,8 +144,13 @@ def _record_chunks(r: InputRecord, file_hashes: dict[str, str]):
         yield json.dumps([list(s.species), list(s.pbc)]).encode(), True, True
         yield np.ascontiguousarray(s.lattice, dtype=np.float64).tobytes(), True, True
         yield np.ascontiguousarray(s.frac_coords, dtype=np.float64).tobytes(), True, True
-    elif s is not None:  # disordered pymatgen structure (it fails validation, but is an input)
-        yield json.dumps(s.as_dict(), sort_keys=True, default=str).encode(), True, True
+    elif s is not None:  # disordered or broken pymatgen structure (it fails validation, but is an input)
+        try:
+            with np.errstate(all="ignore"):  # NaN or inf lattices: pymatgen's arithmetic warns
+                text = json.dumps(s.as_dict(), sort_keys=True, default=str)
+        except Exception:  # pymatgen cannot serialise it: its formula and sizes stand in
+            text = f"{type(s).__name__}:{len(s)}"
+        yield text.encode("utf-8", "backslashreplace"), True, True
     if r.kind == "bands":
         path = r.source.split("#")[0] if ".h5#" in r.source or ".hdf5#" in r.source else r.source
         if path not in file_hashes:
@@ -212,38 +228,164 @@ def cost_model(n_ao: int, n_k: int, volume: float) -> float:
     (4/3)πR³ / volume (at least 1); w = COST_INTEGRAL_WEIGHT, c = COST_CONSTANT. Units are
     arbitrary (about 3 ns on this machine's core); only ratios matter.
     """
-    n_t = max(1.0, 4.0 / 3.0 * math.pi * COST_LATTICE_RADIUS**3 / max(volume, 1e-12))
+    n_t = _translations(volume, COST_LATTICE_RADIUS)
     return float(n_ao) ** 3 * n_k + COST_INTEGRAL_WEIGHT * float(n_ao) ** 2 * n_t + COST_CONSTANT
 
 
-def plan_record(index: int, record: InputRecord, params: RunParameters) -> PlanEntry:
-    """Validate one record and estimate its cost; an InputError becomes a "failed" entry."""
+def _translations(volume: float, radius: float) -> float:
+    """Lattice translations in a sphere of `radius` Å around the origin (at least 1)."""
+    return max(1.0, 4.0 / 3.0 * math.pi * radius**3 / max(volume, 1e-12))
+
+
+def memory_estimate(
+    n_ao: int, n_k: int, n_grid: int, volume: float, dos_bytes: int, kinetic: bool = True
+) -> int:
+    """Peak memory of one structure's arrays, bytes (what `compute_record` allocates beyond the process).
+
+    The sum of: the Bloch matrices, n_op × 16 × n_ao² bytes per k-point (Re and Im of S(k), and T(k)
+    for the kinetic operator), for the k-points the operators handle at once (their chunk of
+    operators._PHASED_BYTES, at least one k-point), twice (their real form or the eigensolver's
+    copies); the real-space blocks, n_op × 8 × n_ao² per stored translation (half the translations
+    of a sphere of MEMORY_LATTICE_RADIUS, plus T = 0), twice (the screened copy); LAPACK workspaces,
+    48 n_ao²; the eigenvalues, 4 copies of 8 n_k n_ao; the full k-grid during the spglib reduction,
+    GRID_POINT_BYTES per point; and `dos_bytes`, the fingerprints' energy grids (`fingerprint_bytes`).
+    Checked against tracemalloc's peak of `compute_record` (tests/test_sizes.py: 1.1-2.3 times it).
+
+    Parameters
+    ----------
+    n_ao, n_k, n_grid : int
+        Basis functions, irreducible k-points, points of the full Monkhorst-Pack grid.
+    volume : float, Å³
+    dos_bytes : int
+    kinetic : bool
+        Two operators (overlap and kinetic) rather than one.
+    """
+    from ..operators import _PHASED_BYTES
+
+    n_op = 2 if kinetic else 1
+    square = float(n_ao) ** 2
+    per_k = n_op * 16.0 * square
+    chunk = max(1, min(n_k, int(_PHASED_BYTES // per_k)))
+    matrices = 2.0 * chunk * per_k
+    blocks = 2.0 * n_op * 8.0 * square * (_translations(volume, MEMORY_LATTICE_RADIUS) / 2.0 + 1.0)
+    rest = 48.0 * square + 4 * 8.0 * n_k * n_ao + GRID_POINT_BYTES * float(n_grid) + dos_bytes
+    return int(min(matrices + blocks + rest, 2.0**62))
+
+
+def fingerprint_bytes(fingerprints: FingerprintSet) -> int:
+    """Bytes of the energy grids of one structure's fingerprints: the largest window's DOS with its
+    DOS_PARTIALS partial sums (windows are computed one after another), plus every vector."""
+    windows = [w for spec in fingerprints.specs.values() for w in spec.windows]
+    largest = max((w.n_energies for w in windows), default=0)
+    return 8 * ((DOS_PARTIALS + 3) * largest + sum(w.n_energies for w in windows))
+
+
+def check_memory_budget(params: RunParameters, fingerprints: FingerprintSet, max_memory: int | None) -> None:
+    """Refuse, before any work, parameters that exceed `max_memory` (bytes per rank) for every structure.
+
+    The cheapest structure is a 1-atom cell of MAX_ATOMIC_VOLUME with one basis function and one
+    irreducible k-point: its full grid has (2π)³ / (V kdensity³) points. None: no budget.
+
+    Raises
+    ------
+    ParameterError
+        Naming the parameter (kdensity or fingerprints), the estimate and the limit.
+    """
+    from ..config import MAX_ATOMIC_VOLUME, format_bytes
+
+    if max_memory is None:
+        return
+    n_grid = (2.0 * math.pi / params.kdensity) ** 3 / MAX_ATOMIC_VOLUME
+    dos = fingerprint_bytes(fingerprints)
+    floor = memory_estimate(1, 1, int(n_grid), MAX_ATOMIC_VOLUME, dos, params.operator == "kinetic")
+    if floor <= max_memory:
+        return
+    grid = GRID_POINT_BYTES * n_grid
+    if dos >= grid:
+        n = max(w.n_energies for spec in fingerprints.specs.values() for w in spec.windows)
+        what = f"fingerprints={','.join(params.fingerprints)} (a window of {n} energies)"
+    else:
+        what = f"kdensity={params.kdensity:g} 1/Å ({n_grid:.3g} k-points for a 1-atom cell)"
+    raise ParameterError(
+        f"{what} needs about {format_bytes(floor)} per structure even for a 1-atom cell, more than "
+        f"max_memory={format_bytes(max_memory)} per rank; raise --max-memory or choose smaller sizes"
+    )
+
+
+def memory_budget(comm: Any, max_memory: int | None) -> int | None:
+    """The per-rank memory budget every rank of `comm` applies (collective; the same value everywhere).
+
+    An explicit `max_memory` (bytes) is used as given. Otherwise each rank takes
+    `sporep_hpc.config.default_max_memory` for the ranks sharing its host (counted by host name),
+    and the smallest over all ranks is applied everywhere: a structure's fate must not depend on
+    the rank that plans it. None when no rank can tell its available memory (no budget).
+    """
+    from ..config import default_max_memory
+
+    if max_memory is not None:
+        return max_memory
+    hosts = comm.allgather(socket.gethostname())
+    mine = default_max_memory(hosts.count(hosts[comm.rank]))
+    known = [v for v in comm.allgather(mine) if v is not None]
+    return min(known) if known else None
+
+
+def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: int,
+             max_memory: int | None) -> PlanEntry:
+    """`plan_record` for a record of kind "structure" whose problems raise InputError."""
+    from ..basis import load_basis, n_ao
+    from ..config import format_bytes
+    from ..kpoints import monkhorst_pack_grid
+
+    s = as_structure(record.structure)
+    check_structure(s, record.id, max_atoms=params.max_atoms, min_distance=params.min_distance)
+    symbols = [site.specie.symbol for site in s]
+    try:
+        nao = n_ao(symbols, load_basis(params.basis, params.exp_to_discard))
+    except InputError as exc:
+        raise InputError(f"structure {record.id!r}: {exc}") from exc
+    grid = monkhorst_pack_grid(s.lattice.matrix, params.kdensity, params.kgrid_rounding)
+    kpts, _ = structure_kpoints(s, params)
+    need = memory_estimate(nao, len(kpts), math.prod(grid), s.volume, dos_bytes, params.operator == "kinetic")
+    if max_memory is not None and need > max_memory:
+        raise InputError(
+            f"structure {record.id!r}: needs about {format_bytes(need)} ({nao} basis functions, "
+            f"{len(kpts)} k-points), more than max_memory={format_bytes(max_memory)} per rank"
+        )
+    cost = cost_model(nao, len(kpts), s.volume)
+    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost)
+
+
+def plan_record(
+    index: int, record: InputRecord, params: RunParameters, max_memory: int | None = None,
+    dos_bytes: int | None = None,
+) -> PlanEntry:
+    """Validate one record, estimate its cost, and check its memory estimate against `max_memory`
+    (bytes per rank; None: not checked). Whatever the structure raises (InputError, or anything
+    pymatgen, spglib or numpy raise on a hostile input) becomes a "failed" entry with a one-line
+    reason naming it. `dos_bytes` (`fingerprint_bytes`) is computed from `params` when not given."""
     if record.kind == "failed":
         return PlanEntry(index, record.id, "failed", error=record.error)
     if record.kind == "bands":
         n_atoms = 0 if record.structure is None else len(record.structure)
         return PlanEntry(index, record.id, "bands", n_atoms=n_atoms, cost=1.0)
-    from ..basis import load_basis, n_ao
-
-    s = as_structure(record.structure)
+    if dos_bytes is None:
+        dos_bytes = fingerprint_bytes(FingerprintSet.from_parameters(params))
     try:
-        check_structure(s, record.id, max_atoms=params.max_atoms, min_distance=params.min_distance)
-        symbols = [site.specie.symbol for site in s]
-        try:
-            nao = n_ao(symbols, load_basis(params.basis, params.exp_to_discard))
-        except InputError as exc:
-            raise InputError(f"structure {record.id!r}: {exc}") from exc
-        kpts, _ = structure_kpoints(s, params)
-    except InputError as exc:
-        return PlanEntry(index, record.id, "failed", n_atoms=len(s), error=str(exc))
-    cost = cost_model(nao, len(kpts), s.volume)
-    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost)
+        return _planned(index, record, params, dos_bytes, max_memory)
+    except Exception as exc:  # this structure's failure (see _reason), never the run's
+        n_atoms = len(record.structure) if record.structure is not None else 0
+        return PlanEntry(index, record.id, "failed", n_atoms=n_atoms, error=_reason(record.id, exc))
 
 
-def plan_records(records: Sequence[InputRecord], params: RunParameters, lo: int = 0, hi: int | None = None):
-    """`plan_record` for records[lo:hi] (global indices lo..hi-1)."""
+def plan_records(
+    records: Sequence[InputRecord], params: RunParameters, lo: int = 0, hi: int | None = None,
+    max_memory: int | None = None,
+) -> list[PlanEntry]:
+    """`plan_record` for records[lo:hi] (global indices lo..hi-1), with the memory budget `max_memory`."""
     hi = len(records) if hi is None else hi
-    return [plan_record(i, records[i], params) for i in range(lo, hi)]
+    dos_bytes = fingerprint_bytes(FingerprintSet.from_parameters(params))
+    return [plan_record(i, records[i], params, max_memory, dos_bytes) for i in range(lo, hi)]
 
 
 # ---------------------------------------------------------------------------- computing
@@ -310,25 +452,43 @@ def _edges(bands: Any) -> dict[str, float]:
     return out
 
 
-def _failure(index: int, id: str, record: InputRecord, exc: BaseException, t0: float):
-    """A failed row for an exception raised while computing `record` (one line, naming the structure)."""
+def _reason(id: str, exc: BaseException) -> str:
+    """One-line reason, naming structure `id`, for an exception raised by one structure's work.
+
+    A SporepError is the structure's own problem; any other exception (from pymatgen, spglib, numpy
+    or our code) is logged with its traceback and reported as an "internal error" (a resumed run
+    retries those, see sporep_hpc.parallel.journal.INTERNAL).
+    """
     if isinstance(exc, SporepError):
         msg = str(exc)
-        if record.id not in msg:
-            msg = f"structure {record.id!r}: {msg}"
+        if id not in msg:
+            msg = f"structure {id!r}: {msg}"
     else:  # isolate any other failure of one structure; logged with its traceback
-        log.warning("structure %r failed:\n%s", record.id, traceback.format_exc())
-        msg = f"structure {record.id!r}: internal error {type(exc).__name__}: {exc}"
-    msg = msg.splitlines()[0] if msg else f"structure {record.id!r}: failed"
+        log.warning("structure %r failed:\n%s", id, traceback.format_exc())
+        msg = f"structure {id!r}: internal error {type(exc).__name__}: {exc}"
+    lines = msg.splitlines()
+    return lines[0] if lines and lines[0].strip() else f"structure {id!r}: failed ({type(exc).__name__})"
+
+
+def _failure(index: int, id: str, record: InputRecord, exc: BaseException, t0: float):
+    """A failed row for an exception raised while computing `record` (one line, naming the structure)."""
+    msg = _reason(record.id, exc)
     return failed_result(index, id, msg, record.structure), TaskTimes(other=time.perf_counter() - t0)
 
 
+#: Marks a k-point chunk in a journal id. Structure ids never hold a control character
+#: (`sporep_hpc.structures.clean_id`, `check_unique_ids`), so no structure id can equal a chunk id,
+#: whatever its input file is called (``x#k0of12.cif`` beside a split ``x``).
+CHUNK_MARK = "\x1f"
+
+
 def chunk_id(id: str, chunk: int, n_chunks: int) -> str:
-    """Journal id of k-point chunk `chunk` of `n_chunks` of structure `id`."""
-    return f"{id}#k{chunk}of{n_chunks}"
+    """Journal id of k-point chunk `chunk` of `n_chunks` of structure `id`: ``id + CHUNK_MARK +
+    "k<chunk>of<n_chunks>"``."""
+    return f"{id}{CHUNK_MARK}k{chunk}of{n_chunks}"
 
 
-_CHUNK_ID = re.compile(r"^(.*)#k\d+of\d+$", re.DOTALL)
+_CHUNK_ID = re.compile(rf"^(.*){CHUNK_MARK}k\d+of\d+$", re.DOTALL)
 
 
 def structure_id(journal_id: str) -> str:

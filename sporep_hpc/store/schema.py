@@ -30,11 +30,14 @@ n_spin of structure i is ``(bands_offset[i+1]-bands_offset[i]) / (n_k * n_bands[
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..structures import as_structure
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.2"
 
@@ -145,19 +148,34 @@ class StructureResult:
 
 def structure_fields(structure) -> dict:
     """The /structures fields of a pymatgen Structure or CompactStructure (formula, cell, numbers,
-    positions)."""
+    positions), for any structure a run may meet: a disordered one (partial occupancy) has no single
+    atomic number per site, nor has a dummy species, so these keep their formula and cell and get no
+    atoms; a cell or position pymatgen cannot give is left at its default (zeros, no atoms). Never
+    raises: these fields only describe a row, and a failed row must be written whatever its structure
+    is."""
     if structure is None:
         return {}
-    structure = as_structure(structure)
-    return {
-        "formula": structure.composition.reduced_formula,
-        "cell": np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64),
-        "numbers": np.asarray(structure.atomic_numbers, dtype=np.int64),
-        "positions": np.ascontiguousarray(structure.cart_coords, dtype=np.float64).reshape(-1, 3),
-    }
+    fields_: dict = {}
+    try:
+        with np.errstate(all="ignore"):  # NaN or inf lattices: pymatgen's arithmetic warns
+            structure = as_structure(structure)
+            fields_["formula"] = str(structure.composition.reduced_formula)
+            fields_["cell"] = np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).reshape(3, 3)
+            numbers = np.asarray(structure.atomic_numbers if structure.is_ordered else [], dtype=np.int64)
+            if numbers.size and np.all((numbers >= 1) & (numbers <= 118)):  # not for dummy species
+                positions = np.ascontiguousarray(structure.cart_coords, dtype=np.float64).reshape(-1, 3)
+                fields_["numbers"], fields_["positions"] = numbers, positions
+    except Exception as exc:  # pymatgen raises many types on a broken structure
+        log.debug("structure fields incomplete: %s: %s", type(exc).__name__, exc)
+    return fields_
 
 
 def failed_result(index: int, id: str, error: str, structure=None) -> StructureResult:
-    """A failed row (structure fields filled when the structure was read)."""
+    """A failed row (structure fields filled as far as the structure allows, see `structure_fields`).
+
+    `error` is kept to its first line, and characters UTF-8 cannot hold (lone surrogates from file
+    names that are not UTF-8) are escaped, so the row can always be written."""
+    lines = str(error).splitlines()
+    error = (lines[0] if lines else "").encode("utf-8", "backslashreplace").decode("utf-8")
     fields_ = structure_fields(structure)
     return StructureResult(index=index, id=id, status=STATUS_FAILED, error=error, **fields_)
