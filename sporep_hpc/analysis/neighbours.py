@@ -53,11 +53,12 @@ from ..errors import ParameterError, StoreError
 from ..parallel.agreement import all_call
 from ..parallel.schedule import block_range
 from ..threads import resolve_threads
-from .similarity import DEFAULT_TILE, METRICS, pairwise_distances, tile_grid, window_offsets_from_attrs
+from .similarity import METRICS, pairwise_distances, tile_grid, window_offsets_from_attrs
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_TILE",
     "GROUP",
     "Neighbours",
     "NeighboursRecord",
@@ -71,6 +72,10 @@ __all__ = [
 ]
 
 GROUP = "neighbours"
+#: Tile edge (rows). Larger than similarity's: each tile is prepared afresh (`pairwise_distances`) and the
+#: top-k update reads it twice. Measured on 8000 x 1024 random vectors, euclidean, k = 10, one core:
+#: 512 -> 6.5 s, 1024 -> 4.9 s, 2048 -> 7.2 s.
+DEFAULT_TILE = 1024
 #: Index of an empty slot of a k-best list (larger than any row index, so every real pair precedes it).
 _EMPTY = np.iinfo(np.int64).max
 
@@ -391,15 +396,19 @@ def _write_group(path: Path, name: str, index: np.ndarray, distance: np.ndarray,
         return f, dsets
 
     opened = all_call(comm, create)
-    if opened is None:
-        return
-    f, dsets = opened
-    lo, hi = block_range(index.shape[0], size, rank) if parallel else (0, index.shape[0])
-    try:
-        write_rows(dsets[0], lo, index[lo:hi])
-        write_rows(dsets[1], lo, distance[lo:hi])
-    finally:
-        f.close()
+
+    def write():
+        if opened is None:
+            return
+        f, dsets = opened
+        lo, hi = block_range(index.shape[0], size, rank) if parallel else (0, index.shape[0])
+        try:
+            write_rows(dsets[0], lo, index[lo:hi])
+            write_rows(dsets[1], lo, distance[lo:hi])
+        finally:
+            f.close()
+
+    all_call(comm, write)  # every rank returns once the group is complete (or learns that it failed)
 
 
 def compute_neighbours(

@@ -33,7 +33,8 @@ Metrics: euclidean, cosine, tanimoto (1 - T, pymatgen's index) and wasserstein (
 
 
 def add_parser(subparsers) -> None:
-    from ..analysis.similarity import DEFAULT_TILE, METRICS
+    from ..analysis.neighbours import DEFAULT_TILE
+    from ..analysis.similarity import METRICS
 
     p = subparsers.add_parser(
         "neighbours",
