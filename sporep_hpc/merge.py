@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 #: Root attribute of a merged store: JSON list of {file, rows, created, n_ranks} of its inputs.
 MERGED_FROM = "merged_from"
 
+#: The parts of an input store a merge reads (validated by `read_summary`, `Store.require`).
+MERGED_PARTS = ("/", "structures", "spectra", "fingerprints")
+
 
 @dataclass(frozen=True)
 class StoreSummary:
@@ -121,8 +124,10 @@ def _attr(value: Any) -> Any:
 
 
 def read_summary(path: str | Path) -> StoreSummary:
-    """Ids, status, parameters and fingerprint grids of one store (StoreError if it is not one)."""
+    """Ids, status, parameters and fingerprint grids of one store (StoreError if it is not one, or if
+    anything a merge reads is missing or inconsistent)."""
     with open_store(path) as store:
+        store.require(*MERGED_PARTS)  # `_read_rows` then reads these parts directly
         f = store.file
         fingerprints = {}
         for name in store.fingerprint_names:
@@ -136,8 +141,6 @@ def read_summary(path: str | Path) -> StoreSummary:
                 path,
                 ", /".join(dropped),
             )
-        if "parameters" not in attrs:
-            raise StoreError(f"{path}: no 'parameters' attribute: not written by `sporep-hpc run`")
         return StoreSummary(
             path=str(path),
             ids=store.ids,

@@ -14,56 +14,73 @@ def add_parser(subparsers) -> None:
 
 
 def describe_store(path: str | Path, max_failures: int = 20) -> str:
-    """Multi-line description of a store."""
+    """Multi-line description of a store.
+
+    A damaged store is described as far as its valid parts go; what is missing or inconsistent is
+    listed at the end, one dataset per line, under "damaged:" (`info_command` then exits with 3).
+    """
     import numpy as np
 
     from ..store import STATUS_DONE, STATUS_FAILED, open_store
 
     lines = []
     with open_store(path) as store:
+
+        def valid(*parts: str) -> bool:
+            return not store.problems(*parts)
+
         attrs = store.attrs
-        params = store.parameters
-        status = store.status
-        n = len(store)
+        f = store.file
         lines.append(f"store {path}")
         lines.append(
             f"  schema {attrs.get('schema_version')}  sporep-hpc {attrs.get('sporep_hpc_version')}  "
             f"created {attrs.get('created')}  ranks {attrs.get('n_ranks')}"
         )
-        run = {k: v for k, v in params.items() if k != "fingerprint_specs"}
-        lines.append("  parameters " + json.dumps(run, sort_keys=True))
-        lines.append(
-            f"  structures {n}: {int(np.sum(status == STATUS_DONE))} done, "
-            f"{int(np.sum(status == STATUS_FAILED))} failed, {int(np.sum(status == 0))} pending"
-        )
-        f = store.file
-        n_k = int(f["spectra/kpoints"].shape[0])
-        n_e = int(f["spectra/eigenvalues"].shape[0])
-        n_atoms = store.structures()["n_atoms"]
-        if n:
-            lines.append(f"  atoms per structure {int(n_atoms.min())}..{int(n_atoms.max())}; "
-                         f"k-points {n_k} in all; eigenvalues {n_e} in all")
-        if store.has_properties:
+        if valid("/"):
+            run = {k: v for k, v in store.parameters.items() if k != "fingerprint_specs"}
+            lines.append("  parameters " + json.dumps(run, sort_keys=True))
+        table = ("structures/id", "structures/status", "structures/error")
+        if valid(*table):
+            status = store.status
+            n = len(store)
+            lines.append(
+                f"  structures {n}: {int(np.sum(status == STATUS_DONE))} done, "
+                f"{int(np.sum(status == STATUS_FAILED))} failed, {int(np.sum(status == 0))} pending"
+            )
+            if n and valid("structures/n_atoms", "spectra/kpoints", "spectra/eigenvalues"):
+                n_atoms = store.structures()["n_atoms"]
+                n_k = int(f["spectra/kpoints"].shape[0])
+                n_e = int(f["spectra/eigenvalues"].shape[0])
+                lines.append(f"  atoms per structure {int(n_atoms.min())}..{int(n_atoms.max())}; "
+                             f"k-points {n_k} in all; eigenvalues {n_e} in all")
+        if valid("structures/properties") and store.has_properties:
             props = store.all_properties()
             keys = sorted({k for p in props for k in p})
             with_props = sum(bool(p) for p in props)
-            lines.append(f"  properties: {with_props} of {n} structures; keys {', '.join(keys) or '(none)'}")
+            lines.append(
+                f"  properties: {with_props} of {len(store)} structures; keys {', '.join(keys) or '(none)'}"
+            )
         for name in store.fingerprint_names:
-            values, _, fattrs = store.fingerprints(name)
-            extra = ", ".join(f"{k}={v}" for k, v in fattrs.items() if k != "spec")
-            lines.append(f"  fingerprint {name}: {values.shape[1]} features ({extra})")
+            if valid(f"fingerprints/{name}"):
+                values, _, fattrs = store.fingerprints(name)
+                extra = ", ".join(f"{k}={v}" for k, v in fattrs.items() if k != "spec")
+                lines.append(f"  fingerprint {name}: {values.shape[1]} features ({extra})")
         for group in ("similarity", "models"):
             if group in f:
                 lines.append(f"  /{group}: {', '.join(sorted(f[group])) or '(empty)'}")
-        errors = store.errors
-        failed = [(i, errors[i]) for i in range(n) if status[i] == STATUS_FAILED]
-        if failed:
-            lines.append("  failures:")
-            ids = store.ids
-            for i, err in failed[:max_failures]:
-                lines.append(f"    {ids[i]}: {err}")
-            if len(failed) > max_failures:
-                lines.append(f"    ... and {len(failed) - max_failures} more")
+        if valid(*table):
+            errors, ids = store.errors, store.ids
+            failed = [(i, errors[i]) for i in range(len(store)) if status[i] == STATUS_FAILED]
+            if failed:
+                lines.append("  failures:")
+                for i, err in failed[:max_failures]:
+                    lines.append(f"    {ids[i]}: {err}")
+                if len(failed) > max_failures:
+                    lines.append(f"    ... and {len(failed) - max_failures} more")
+        problems = store.problems()
+        if problems:
+            lines.append(f"  damaged: {len(problems)} missing or inconsistent dataset(s)/attribute(s):")
+            lines += [f"    {p}" for p in problems]
     return "\n".join(lines)
 
 
@@ -84,6 +101,7 @@ def describe_journal(path: str | Path) -> str:
 def info_command(args) -> int:
     from ..errors import StoreError
     from ..parallel.journal import journal_dir
+    from ..store import open_store
 
     path = Path(args.store)
     if not path.exists() and journal_dir(path).is_dir():
@@ -92,4 +110,6 @@ def info_command(args) -> int:
     if not path.exists():
         raise StoreError(f"{path}: no such store")
     print(describe_store(path, args.failures))
+    with open_store(path) as store:
+        store.require()  # a damaged store (listed above) exits with 3
     return 0

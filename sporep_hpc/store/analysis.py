@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .h5 import mpio_available, open_h5
+from .validate import require
 
 __all__ = [
     "TRUSTED_MODEL_TYPES",
@@ -243,6 +244,7 @@ def read_similarity(path: Any, name: str, *, load_matrix: bool = True) -> Simila
         if key not in f:
             stored = ", ".join(sorted(f["similarity"])) if "similarity" in f else "none"
             raise StoreError(f"{path}: no similarity {name!r}; stored: {stored}")
+        require(f, path, (key,))
         g = f[key]
         attrs = {k: _attr(v) for k, v in g.attrs.items()}
         index = g["index"][()]
@@ -402,6 +404,7 @@ def load_model(
             name = names[0]
         if name not in names:
             raise StoreError(f"{path}: no model {name!r}; stored: {', '.join(names) or 'none'}")
+        require(f, path, (f"models/{name}" if load_estimator else f"models/{name}/energies",))
         g = f[f"models/{name}"]
         blob = g["model"][()].tobytes() if load_estimator else b""
         energies = g["energies"][()]

@@ -11,10 +11,16 @@ import numpy as np
 from ..errors import StoreError
 from .h5 import open_h5
 from .schema import SCHEMA_VERSION, SPECTRA_SCALARS, STATUS_DONE, from_fixed
+from .validate import ALL_PARTS, StoreCheck
 
 
 class Store:
     """Read access to a store written by `sporep-hpc run` (a context manager).
+
+    Every accessor first validates the datasets it reads (`sporep_hpc.store.validate`: present,
+    dtype, shape, offsets), so a damaged store raises StoreError naming the dataset (exit code 3),
+    never a KeyError or a reshape error; `require` validates the parts a caller reads from `file`
+    directly, `problems` lists what is wrong.
 
     Parameters
     ----------
@@ -40,6 +46,7 @@ class Store:
             self.file.close()
             raise StoreError(f"{self.path}: schema_version {version} is not readable by {SCHEMA_VERSION}")
         self.schema_version = version
+        self._check = StoreCheck(self.file, version, str(self.path))
         self._cache: dict[str, np.ndarray] = {}
 
     # context manager ------------------------------------------------------
@@ -54,10 +61,28 @@ class Store:
         if self.file.id.valid:
             self.file.close()
 
+    # validation -----------------------------------------------------------
+    def require(self, *parts: str) -> None:
+        """StoreError (exit code 3) naming what is missing or inconsistent in `parts` (default: all).
+
+        Parts: ``"/"`` (root attributes), a group (``"spectra"``, ``"fingerprints"``, ...), a named
+        group (``"fingerprints/kinetic"``, ``"models/kinetic"``) or a dataset (``"structures/status"``).
+        """
+        self._check.require(parts or ALL_PARTS)
+
+    def problems(self, *parts: str) -> list[str]:
+        """One line per missing or inconsistent dataset or attribute of `parts` (default: all)."""
+        return self._check.problems(parts or ALL_PARTS)
+
     # helpers --------------------------------------------------------------
+    def _dataset(self, key: str):
+        """The h5py dataset `key`, validated first."""
+        self.require(key)
+        return self.file[key]
+
     def _get(self, key: str) -> np.ndarray:
         if key not in self._cache:
-            self._cache[key] = self.file[key][()]
+            self._cache[key] = self._dataset(key)[()]
         return self._cache[key]
 
     # root -----------------------------------------------------------------
@@ -75,10 +100,11 @@ class Store:
     @property
     def parameters(self) -> dict[str, Any]:
         """Run parameters (decoded JSON)."""
+        self.require("/")
         return json.loads(self.attrs["parameters"])
 
     def __len__(self) -> int:
-        return int(self.file["structures/id"].shape[0])
+        return int(self._dataset("structures/id").shape[0])
 
     @property
     def ids(self) -> list[str]:
@@ -114,10 +140,10 @@ class Store:
         }
 
     def _properties_text(self, i: int) -> str:
-        if "structures/properties" not in self.file:  # stores before schema 1.2
+        if not self.has_properties:  # stores before schema 1.2
             return ""
         off = self._get("structures/properties_offset")
-        raw = self.file["structures/properties"][int(off[i]) : int(off[i + 1])]
+        raw = self._dataset("structures/properties")[int(off[i]) : int(off[i + 1])]
         return raw.tobytes().decode("utf-8")
 
     def properties(self, i: int) -> dict[str, Any]:
@@ -131,7 +157,7 @@ class Store:
         return [json.loads(text) if text else {} for text in self._all_properties_text()]
 
     def _all_properties_text(self) -> list[str]:
-        if "structures/properties" not in self.file:
+        if not self.has_properties:
             return [""] * len(self)
         off = self._get("structures/properties_offset")
         raw = self._get("structures/properties").tobytes()
@@ -139,7 +165,9 @@ class Store:
 
     @property
     def has_properties(self) -> bool:
-        """True when the store has the /structures/properties dataset (schema >= 1.2)."""
+        """True when the store has the /structures/properties dataset (schema >= 1.2; StoreError when
+        a 1.2 store lacks it)."""
+        self.require("structures/properties")
         return "structures/properties" in self.file
 
     def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,9 +175,9 @@ class Store:
         off = self._get("structures/atoms_offset")
         a, b = int(off[i]), int(off[i + 1])
         return (
-            self.file["structures/cell"][i],
-            self.file["structures/numbers"][a:b],
-            self.file["structures/positions"][a:b],
+            self._dataset("structures/cell")[i],
+            self._dataset("structures/numbers")[a:b],
+            self._dataset("structures/positions")[a:b],
         )
 
     def structure(self, i: int):
@@ -162,6 +190,7 @@ class Store:
     # spectra --------------------------------------------------------------
     def spectrum(self, i: int) -> dict[str, Any]:
         """Row `i` of /spectra: kpoints (n_k,3), weights (n_k,), eigenvalues (n_spin,n_k,n_bands) eV, ..."""
+        self.require("spectra")
         koff = self._get("spectra/kpoints_offset")
         boff = self._get("spectra/bands_offset")
         ka, kb = int(koff[i]), int(koff[i + 1])
@@ -208,6 +237,7 @@ class Store:
         if name not in self.fingerprint_names:
             valid = ", ".join(self.fingerprint_names) or "none"
             raise StoreError(f"{self.path}: no fingerprint {name!r}; stored: {valid}")
+        self.require(f"fingerprints/{name}")
         grp = self.file[f"fingerprints/{name}"]
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in grp.attrs.items()}
         return grp["values"][()], grp["energies"][()], attrs

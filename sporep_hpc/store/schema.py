@@ -26,6 +26,9 @@ means nothing to do; a store without inputs_digest (older, or merged) is never t
 Readers accept any 1.x store; datasets added in a minor version may be absent.
 
 n_spin of structure i is ``(bands_offset[i+1]-bands_offset[i]) / (n_k * n_bands[i])``.
+
+`LAYOUT` and `GROUP_LAYOUT` give each dataset's shape and dtype; readers check what they read against
+them (`sporep_hpc.store.validate`) and refuse a damaged store with StoreError naming the dataset.
 """
 
 from __future__ import annotations
@@ -65,6 +68,82 @@ UNITS = {
     "spectra/cbm": "eV",
     "spectra/band_gap": "eV",
 }
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """Shape and dtype of one dataset of the store: what `sporep_hpc.store.validate` checks.
+
+    Attributes
+    ----------
+    shape : tuple of int or str
+        One entry per axis: an int (fixed length), ``"n"`` (number of structures: rows of
+        /structures/id), ``"n+1"`` (row offsets), ``"features"`` (length of the ``energies`` dataset of
+        the same group), ``"m"`` or ``"m-1"`` (length of the ``index`` dataset of the same group),
+        ``"*"`` (any length), or the name of an offsets dataset of the same group whose last value is
+        the length (ragged data).
+    kinds : str
+        Accepted numpy dtype kinds: ``"S"`` fixed-width bytes, ``"i"`` signed and ``"u"`` unsigned
+        integers, ``"f"`` floats.
+    offsets : bool
+        Row offsets: start at 0 and never decrease.
+    since : str
+        Schema version that added the dataset (older stores may lack it; newer ones must have it).
+    optional : bool
+        May be absent in any version.
+    """
+
+    shape: tuple
+    kinds: str
+    offsets: bool = False
+    since: str = "1.0"
+    optional: bool = False
+
+
+#: Every dataset of /structures and /spectra.
+LAYOUT = {
+    "structures/id": DatasetLayout(("n",), "S"),
+    "structures/formula": DatasetLayout(("n",), "S"),
+    "structures/n_atoms": DatasetLayout(("n",), "iu"),
+    "structures/cell": DatasetLayout(("n", 3, 3), "f"),
+    "structures/status": DatasetLayout(("n",), "i"),
+    "structures/error": DatasetLayout(("n",), "S"),
+    "structures/atoms_offset": DatasetLayout(("n+1",), "iu", offsets=True),
+    "structures/numbers": DatasetLayout(("atoms_offset",), "iu"),
+    "structures/positions": DatasetLayout(("atoms_offset", 3), "f"),
+    "structures/properties_offset": DatasetLayout(("n+1",), "iu", offsets=True, since="1.2"),
+    "structures/properties": DatasetLayout(("properties_offset",), "u", since="1.2"),
+    "spectra/kpoints_offset": DatasetLayout(("n+1",), "iu", offsets=True),
+    "spectra/kpoints": DatasetLayout(("kpoints_offset", 3), "f"),
+    "spectra/weights": DatasetLayout(("kpoints_offset",), "f"),
+    "spectra/bands_offset": DatasetLayout(("n+1",), "iu", offsets=True),
+    "spectra/n_bands": DatasetLayout(("n",), "iu"),
+    "spectra/eigenvalues": DatasetLayout(("bands_offset",), "f"),
+    **{f"spectra/{name}": DatasetLayout(("n",), "f") for name in SPECTRA_SCALARS},
+}
+
+#: Datasets of each named group under /fingerprints, /similarity and /models (see store/analysis.py).
+GROUP_LAYOUT = {
+    "fingerprints": {
+        "energies": DatasetLayout(("features",), "f"),
+        "values": DatasetLayout(("n", "features"), "f"),
+    },
+    "similarity": {
+        "index": DatasetLayout(("m",), "iu"),
+        "distance": DatasetLayout(("m", "m"), "f"),
+        "linkage": DatasetLayout(("m-1", 4), "f", optional=True),
+    },
+    "models": {
+        "energies": DatasetLayout(("features",), "f"),
+        "model": DatasetLayout(("*",), "u"),
+    },
+}
+
+#: Groups every store has (/similarity and /models appear only after post-processing).
+REQUIRED_GROUPS = ("structures", "spectra", "fingerprints")
+
+#: Root attributes a reader relies on (JSON object for ``parameters``).
+ROOT_ATTRS = ("schema_version", "parameters")
 
 
 def to_fixed(text: str, width: int) -> bytes:
