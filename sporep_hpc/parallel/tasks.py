@@ -52,6 +52,9 @@ COST_CONSTANT = 6.0e6
 #: the screening radius of the default basis at precision 1e-12 (the translations stored for Si8,
 #: Cu, BaTiO3, Ba and diamond are 0.6-0.95 of this sphere's half; the cost model's 12 Å is a mean).
 MEMORY_LATTICE_RADIUS = 16.0
+#: In the reason of a structure refused by the memory budget (an execution option, not the structure's
+#: own fault: a rerun with a larger --max-memory may compute it).
+OVER_BUDGET = "more than max_memory="
 #: Bytes per point of the full k-point grid while spglib reduces it (mapping, addresses, their copies).
 GRID_POINT_BYTES = 64
 #: Fixed reduction chunks of the DOS kernel (sporep_hpc.bands): each holds a copy of a window's grid.
@@ -350,7 +353,7 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
     if max_memory is not None and need > max_memory:
         raise InputError(
             f"structure {record.id!r}: needs about {format_bytes(need)} ({nao} basis functions, "
-            f"{len(kpts)} k-points), more than max_memory={format_bytes(max_memory)} per rank"
+            f"{len(kpts)} k-points), {OVER_BUDGET}{format_bytes(max_memory)} per rank"
         )
     cost = cost_model(nao, len(kpts), s.volume)
     return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost)
