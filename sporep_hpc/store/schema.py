@@ -122,7 +122,7 @@ LAYOUT = {
     **{f"spectra/{name}": DatasetLayout(("n",), "f") for name in SPECTRA_SCALARS},
 }
 
-#: Datasets of each named group under /fingerprints, /similarity and /models (see store/analysis.py).
+#: Datasets of each named group under /fingerprints, /similarity, /models (store/analysis.py), /neighbours.
 GROUP_LAYOUT = {
     "fingerprints": {
         "energies": DatasetLayout(("features",), "f"),
@@ -136,6 +136,10 @@ GROUP_LAYOUT = {
     "models": {
         "energies": DatasetLayout(("features",), "f"),
         "model": DatasetLayout(("*",), "u"),
+    },
+    "neighbours": {  # k nearest per row (analysis/neighbours.py)
+        "index": DatasetLayout(("n", "*"), "i"),
+        "distance": DatasetLayout(("n", "*"), "f"),
     },
 }
 

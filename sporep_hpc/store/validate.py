@@ -18,8 +18,8 @@ when everything needed to read it is. `StoreCheck.require` raises the problems a
 structure), never the bulk data; nothing is written.
 
 Parts are ``"/"`` (root attributes), a group (``"structures"``, ``"spectra"``, ``"fingerprints"``,
-``"similarity"``, ``"models"``: every dataset in it), a named group (``"fingerprints/kinetic"``) or a
-dataset (``"structures/status"``).
+``"similarity"``, ``"models"``, ``"neighbours"``: every dataset in it), a named group
+(``"fingerprints/kinetic"``) or a dataset (``"structures/status"``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .schema import GROUP_LAYOUT, LAYOUT, REQUIRED_GROUPS, ROOT_ATTRS, SCHEMA_VE
 __all__ = ["ALL_PARTS", "StoreCheck", "require"]
 
 #: Everything a store can hold (what `sporep-hpc info` checks).
-ALL_PARTS = ("/", "structures", "spectra", "fingerprints", "similarity", "models")
+ALL_PARTS = ("/", "structures", "spectra", *GROUP_LAYOUT)
 
 #: How many problems a StoreError message lists (`sporep-hpc info` lists all).
 SHOWN = 3
