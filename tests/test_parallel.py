@@ -152,15 +152,28 @@ def test_journal_parameters_checked_and_fresh_restart(tmp_path):
     assert not (jdir / "rank-0.h5").exists()
 
 
-def test_corrupt_shard_is_moved_aside(tmp_path):
+def test_corrupt_shard_is_moved_aside_by_the_writer_only(tmp_path):
     jdir = tmp_path / "j"
     jdir.mkdir()
     (jdir / "rank-0.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
-    assert scan_journal(jdir) == {}
+    assert scan_journal(jdir) == {}  # a reader: nothing counted, nothing moved
+    assert (jdir / "rank-0.h5").exists() and not list(jdir.glob("*.corrupt-*"))
+    assert scan_shard(jdir / "rank-0.h5", set_aside=True) == []  # the run holding the store's lock
     assert (jdir / "rank-0.h5.corrupt-0").exists() and not (jdir / "rank-0.h5").exists()
     with h5py.File(jdir / "rank-0.h5", "w"):
         pass  # the rank can start a new shard
     assert scan_journal(jdir) == {}
+
+
+def test_a_shard_being_written_is_readable_and_never_moved(tmp_path):
+    """The writer's open file (HDF5 file lock held) does not stop a reader, which never moves it."""
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    with h5py.File(jdir / "rank-0.h5", "w") as f:
+        f.create_group("entries")
+        f.flush()
+        assert scan_journal(jdir) == {}
+        assert (jdir / "rank-0.h5").exists() and not list(jdir.glob("*.corrupt-*"))
 
 
 def test_progress_and_summary_text():
