@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import unicodedata
 import warnings
@@ -244,6 +245,21 @@ def _extxyz_info(comment: str) -> dict[str, Any]:
     return info
 
 
+_EXTXYZ_PBC = re.compile(r'(?:^|\s)pbc="([^"]*)"', re.IGNORECASE)
+
+
+def _extxyz_pbc(comment: str) -> tuple[bool, bool, bool] | None:
+    """The ``pbc="T T F"`` of an extended XYZ comment line: periodic in 3-D when absent, None when
+    it is not three flags (T/F, True/False, 1/0)."""
+    m = _EXTXYZ_PBC.search(comment)
+    if m is None:
+        return (True, True, True)
+    flags = m.group(1).upper().split()
+    if len(flags) != 3 or any(f not in ("T", "F", "TRUE", "FALSE", "1", "0") for f in flags):
+        return None
+    return tuple(f in ("T", "TRUE", "1") for f in flags)  # type: ignore[return-value]
+
+
 def _read_extxyz(path: Path) -> list[Any]:
     """Frames of an extended XYZ file (``Lattice="..."`` and a ``species:S:1:pos:R:3`` prefix)."""
     from pymatgen.core import Lattice, Structure
@@ -266,11 +282,11 @@ def _read_extxyz(path: Path) -> list[Any]:
             coords.append([float(v) for v in parts[1:4]])
         if len(species) != n:
             raise InputError(f"{path}: frame {len(frames)} has {len(species)} atoms, header says {n}")
-        frames.append(
-            Structure(
-                Lattice(lattice), species, coords, coords_are_cartesian=True, properties=_extxyz_info(comment)
-            )
-        )
+        pbc = _extxyz_pbc(comment)
+        if pbc is None:
+            raise InputError(f"{path}: frame {len(frames)}: pbc must be three of T/F")
+        lat, info = Lattice(lattice, pbc=pbc), _extxyz_info(comment)
+        frames.append(Structure(lat, species, coords, coords_are_cartesian=True, properties=info))
         i += 2 + n
     if not frames:
         raise InputError(f"{path}: no frames")

@@ -193,6 +193,16 @@ def write_malformed_corpus(directory, max_atoms: int = 40) -> dict[str, str]:
             "non-finite",
         ),
         "nested.json": ("[" * 100000 + "]" * 100000, "nested.json"),
+        "slab.extxyz": (  # a 2-D slab as ASE writes it: periodic in x and y only
+            '2\nLattice="5.64 0 0 0 5.64 0 0 0 20" Properties=species:S:1:pos:R:3 pbc="T T F"\n'
+            "Na 0 0 0\nCl 2.82 2.82 0\n",
+            "periodic in 3 dimensions",
+        ),
+        "bad_pbc.extxyz": (
+            '2\nLattice="5.64 0 0 0 5.64 0 0 0 5.64" Properties=species:S:1:pos:R:3 pbc="T T"\n'
+            "Na 0 0 0\nCl 2.82 2.82 2.82\n",
+            "pbc must be three of T/F",
+        ),
     }
     expected = {}
     for name, (content, fragment) in files.items():
