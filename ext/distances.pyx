@@ -12,13 +12,17 @@ Python face is sporep_hpc.analysis.similarity, which validates and prepares the 
 * top-k: merge a distance tile into per-row lists of the k nearest (distance, index) pairs, ties to
   the smaller index (the Python face is sporep_hpc.analysis.neighbours).
 
-Every function returns 0 on success, a negative status otherwise.
+The `nogil` routines return 0 on success, a negative status otherwise; the `def` faces take typed
+memoryviews and return that status, and the Python callers raise.
 """
 
 from cython.parallel cimport prange
 from libc.math cimport fabs, sqrt
 from libc.stdint cimport int64_t
 from scipy.linalg.cython_blas cimport dgemm
+
+# Interface version of the `def` faces, checked by sporep_hpc._ext.load (bump with any signature change).
+ABI = 2
 
 cdef enum:
     EUCLIDEAN = 0
@@ -129,9 +133,13 @@ cdef int wasserstein(const double[:, ::1] cdf_a,        # IN (na, f) per-window 
 METRIC_CODES = {"euclidean": EUCLIDEAN, "cosine": COSINE, "tanimoto": TANIMOTO}
 
 
-def dot_metric_block(int metric, const double[:, ::1] a, const double[:, ::1] b,
-                     const double[::1] sq_a, const double[::1] sq_b,
-                     double[:, ::1] out, int n_threads) -> int:
+def dot_metric_block(int metric,                       # IN EUCLIDEAN, COSINE or TANIMOTO (METRIC_CODES)
+                     const double[:, ::1] a not None,  # IN (na, f)
+                     const double[:, ::1] b not None,  # IN (nb, f)
+                     const double[::1] sq_a not None,  # IN (na,) squared norms
+                     const double[::1] sq_b not None,  # IN (nb,) squared norms
+                     double[:, ::1] out not None,      # OUT (na, nb)
+                     int n_threads) -> int:
     """Distances of a tile for euclidean (0), cosine (1) or tanimoto (2); returns the status."""
     cdef int status
     with nogil:
@@ -141,10 +149,15 @@ def dot_metric_block(int metric, const double[:, ::1] a, const double[:, ::1] b,
     return status
 
 
-def wasserstein_block(const double[:, ::1] cdf_a, const double[:, ::1] cdf_b,
-                      const double[::1] step, const int[::1] offsets,
-                      const unsigned char[:, ::1] zero_a, const unsigned char[:, ::1] zero_b,
-                      const double[::1] widths, double[:, ::1] out, int n_threads) -> int:
+def wasserstein_block(const double[:, ::1] cdf_a not None,          # IN (na, f) see `wasserstein`
+                      const double[:, ::1] cdf_b not None,          # IN (nb, f)
+                      const double[::1] step not None,              # IN (f,)
+                      const int[::1] offsets not None,              # IN (n_windows + 1,)
+                      const unsigned char[:, ::1] zero_a not None,  # IN (na, n_windows)
+                      const unsigned char[:, ::1] zero_b not None,  # IN (nb, n_windows)
+                      const double[::1] widths not None,            # IN (n_windows,)
+                      double[:, ::1] out not None,                  # OUT (na, nb)
+                      int n_threads) -> int:
     """Wasserstein-1 distances of a tile from prepared cumulative sums; returns the status."""
     cdef int status
     with nogil:
@@ -226,8 +239,14 @@ cdef int topk_update(const double[:, ::1] block,  # IN (r, c) distances of a til
     return 0
 
 
-def topk_block(const double[:, ::1] block, int64_t row0, int64_t col0, bint transpose, bint skip_self,
-               double[:, ::1] best_d, int64_t[:, ::1] best_i, int n_threads) -> int:
+def topk_block(const double[:, ::1] block not None,  # IN (r, c) distances of a tile
+               int64_t row0,                         # IN global index of block row 0
+               int64_t col0,                         # IN global index of block column 0
+               bint transpose,                       # IN False: the rows own lists; True: the columns do
+               bint skip_self,                       # IN never insert the pair with equal global indices
+               double[:, ::1] best_d not None,       # IN/OUT (n_owners, k) ascending distances
+               int64_t[:, ::1] best_i not None,      # IN/OUT (n_owners, k) their global indices
+               int n_threads) -> int:
     """Merge a distance tile into k-best lists (see `topk_update`); returns the status."""
     cdef int status
     with nogil:

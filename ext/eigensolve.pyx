@@ -1,9 +1,13 @@
 # cython: language_level=3
 """Eigenvalues of A(k) c = ε B(k) c (or of A(k) alone) for a batch of k-points, OpenMP over k.
 
-Kernels only: inputs are clean (validated by sporep_hpc.operators). Matrices arrive as real and
-imaginary parts of Hermitian matrices (strided views allowed), row-major; LAPACK reads them column-major, i.e. it sees the
-complex conjugates, which have the same eigenvalues.
+Kernels only: inputs are clean (validated by sporep_hpc.operators). Each matrix stack arrives as one
+float64 array of shape (n_k, 2, n, n) holding the real and imaginary planes of M(k) (the layout the
+Bloch-phase GEMM of ext/integrals.pyx writes, so no complex copy is made), or (n_k, 1, n, n) when every
+k-point takes the real path. Row-major; LAPACK reads them column-major, i.e. it sees the complex
+conjugates, which have the same eigenvalues. The `nogil` routines return an int status (LAPACK info,
+NO_MEMORY or BAD_SHAPE); the `def` faces take typed memoryviews and return it, and the Python caller
+(sporep_hpc.operators) raises, naming the structure and the k-point.
 
 Per k-point (complex path; the real path uses the d-routines at time-reversal-invariant k):
   zlanhe + zpotrf + zpocon   Cholesky of B and a 1-norm estimate of its smallest eigenvalue;
@@ -22,6 +26,16 @@ from libc.stdlib cimport calloc, free, malloc
 from scipy.linalg.cython_blas cimport dgemm, dsymm, zgemm, zhemm
 from scipy.linalg.cython_lapack cimport (dlansy, dpocon, dpotrf, dsyevd, dsygst, zheevd, zhegst,
                                          zlanhe, zpocon, zpotrf)
+
+# Interface version of the `def` faces, checked by sporep_hpc._ext.load (bump with any signature change).
+ABI = 2
+
+# Status codes besides LAPACK's info (exported to Python as NO_MEMORY and BAD_SHAPE).
+cdef enum:
+    STATUS_NO_MEMORY = -1000
+    STATUS_BAD_SHAPE = -2000
+NO_MEMORY = STATUS_NO_MEMORY
+BAD_SHAPE = STATUS_BAD_SHAPE
 
 # A positive definite B is trusted when the estimate of its smallest eigenvalue (1 / ||B^-1||_1,
 # which LAPACK's estimator gets within a small factor) exceeds lindep by this margin.
@@ -105,24 +119,24 @@ ctypedef fused scalar:
     double complex
 
 
-cdef void _fill(scalar* dst, const double[:, :, :] re, const double[:, :, :] im,
-                int k, int n, int herm) noexcept nogil:
-    """dst = M(k) (herm = 0) or M(k) + M(k)^H (herm = 1), row-major; the real variant reads re only."""
+cdef void _fill(scalar* dst, const double[:, :, :, ::1] m, int k, int n, int herm) noexcept nogil:
+    """dst = M(k) (herm = 0) or M(k) + M(k)^H (herm = 1), row-major, from the planes m[k, 0] (Re) and
+    m[k, 1] (Im); the real variant reads m[k, 0] only."""
     cdef int r, c
     if herm:
         for r in range(n):
             for c in range(n):
                 if scalar is double:
-                    dst[r * n + c] = re[k, r, c] + re[k, c, r]
+                    dst[r * n + c] = m[k, 0, r, c] + m[k, 0, c, r]
                 else:
-                    dst[r * n + c] = (re[k, r, c] + re[k, c, r]) + 1j * (im[k, r, c] - im[k, c, r])
+                    dst[r * n + c] = (m[k, 0, r, c] + m[k, 0, c, r]) + 1j * (m[k, 1, r, c] - m[k, 1, c, r])
     else:
         for r in range(n):
             for c in range(n):
                 if scalar is double:
-                    dst[r * n + c] = re[k, r, c]
+                    dst[r * n + c] = m[k, 0, r, c]
                 else:
-                    dst[r * n + c] = re[k, r, c] + 1j * im[k, r, c]
+                    dst[r * n + c] = m[k, 0, r, c] + 1j * m[k, 1, r, c]
 
 
 cdef int _heevd(char* jobz, scalar* a, int n, Work* ws) noexcept nogil:
@@ -212,20 +226,19 @@ cdef int _canonical_vectors(scalar* b, const double* ev, int n, double lindep, d
 
 
 cdef int _solve_k(scalar* a, scalar* b, scalar* c, scalar* y, int k, int n,
-                  const double[:, :, :] a_re, const double[:, :, :] a_im,
-                  const double[:, :, :] b_re, const double[:, :, :] b_im, int generalized, int herm,
+                  const double[:, :, :, ::1] a_in, const double[:, :, :, ::1] b_in, int generalized, int herm,
                   double lindep, Work* ws, double[:, ::1] w, int* dropped) noexcept nogil:
     """Eigenvalues of one k-point into w[k]; a, b, c, y are ws's n x n buffers viewed as `scalar`
     (double: the real path, A(k) and B(k) real; double complex: the complex path). Returns LAPACK info."""
     cdef int info, m, factored = 0
     cdef double lam = 0.0
     dropped[0] = 0
-    _fill(a, a_re, a_im, k, n, herm)
+    _fill(a, a_in, k, n, herm)
     if not generalized:
         info = _heevd("N", a, n, ws)
         _store(w, k, ws.w, n)
         return info
-    _fill(b, b_re, b_im, k, n, herm)
+    _fill(b, b_in, k, n, herm)
     info = _cholesky(b, n, ws, &factored, &lam)
     if info != 0:
         return info
@@ -237,7 +250,7 @@ cdef int _solve_k(scalar* a, scalar* b, scalar* c, scalar* y, int k, int n,
         _store(w, k, ws.w, n)
         return info
     # canonical orthogonalisation
-    _fill(b, b_re, b_im, k, n, herm)
+    _fill(b, b_in, k, n, herm)
     info = _heevd("V", b, n, ws)
     if info != 0:
         return info
@@ -250,18 +263,16 @@ cdef int _solve_k(scalar* a, scalar* b, scalar* c, scalar* y, int k, int n,
     return info
 
 
-cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Hermitian
-                   const double[:, :, :] a_im,    # IN (n_k, n, n) Im A(k)
-                   const double[:, :, :] b_re,    # IN (n_k, n, n) Re B(k), Hermitian positive
-                   const double[:, :, :] b_im,    # IN (n_k, n, n) Im B(k)
-                   const signed char[::1] real_k,   # IN (n_k,) 1: A(k), B(k) real (2k ≡ 0)
-                   int generalized,                 # IN 0: eigenvalues of A(k) only, B unused
-                   int hermitize,                   # IN 1: the inputs hold X(k), the matrix is X + X^H
-                   double lindep,                   # IN drop B eigenvalues below this
-                   double[:, ::1] w,                # OUT (n_k, n) ascending, NaN-padded
-                   int[::1] n_dropped,              # OUT (n_k,) B eigenvalues dropped
-                   int[::1] info,                   # OUT (n_k,) LAPACK info per k
-                   int n_threads) noexcept nogil:
+cdef int _eig_batch(const double[:, :, :, ::1] a,  # IN (n_k, 2 or 1, n, n) Re, Im of A(k), Hermitian
+                    const double[:, :, :, ::1] b,  # IN (n_k, 2 or 1, n, n) Re, Im of B(k), positive
+                    const signed char[::1] real_k,   # IN (n_k,) 1: A(k), B(k) real (2k ≡ 0)
+                    int generalized,                 # IN 0: eigenvalues of A(k) only, B unused
+                    int hermitize,                   # IN 1: the inputs hold X(k), the matrix is X + X^H
+                    double lindep,                   # IN drop B eigenvalues below this
+                    double[:, ::1] w,                # OUT (n_k, n) ascending, NaN-padded
+                    int[::1] n_dropped,              # OUT (n_k,) B eigenvalues dropped
+                    int[::1] info,                   # OUT (n_k,) LAPACK info per k
+                    int n_threads) noexcept nogil:
     """Eigenvalues for all k-points; returns 0, or the first nonzero info in k order."""
     cdef int n_k = w.shape[0], n = w.shape[1]
     cdef int lz = 0, ld = 0, lr = 0, li = 0, status, k, nd, t, n_ws
@@ -276,7 +287,7 @@ cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Herm
     n_ws = n_threads if n_threads > 0 else 1
     ws = <Work*> calloc(n_ws, sizeof(Work))  # one workspace per thread, reused for every k
     if ws == NULL:
-        return -1000
+        return STATUS_NO_MEMORY
     for t in range(n_ws):
         ok = ok | _alloc(&ws[t], n, lz, ld, lr, li)
     if ok == 0:
@@ -285,25 +296,24 @@ cdef int eig_batch(const double[:, :, :] a_re,    # IN (n_k, n, n) Re A(k), Herm
             mine = &ws[threadid()]
             if real_k[k]:
                 info[k] = _solve_k(<double*> mine.a, <double*> mine.b, <double*> mine.c, <double*> mine.y,
-                                   k, n, a_re, a_im, b_re, b_im, generalized, hermitize, lindep, mine, w, &nd)
+                                   k, n, a, b, generalized, hermitize, lindep, mine, w, &nd)
             else:
                 info[k] = _solve_k(mine.a, mine.b, mine.c, mine.y,
-                                   k, n, a_re, a_im, b_re, b_im, generalized, hermitize, lindep, mine, w, &nd)
+                                   k, n, a, b, generalized, hermitize, lindep, mine, w, &nd)
             n_dropped[k] = nd
     for t in range(n_ws):
         _release(&ws[t])
     free(ws)
     if ok != 0:
-        return -1000
+        return STATUS_NO_MEMORY
     for k in range(n_k):
         if info[k] != 0:
             return info[k]
     return 0
 
 
-cdef int _real_form_k(int k, const double[:, :, :] h_re, const double[:, :, :] h_im,
-                      const int[::1] r1, const int[::1] r2, const double[:, :, ::1] v,
-                      double[:, :, ::1] out, double* resid) noexcept nogil:
+cdef int _real_form_k(int k, const double[:, :, :, ::1] h, const int[::1] r1, const int[::1] r2,
+                      const double complex[:, :, ::1] v, double[:, :, ::1] out, double* resid) noexcept nogil:
     """One k-point of `real_form`; real arithmetic throughout (no C complex multiply helpers)."""
     cdef int n = out.shape[1], p, q, a, c, p1, p2, q1, q2
     cdef double* xr = <double*> malloc(<size_t> n * n * sizeof(double))
@@ -312,25 +322,25 @@ cdef int _real_form_k(int k, const double[:, :, :] h_re, const double[:, :, :] h
     if xr == NULL or xi == NULL:
         free(xr)
         free(xi)
-        return -1000
+        return STATUS_NO_MEMORY
     for p in range(n):  # X = H + H^H, row-major
         for q in range(n):
-            xr[p * n + q] = h_re[k, p, q] + h_re[k, q, p]
-            xi[p * n + q] = h_im[k, p, q] - h_im[k, q, p]
+            xr[p * n + q] = h[k, 0, p, q] + h[k, 0, q, p]
+            xi[p * n + q] = h[k, 1, p, q] - h[k, 1, q, p]
     for a in range(n):
         p1 = r1[a]
         p2 = r2[a]
-        l1r = v[k, a, 0]
-        l1i = -v[k, a, 1]  # conj(v1[a])
-        l2r = v[k, a, 2]
-        l2i = -v[k, a, 3]  # conj(v2[a])
+        l1r = v[k, a, 0].real
+        l1i = -v[k, a, 0].imag  # conj(v1[a])
+        l2r = v[k, a, 1].real
+        l2i = -v[k, a, 1].imag  # conj(v2[a])
         for c in range(n):
             q1 = r1[c]
             q2 = r2[c]
-            v1r = v[k, c, 0]
-            v1i = v[k, c, 1]
-            v2r = v[k, c, 2]
-            v2i = v[k, c, 3]
+            v1r = v[k, c, 0].real
+            v1i = v[k, c, 0].imag
+            v2r = v[k, c, 1].real
+            v2i = v[k, c, 1].imag
             # w1 = X[p1, q1] v1 + X[p1, q2] v2 ; w2 = X[p2, q1] v1 + X[p2, q2] v2
             wr1 = (xr[p1 * n + q1] * v1r - xi[p1 * n + q1] * v1i
                    + xr[p1 * n + q2] * v2r - xi[p1 * n + q2] * v2i)
@@ -353,54 +363,67 @@ cdef int _real_form_k(int k, const double[:, :, :] h_re, const double[:, :, :] h
     return 0
 
 
-cdef int real_form(const double[:, :, :] h_re,         # IN (n_k, n, n) Re H(k), X = H + H^H
-                   const double[:, :, :] h_im,         # IN (n_k, n, n) Im H(k)
-                   const int[::1] r1,                  # IN (n,) first row of column c of V
-                   const int[::1] r2,                  # IN (n,) second row of column c of V
-                   const double[:, :, ::1] v,          # IN (n_k, n, 4) Re, Im of V[r1[c], c], V[r2[c], c]
-                   double[:, :, ::1] out,              # OUT (n_k, n, n) Re (V^H X V)
-                   double[::1] resid,                  # OUT (n_k,) max |Im (V^H X V)|
-                   int[::1] info,                      # OUT (n_k,) 0, or -1000 (no memory)
-                   int n_threads) noexcept nogil:
+cdef int _real_form(const double[:, :, :, ::1] h,        # IN (n_k, 2, n, n) Re, Im of H(k), X = H + H^H
+                    const int[::1] r1,                   # IN (n,) first row of column c of V
+                    const int[::1] r2,                   # IN (n,) second row of column c of V
+                    const double complex[:, :, ::1] v,   # IN (n_k, n, 2) V[r1[c], c], V[r2[c], c]
+                    double[:, :, ::1] out,               # OUT (n_k, n, n) Re (V^H X V)
+                    double[::1] resid,                   # OUT (n_k,) max |Im (V^H X V)|
+                    int[::1] info,                       # OUT (n_k,) 0, or NO_MEMORY
+                    int n_threads) noexcept nogil:
     """The basis change to real form of an inversion-symmetric Bloch matrix (two non-zeros per column)."""
     cdef int n_k = out.shape[0], k
     for k in prange(n_k, schedule="static", num_threads=n_threads):
-        info[k] = _real_form_k(k, h_re, h_im, r1, r2, v, out, &resid[k])
+        info[k] = _real_form_k(k, h, r1, r2, v, out, &resid[k])
     for k in range(n_k):
         if info[k] != 0:
             return info[k]
     return 0
 
 
-def real_form_py(h_re, h_im, r1, r2, v, out, resid, info, int n_threads):
-    """Python face of `real_form`; returns the kernel status."""
-    cdef const double[:, :, :] v_hr = h_re
-    cdef const double[:, :, :] v_hi = h_im
-    cdef const int[::1] v_r1 = r1
-    cdef const int[::1] v_r2 = r2
-    cdef const double[:, :, ::1] v_v = v
-    cdef double[:, :, ::1] v_out = out
-    cdef double[::1] v_res = resid
-    cdef int[::1] v_info = info
+def real_form(const double[:, :, :, ::1] h not None,       # IN (n_k, 2, n, n) Re, Im of H(k)
+              const int[::1] r1 not None,                  # IN (n,) first row of column c of V
+              const int[::1] r2 not None,                  # IN (n,) second row of column c of V
+              const double complex[:, :, ::1] v not None,  # IN (n_k, n, 2) V[r1[c], c], V[r2[c], c]
+              double[:, :, ::1] out not None,              # OUT (n_k, n, n) Re (V^H X V)
+              double[::1] resid not None,                  # OUT (n_k,) max |Im (V^H X V)|
+              int[::1] info not None,                      # OUT (n_k,) 0, or NO_MEMORY
+              int n_threads) -> int:
+    """Python face of `_real_form`; returns the status (0, NO_MEMORY or BAD_SHAPE)."""
+    cdef Py_ssize_t n_k = out.shape[0], n = out.shape[1]
     cdef int status
+    if (h.shape[0] != n_k or h.shape[1] != 2 or h.shape[2] != n or h.shape[3] != n or out.shape[2] != n
+            or r1.shape[0] != n or r2.shape[0] != n or v.shape[0] != n_k or v.shape[1] != n or v.shape[2] != 2
+            or resid.shape[0] != n_k or info.shape[0] != n_k):
+        return STATUS_BAD_SHAPE
     with nogil:
-        status = real_form(v_hr, v_hi, v_r1, v_r2, v_v, v_out, v_res, v_info, n_threads)
+        status = _real_form(h, r1, r2, v, out, resid, info, n_threads)
     return status
 
 
-def eig_batch_py(a_re, a_im, b_re, b_im, real_k, int generalized, int hermitize, double lindep, w,
-                 n_dropped, info, int n_threads):
-    """Python face of `eig_batch` (arguments as there); returns the kernel status."""
-    cdef const double[:, :, :] v_ar = a_re
-    cdef const double[:, :, :] v_ai = a_im
-    cdef const double[:, :, :] v_br = b_re
-    cdef const double[:, :, :] v_bi = b_im
-    cdef const signed char[::1] v_real = real_k
-    cdef double[:, ::1] v_w = w
-    cdef int[::1] v_nd = n_dropped
-    cdef int[::1] v_info = info
-    cdef int status
+def eig_batch(const double[:, :, :, ::1] a not None,  # IN (n_k, 2, n, n) Re, Im of A(k); 1 plane if all real_k
+              const double[:, :, :, ::1] b not None,  # IN as a, for B(k); unused (may be a) unless generalized
+              const signed char[::1] real_k not None,   # IN (n_k,) 1: A(k), B(k) real (2k ≡ 0)
+              bint generalized,                         # IN False: eigenvalues of A(k) only
+              bint hermitize,                           # IN True: the inputs hold X(k), the matrix is X + X^H
+              double lindep,                            # IN drop B eigenvalues below this
+              double[:, ::1] w not None,                # OUT (n_k, n) ascending, NaN-padded
+              int[::1] n_dropped not None,              # OUT (n_k,) B eigenvalues dropped
+              int[::1] info not None,                   # OUT (n_k,) LAPACK info per k
+              int n_threads) -> int:
+    """Python face of `_eig_batch`; returns the status (0, the first LAPACK info in k order, NO_MEMORY or
+    BAD_SHAPE)."""
+    cdef Py_ssize_t n_k = w.shape[0], n = w.shape[1], k
+    cdef int status, planes = 1
+    if real_k.shape[0] != n_k or n_dropped.shape[0] != n_k or info.shape[0] != n_k:
+        return STATUS_BAD_SHAPE
+    for k in range(n_k):
+        if not real_k[k]:
+            planes = 2  # a k-point on the complex path reads the imaginary plane
+            break
+    if (a.shape[0] != n_k or a.shape[1] < planes or a.shape[2] != n or a.shape[3] != n
+            or (generalized and (b.shape[0] != n_k or b.shape[1] < planes or b.shape[2] != n or b.shape[3] != n))):
+        return STATUS_BAD_SHAPE
     with nogil:
-        status = eig_batch(v_ar, v_ai, v_br, v_bi, v_real, generalized, hermitize, lindep, v_w, v_nd,
-                           v_info, n_threads)
+        status = _eig_batch(a, b, real_k, generalized, hermitize, lindep, w, n_dropped, info, n_threads)
     return status

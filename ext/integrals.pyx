@@ -2,7 +2,9 @@
 """Obara–Saika overlap and kinetic integrals of contracted real spherical Gaussians (l <= 3),
 real-space lattice blocks per translation, and Bloch phases for all k-points in one GEMM.
 
-Kernels only: inputs are clean (validated by sporep_hpc.operators), units are Bohr and Hartree.
+Kernels only: inputs are clean (validated by sporep_hpc.operators), units are Bohr and Hartree. The
+`nogil` routines return an int status; the `def` faces take typed memoryviews and return that status,
+and the Python caller (sporep_hpc.operators) raises, naming the structure.
 
 Shell table columns (int32): atom, l, n_prim, first AO. Primitive-pair table (float64, per pair of
 shell kinds): a, b, 1/p, μ = ab/p, c_a c_b (π/p)^{3/2}, r²_max (screening radius²).
@@ -12,6 +14,9 @@ Cartesian order per l (PySCF): lx from l down to 0, then ly from l - lx down to 
 from cython.parallel cimport parallel, prange
 from libc.math cimport exp
 from scipy.linalg.cython_blas cimport dgemm
+
+# Interface version of the `def` faces, checked by sporep_hpc._ext.load (bump with any signature change).
+ABI = 2
 
 cdef enum:
     LMAX = 3
@@ -182,20 +187,20 @@ cdef int _pair_blocks(int ish, int jsh, int pp0, int mirror,
     return 0
 
 
-cdef int lattice_blocks(const double[:, ::1] atom_xyz,    # IN (n_atoms, 3) Bohr
-                        const int[:, ::1] shells,         # IN (n_shells, 4) atom, l, n_prim, first AO
-                        const int[:, ::1] pairs,          # IN (n_pairs, 3) shell I <= shell J, first pp row
-                        const double[::1] pair_rcut2,     # IN (n_pairs,) squared screening radius, Bohr²
-                        const double[:, ::1] prim_pairs,  # IN (n_pp, 6) a, b, 1/p, μ, c_a c_b (π/p)^1.5, r²_max
-                        const double[:, ::1] trans,       # IN (n_T, 3) lattice translations, Bohr
-                        const int[::1] slot,              # IN (n_T,) output slot of T, -1: not stored
-                        const int[::1] mslot,             # IN (n_T,) output slot of -T, -1: not stored
-                        const double[:, :, ::1] c2s,      # IN (4, 7, 10) cartesian -> spherical
-                        const int[:, ::1] cart_pows,      # IN (20, 3) cartesian powers, l = 0..3
-                        int want_kinetic,                 # IN 0: overlap only
-                        double[:, :, ::1] s_out,          # OUT (n_slots, n_ao, n_ao) zero-initialised
-                        double[:, :, ::1] t_out,          # OUT (n_slots, n_ao, n_ao) zero-initialised
-                        int n_threads) noexcept nogil:
+cdef int _lattice_blocks(const double[:, ::1] atom_xyz,    # IN (n_atoms, 3) Bohr
+                         const int[:, ::1] shells,         # IN (n_shells, 4) atom, l, n_prim, first AO
+                         const int[:, ::1] pairs,          # IN (n_pairs, 3) shell I <= shell J, first pp row
+                         const double[::1] pair_rcut2,     # IN (n_pairs,) squared screening radius, Bohr²
+                         const double[:, ::1] prim_pairs,  # IN (n_pp, 6) a, b, 1/p, μ, c_a c_b (π/p)^1.5, r²_max
+                         const double[:, ::1] trans,       # IN (n_T, 3) lattice translations, Bohr
+                         const int[::1] slot,              # IN (n_T,) output slot of T, -1: not stored
+                         const int[::1] mslot,             # IN (n_T,) output slot of -T, -1: not stored
+                         const double[:, :, ::1] c2s,      # IN (4, 7, 10) cartesian -> spherical
+                         const int[:, ::1] cart_pows,      # IN (20, 3) cartesian powers, l = 0..3
+                         int want_kinetic,                 # IN 0: overlap only
+                         double[:, :, ::1] s_out,          # OUT (n_slots, n_ao, n_ao) zero-initialised
+                         double[:, :, ::1] t_out,          # OUT (n_slots, n_ao, n_ao) zero-initialised
+                         int n_threads) noexcept nogil:
     """S_T[μ, ν] = <χ_μ(r - R_μ) | χ_ν(r - R_ν - T)> and the kinetic analogue for every T.
 
     The n_prim(I) * n_prim(J) primitive-pair rows of a shell pair start at pairs[q, 2], sorted by
@@ -215,10 +220,10 @@ cdef int lattice_blocks(const double[:, ::1] atom_xyz,    # IN (n_atoms, 3) Bohr
     return 0
 
 
-cdef int bloch_phase(const double[:, :, ::1] blocks,  # IN (n_op, n_T, m) real-space blocks, flattened
-                     const double[:, ::1] phases,     # IN (n_rows, n_T) rows cos(2πk·n), sin(2πk·n), ...
-                     double[:, :, ::1] out,           # OUT (n_op, n_rows, m) = phases @ blocks[op]
-                     int n_threads) noexcept nogil:
+cdef int _bloch_phase(const double[:, :, ::1] blocks,  # IN (n_op, n_T, m) real-space blocks, flattened
+                      const double[:, ::1] phases,     # IN (n_rows, n_T) rows cos(2πk·n), sin(2πk·n), ...
+                      double[:, :, ::1] out,           # OUT (n_op, n_rows, m) = phases @ blocks[op]
+                      int n_threads) noexcept nogil:
     """One real GEMM per operator for all k-points, its rows split in n_threads static chunks."""
     cdef int n_op = blocks.shape[0], n_t = blocks.shape[1], m = blocks.shape[2]
     cdef int n_rows = phases.shape[0]
@@ -240,34 +245,34 @@ cdef int bloch_phase(const double[:, :, ::1] blocks,  # IN (n_op, n_T, m) real-s
     return 0
 
 
-def lattice_blocks_py(atom_xyz, shells, pairs, pair_rcut2, prim_pairs, trans, slot, mslot, c2s, cart_pows,
-                      int want_kinetic, s_out, t_out, int n_threads):
-    """Python face of `lattice_blocks` (arguments as there); returns the kernel status."""
-    cdef const double[:, ::1] v_xyz = atom_xyz
-    cdef const int[:, ::1] v_sh = shells
-    cdef const int[:, ::1] v_pairs = pairs
-    cdef const double[::1] v_r = pair_rcut2
-    cdef const double[:, ::1] v_pp = prim_pairs
-    cdef const double[:, ::1] v_t = trans
-    cdef const int[::1] v_slot = slot
-    cdef const int[::1] v_mslot = mslot
-    cdef const double[:, :, ::1] v_c2s = c2s
-    cdef const int[:, ::1] v_pow = cart_pows
-    cdef double[:, :, ::1] v_s = s_out
-    cdef double[:, :, ::1] v_k = t_out
+def lattice_blocks(const double[:, ::1] atom_xyz not None,    # IN (n_atoms, 3) Bohr
+                   const int[:, ::1] shells not None,         # IN (n_shells, 4) atom, l, n_prim, first AO
+                   const int[:, ::1] pairs not None,          # IN (n_pairs, 3) shell I <= shell J, first pp row
+                   const double[::1] pair_rcut2 not None,     # IN (n_pairs,) squared screening radius, Bohr²
+                   const double[:, ::1] prim_pairs not None,  # IN (n_pp, 6) see `_lattice_blocks`
+                   const double[:, ::1] trans not None,       # IN (n_T, 3) lattice translations, Bohr
+                   const int[::1] slot not None,              # IN (n_T,) output slot of T, -1: not stored
+                   const int[::1] mslot not None,             # IN (n_T,) output slot of -T, -1: not stored
+                   const double[:, :, ::1] c2s not None,      # IN (4, 7, 10) cartesian -> spherical
+                   const int[:, ::1] cart_pows not None,      # IN (20, 3) cartesian powers, l = 0..3
+                   bint want_kinetic,                         # IN False: overlap only
+                   double[:, :, ::1] s_out not None,          # OUT (n_slots, n_ao, n_ao) zero-initialised
+                   double[:, :, ::1] t_out not None,          # OUT (n_slots, n_ao, n_ao) zero-initialised
+                   int n_threads) -> int:
+    """Python face of `_lattice_blocks` (t_out may be s_out when not want_kinetic); returns the status."""
     cdef int status
     with nogil:
-        status = lattice_blocks(v_xyz, v_sh, v_pairs, v_r, v_pp, v_t, v_slot, v_mslot, v_c2s, v_pow, want_kinetic,
-                                v_s, v_k, n_threads)
+        status = _lattice_blocks(atom_xyz, shells, pairs, pair_rcut2, prim_pairs, trans, slot, mslot, c2s,
+                                 cart_pows, want_kinetic, s_out, t_out, n_threads)
     return status
 
 
-def bloch_phase_py(blocks, phases, out, int n_threads):
-    """Python face of `bloch_phase`; returns the kernel status."""
-    cdef const double[:, :, ::1] v_b = blocks
-    cdef const double[:, ::1] v_p = phases
-    cdef double[:, :, ::1] v_o = out
+def bloch_phase(const double[:, :, ::1] blocks not None,  # IN (n_op, n_T, m) real-space blocks, flattened
+                const double[:, ::1] phases not None,     # IN (n_rows, n_T) rows cos(2πk·n), sin(2πk·n), ...
+                double[:, :, ::1] out not None,           # OUT (n_op, n_rows, m) = phases @ blocks[op]
+                int n_threads) -> int:
+    """Python face of `_bloch_phase`; returns the status (-1: no translation)."""
     cdef int status
     with nogil:
-        status = bloch_phase(v_b, v_p, v_o, n_threads)
+        status = _bloch_phase(blocks, phases, out, n_threads)
     return status

@@ -6,14 +6,18 @@ The smearing kind is an integer code switched inside one loop (codes in sporep_h
 0 gaussian, 1 fermi-dirac, 2 methfessel-paxton (order N), 3 cold (Marzari-Vanderbilt).
 Beyond |x| > cutoff (chosen in Python so that |δ| < 1e-16) δ is exactly 0 and θ exactly 0 or 1.
 
-All functions take clean, contiguous float64 memoryviews (checked by the Python face), hold no Python
-objects, run without the GIL and return an int status (0 success, 1 bad kind, 2 bad shape).
+The `nogil` routines take clean, contiguous float64 memoryviews, hold no Python objects and return an int
+status (0 success, 1 bad kind, 2 bad shape); the `def` faces take typed memoryviews and return that status,
+and the Python callers (sporep_hpc.smearing, sporep_hpc.bands) check inputs before and raise after.
 Reductions are done per fixed chunk of rows (not per thread) and the chunk partials summed in chunk order
 afterwards, so the results do not depend on the number of threads.
 """
 
 from cython.parallel cimport prange
 from libc.math cimport erfc, exp, fabs, sqrt, M_PI
+
+# Interface version of the `def` faces, checked by sporep_hpc._ext.load (bump with any signature change).
+ABI = 2
 
 cdef enum:
     GAUSSIAN = 0
@@ -102,32 +106,39 @@ cdef inline double _theta(double x, int kind, int order, double cutoff) noexcept
     return 0.0
 
 
-cdef int _map(const double[::1] x, double[::1] out, bint want_theta,
-              int kind, int order, double cutoff, int n_threads) noexcept:
+cdef int _map(const double[::1] x,   # IN (n,)
+              double[::1] out,       # OUT (n,)
+              bint want_theta,       # IN True: θ, False: δ
+              int kind, int order, double cutoff, int n_threads) noexcept nogil:
     """out[i] = θ(x[i]) (want_theta) or δ(x[i]); shared body of `delta_array` and `theta_array`."""
     cdef Py_ssize_t i, n = x.shape[0]
     if out.shape[0] != n:
         return 2
     if kind < 0 or kind > 3:
         return 1
-    with nogil:
-        for i in prange(n, schedule="static", num_threads=n_threads):
-            out[i] = _theta(x[i], kind, order, cutoff) if want_theta else _delta(x[i], kind, order, cutoff)
+    for i in prange(n, schedule="static", num_threads=n_threads):
+        out[i] = _theta(x[i], kind, order, cutoff) if want_theta else _delta(x[i], kind, order, cutoff)
     return 0
 
 
-def delta_array(const double[::1] x,  # IN (n,)
-                double[::1] out,      # OUT (n,)
-                int kind, int order, double cutoff, int n_threads):
-    """out[i] = δ(x[i]); returns a status code."""
-    return _map(x, out, False, kind, order, cutoff, n_threads)
+def delta_array(const double[::1] x not None,  # IN (n,)
+                double[::1] out not None,      # OUT (n,)
+                int kind, int order, double cutoff, int n_threads) -> int:
+    """out[i] = δ(x[i]); returns the status."""
+    cdef int status
+    with nogil:
+        status = _map(x, out, False, kind, order, cutoff, n_threads)
+    return status
 
 
-def theta_array(const double[::1] x,  # IN (n,)
-                double[::1] out,      # OUT (n,)
-                int kind, int order, double cutoff, int n_threads):
-    """out[i] = θ(x[i]); returns a status code."""
-    return _map(x, out, True, kind, order, cutoff, n_threads)
+def theta_array(const double[::1] x not None,  # IN (n,)
+                double[::1] out not None,      # OUT (n,)
+                int kind, int order, double cutoff, int n_threads) -> int:
+    """out[i] = θ(x[i]); returns the status."""
+    cdef int status
+    with nogil:
+        status = _map(x, out, True, kind, order, cutoff, n_threads)
+    return status
 
 
 cdef inline Py_ssize_t _lower_bound(const double[::1] a, double value) noexcept nogil:
@@ -162,13 +173,13 @@ cdef int _dos_chunk(const double[:, ::1] eig, const double[::1] wk, const double
     return 0
 
 
-def dos(const double[:, ::1] eig,       # IN (n_rows, n_bands) eV, rows = (spin, k) pairs, NaN = padding
-        const double[::1] wk,           # IN (n_rows,) weight × spin degeneracy per row
-        const double[::1] energies,     # IN (n_e,) eV, sorted ascending
-        double[::1] out,                # OUT (n_e,) states/eV
-        double[:, ::1] work,            # scratch (n_chunks, n_e)
-        int kind, int order, double sigma, double cutoff, int n_threads):
-    """out[j] = Σ_r wk[r] Σ_n δ((E_j − ε_rn)/σ)/σ; returns a status code.
+cdef int _dos(const double[:, ::1] eig,    # IN (n_rows, n_bands) eV, rows = (spin, k) pairs, NaN = padding
+              const double[::1] wk,        # IN (n_rows,) weight × spin degeneracy per row
+              const double[::1] energies,  # IN (n_e,) eV, sorted ascending
+              double[::1] out,             # OUT (n_e,) states/eV
+              double[:, ::1] work,         # scratch (n_chunks, n_e)
+              int kind, int order, double sigma, double cutoff, int n_threads) noexcept nogil:
+    """out[j] = Σ_r wk[r] Σ_n δ((E_j − ε_rn)/σ)/σ; returns the status.
 
     Rows are split into work.shape[0] fixed chunks; chunk partials are summed in chunk order.
     """
@@ -180,25 +191,37 @@ def dos(const double[:, ::1] eig,       # IN (n_rows, n_bands) eV, rows = (spin,
         return 2
     if kind < 0 or kind > 3:
         return 1
-    with nogil:
-        for c in prange(n_chunks, schedule="static", num_threads=n_threads):
-            _dos_chunk(eig, wk, energies, work, c, (c * n_rows) // n_chunks, ((c + 1) * n_rows) // n_chunks,
-                       kind, order, inv_sigma, cutoff, sigma)
-        for j in range(n_e):
-            acc = 0.0
-            for c in range(n_chunks):
-                acc = acc + work[c, j]
-            out[j] = acc
+    for c in prange(n_chunks, schedule="static", num_threads=n_threads):
+        _dos_chunk(eig, wk, energies, work, c, (c * n_rows) // n_chunks, ((c + 1) * n_rows) // n_chunks,
+                   kind, order, inv_sigma, cutoff, sigma)
+    for j in range(n_e):
+        acc = 0.0
+        for c in range(n_chunks):
+            acc = acc + work[c, j]
+        out[j] = acc
     return 0
 
 
-def electron_count(const double[:, ::1] eig,  # IN (n_rows, n_bands) eV, NaN = padding
-                   const double[::1] wk,      # IN (n_rows,) weight × spin degeneracy per row
-                   double mu,                 # IN trial Fermi level, eV
-                   double[:, ::1] work,       # scratch (n_chunks, 2)
-                   double[::1] out,           # OUT (2,): N(μ), dN/dμ (1/eV)
-                   int kind, int order, double sigma, double cutoff, int n_threads):
-    """N(μ) = Σ_r wk[r] Σ_n θ((μ − ε_rn)/σ) and its derivative Σ wk δ/σ; returns a status code."""
+def dos(const double[:, ::1] eig not None,    # IN (n_rows, n_bands) eV, rows = (spin, k) pairs, NaN = padding
+        const double[::1] wk not None,        # IN (n_rows,) weight × spin degeneracy per row
+        const double[::1] energies not None,  # IN (n_e,) eV, sorted ascending
+        double[::1] out not None,             # OUT (n_e,) states/eV
+        double[:, ::1] work not None,         # scratch (n_chunks, n_e)
+        int kind, int order, double sigma, double cutoff, int n_threads) -> int:
+    """Python face of `_dos`; returns the status."""
+    cdef int status
+    with nogil:
+        status = _dos(eig, wk, energies, out, work, kind, order, sigma, cutoff, n_threads)
+    return status
+
+
+cdef int _electron_count(const double[:, ::1] eig,  # IN (n_rows, n_bands) eV, NaN = padding
+                         const double[::1] wk,      # IN (n_rows,) weight × spin degeneracy per row
+                         double mu,                 # IN trial Fermi level, eV
+                         double[:, ::1] work,       # scratch (n_chunks, 2)
+                         double[::1] out,           # OUT (2,): N(μ), dN/dμ (1/eV)
+                         int kind, int order, double sigma, double cutoff, int n_threads) noexcept nogil:
+    """N(μ) = Σ_r wk[r] Σ_n θ((μ − ε_rn)/σ) and its derivative Σ wk δ/σ; returns the status."""
     cdef Py_ssize_t c, r, n, row0, row1, n_rows = eig.shape[0], n_b = eig.shape[1]
     cdef Py_ssize_t n_chunks = work.shape[0]
     cdef double inv_sigma = 1.0 / sigma
@@ -207,31 +230,43 @@ def electron_count(const double[:, ::1] eig,  # IN (n_rows, n_bands) eV, NaN = p
         return 2
     if kind < 0 or kind > 3:
         return 1
-    with nogil:
-        for c in prange(n_chunks, schedule="static", num_threads=n_threads):
-            row0 = (c * n_rows) // n_chunks
-            row1 = ((c + 1) * n_rows) // n_chunks
-            s0 = 0.0
-            s1 = 0.0
-            for r in range(row0, row1):
-                t0 = 0.0
-                t1 = 0.0
-                for n in range(n_b):
-                    eps = eig[r, n]
-                    if eps != eps:
-                        continue
-                    x = (mu - eps) * inv_sigma
-                    t0 = t0 + _theta(x, kind, order, cutoff)
-                    t1 = t1 + _delta(x, kind, order, cutoff)
-                s0 = s0 + wk[r] * t0
-                s1 = s1 + wk[r] * t1
-            work[c, 0] = s0
-            work[c, 1] = s1 * inv_sigma
+    for c in prange(n_chunks, schedule="static", num_threads=n_threads):
+        row0 = (c * n_rows) // n_chunks
+        row1 = ((c + 1) * n_rows) // n_chunks
         s0 = 0.0
         s1 = 0.0
-        for c in range(n_chunks):
-            s0 = s0 + work[c, 0]
-            s1 = s1 + work[c, 1]
-        out[0] = s0
-        out[1] = s1
+        for r in range(row0, row1):
+            t0 = 0.0
+            t1 = 0.0
+            for n in range(n_b):
+                eps = eig[r, n]
+                if eps != eps:
+                    continue
+                x = (mu - eps) * inv_sigma
+                t0 = t0 + _theta(x, kind, order, cutoff)
+                t1 = t1 + _delta(x, kind, order, cutoff)
+            s0 = s0 + wk[r] * t0
+            s1 = s1 + wk[r] * t1
+        work[c, 0] = s0
+        work[c, 1] = s1 * inv_sigma
+    s0 = 0.0
+    s1 = 0.0
+    for c in range(n_chunks):
+        s0 = s0 + work[c, 0]
+        s1 = s1 + work[c, 1]
+    out[0] = s0
+    out[1] = s1
     return 0
+
+
+def electron_count(const double[:, ::1] eig not None,  # IN (n_rows, n_bands) eV, NaN = padding
+                   const double[::1] wk not None,      # IN (n_rows,) weight × spin degeneracy per row
+                   double mu,                          # IN trial Fermi level, eV
+                   double[:, ::1] work not None,       # scratch (n_chunks, 2)
+                   double[::1] out not None,           # OUT (2,): N(μ), dN/dμ (1/eV)
+                   int kind, int order, double sigma, double cutoff, int n_threads) -> int:
+    """Python face of `_electron_count`; returns the status."""
+    cdef int status
+    with nogil:
+        status = _electron_count(eig, wk, mu, work, out, kind, order, sigma, cutoff, n_threads)
+    return status

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._ext import load
 from ._validation import check_interval
 from .errors import InputError, ParameterError
 from .smearing import Smearing, as_smearing
@@ -34,12 +35,6 @@ DEFAULT_SMEARING = Smearing("gaussian", 0.05, 1)
 ELECTRON_TOL = 1e-10  # electrons: Fermi-level solver tolerance
 MIDGAP_TOL = 1e-8  # electrons: mid-gap rule tolerance
 _MAX_CHUNKS = 64  # fixed reduction chunks of the kernels (independent of the thread count)
-
-
-def _kernels():
-    from .smearing import _kernels as k
-
-    return k()
 
 
 @dataclass(frozen=True)
@@ -208,8 +203,9 @@ class BandStructure:
 
     @staticmethod
     def _count(eig, wk, work, out, energy: float, sm: Smearing, n_threads: int) -> None:
-        status = _kernels().electron_count(eig, wk, energy, work, out, sm.code, sm.kernel_order, sm.width,
-                                           sm.cutoff, n_threads)
+        status = load("smearing").electron_count(eig=eig, wk=wk, mu=energy, work=work, out=out, kind=sm.code,
+                                                 order=sm.kernel_order, sigma=sm.width, cutoff=sm.cutoff,
+                                                 n_threads=n_threads)
         if status != 0:  # pragma: no cover - clean inputs by construction
             raise RuntimeError(f"electron_count kernel failed with status {status}")
 
@@ -355,7 +351,8 @@ class BandStructure:
         ef = self.fermi_energy if self.fermi_energy is not None else self.fermi_level(sm, n_threads=nt)
         x = np.ascontiguousarray(((ef - self.eigenvalues) / sm.width).reshape(-1))
         out = np.empty_like(x)
-        status = _kernels().theta_array(x, out, sm.code, sm.kernel_order, sm.cutoff, nt)
+        status = load("smearing").theta_array(x=x, out=out, kind=sm.code, order=sm.kernel_order,
+                                              cutoff=sm.cutoff, n_threads=nt)
         if status != 0:  # pragma: no cover
             raise RuntimeError(f"theta kernel failed with status {status}")
         return self.spin_degeneracy * out.reshape(self.eigenvalues.shape)
@@ -394,8 +391,9 @@ class BandStructure:
         eig, wk, _ = self._rows()
         out = np.empty(energies.size)
         work = np.empty((min(_MAX_CHUNKS, eig.shape[0]), energies.size))
-        status = _kernels().dos(eig, wk, energies, out, work, sm.code, sm.kernel_order, sm.width, sm.cutoff,
-                                n_threads)
+        status = load("smearing").dos(eig=eig, wk=wk, energies=energies, out=out, work=work, kind=sm.code,
+                                      order=sm.kernel_order, sigma=sm.width, cutoff=sm.cutoff,
+                                      n_threads=n_threads)
         if status != 0:  # pragma: no cover
             raise RuntimeError(f"dos kernel failed with status {status}")
         if order is not None:

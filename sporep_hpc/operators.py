@@ -37,18 +37,19 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
+from ._ext import load
 from ._validation import check_choice, check_interval
+from .bands import BandStructure
 from .basis import DEFAULT_BASIS, BasisSet, load_basis
 from .errors import InputError, ParameterError
 from .huckel import HARTREE_EV, K_DEFAULT, check_parameters, coupling_matrix, orbital_energy
+from .kpoints import irreducible_kpoints
 from .threads import resolve_threads
-
-if TYPE_CHECKING:
-    from .bands import BandStructure
 
 __all__ = [
     "BOHR_ANGSTROM",
@@ -63,14 +64,6 @@ __all__ = [
 BOHR_ANGSTROM = 0.529177210903  # CODATA 2018
 OPERATORS = ("kinetic", "overlap", "huckel")
 _PHASED_BYTES = 256 * 2**20  # k-point chunks keep the phased matrices below this (the blocks are extra)
-
-
-def _kernels():
-    try:
-        from ._ext import eigensolve, integrals
-    except ImportError as exc:  # pragma: no cover - build problem
-        raise ImportError("sporep_hpc kernels not built: run `make build`") from exc
-    return integrals, eigensolve
 
 
 # ----------------------------------------------------------------------------- spherical harmonics
@@ -364,7 +357,7 @@ def _real_form(half: np.ndarray, kpoints: np.ndarray, inv: _Inversion, n_threads
     columns (e_μ + d_μ' e_μ')/√2 and i(e_μ - d_μ' e_μ')/√2, for μ = μ' the column d_μ^{1/2} e_μ;
     V = M V* makes V^H X V real. Returns (matrices (n_k, n, n) float64, max |imaginary part|).
     """
-    _, eigensolve = _kernels()
+    eigensolve = load("eigensolve")
     d = inv.parity[None, :] * np.exp(-2j * np.pi * (kpoints @ inv.shift.T))  # (n_k, n)
     mu = np.arange(len(inv.partner))
     lead = mu[mu <= inv.partner]
@@ -378,13 +371,16 @@ def _real_form(half: np.ndarray, kpoints: np.ndarray, inv: _Inversion, n_threads
     v1 = np.concatenate([np.sqrt(d[:, lead[fixed]]), np.full((n_k, n_pair), s2 + 0j),
                          np.full((n_k, n_pair), 1j * s2)], axis=1)
     v2 = np.concatenate([np.zeros((n_k, n_fixed), dtype=complex), d_partner, -1j * d_partner], axis=1)
-    v = np.empty((n_k, len(mu), 4))
-    v[:, :, 0], v[:, :, 1], v[:, :, 2], v[:, :, 3] = v1.real, v1.imag, v2.real, v2.imag
+    v = np.stack([v1, v2], axis=2)  # (n_k, n, 2) complex
     out = np.empty((n_k, len(mu), len(mu)))
     resid = np.zeros(n_k)
     info = np.zeros(n_k, dtype=np.int32)
-    if eigensolve.real_form_py(half[:, 0], half[:, 1], r1, r2, v, out, resid, info, n_threads) != 0:
+    status = eigensolve.real_form(h=half, r1=r1, r2=r2, v=v, out=out, resid=resid, info=info,
+                                  n_threads=n_threads)
+    if status == eigensolve.NO_MEMORY:
         raise MemoryError(f"real-form workspace for n_ao = {len(mu)}")
+    if status != 0:  # pragma: no cover - shapes are built above
+        raise RuntimeError(f"real-form kernel refused its inputs (status {status})")
     return out, float(resid.max(initial=0.0))
 
 
@@ -411,7 +407,6 @@ def _real_space_blocks(
     cell: _Cell, basis: BasisSet, precision: float, operator: str, n_threads: int,
     huckel_k: float = K_DEFAULT, huckel_weighted: bool = False,
 ) -> _Blocks:
-    integrals, _ = _kernels()
     shells = _shell_table(cell, basis)
     kinetic = operator == "kinetic"
     h = _huckel_onsite(cell, shells) if operator == "huckel" else None
@@ -428,9 +423,10 @@ def _real_space_blocks(
     blocks = np.zeros((n_op, len(ints) - mid, shells.n_ao, shells.n_ao))
     s_view = blocks[0]
     t_view = blocks[1] if kinetic else s_view
-    status = integrals.lattice_blocks_py(
-        np.ascontiguousarray(cell.coords), shells.table, pairs, pair_r2, prim_pairs, trans, slot, mslot,
-        _C2S, _POWS, int(kinetic), s_view, t_view, n_threads,
+    status = load("integrals").lattice_blocks(
+        atom_xyz=np.ascontiguousarray(cell.coords), shells=shells.table, pairs=pairs, pair_rcut2=pair_r2,
+        prim_pairs=prim_pairs, trans=trans, slot=slot, mslot=mslot, c2s=_C2S, cart_pows=_POWS,
+        want_kinetic=kinetic, s_out=s_view, t_out=t_view, n_threads=n_threads,
     )
     if status != 0:  # pragma: no cover - the kernel has no failure mode today
         raise InputError(f"structure {cell.label!r}: integral kernel failed (status {status})")
@@ -449,7 +445,6 @@ def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
 
     The full matrix is X(k) = H(k) + H(k)^H (S_{-T} = S_T^T), formed by the eigensolver's fill.
     """
-    integrals, _ = _kernels()
     n_op, n_t, n, _ = rs.blocks.shape
     x = kpoints @ rs.ints.T.astype(np.float64)  # (n_k, n_T), exact phase argument in turns
     x -= np.round(x)
@@ -458,8 +453,9 @@ def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
     phases[1::2] = np.sin(2.0 * np.pi * x)
     phases[:, 0] *= 0.5  # T = 0 is counted twice in H + H^H
     out = np.empty((n_op, len(kpoints), 2, n, n))
-    status = integrals.bloch_phase_py(
-        rs.blocks.reshape(n_op, n_t, -1), phases, out.reshape(n_op, 2 * len(kpoints), -1), n_threads
+    status = load("integrals").bloch_phase(
+        blocks=rs.blocks.reshape(n_op, n_t, -1), phases=phases, out=out.reshape(n_op, 2 * len(kpoints), -1),
+        n_threads=n_threads,
     )
     if status != 0:
         raise InputError("no lattice translations survived screening")
@@ -468,8 +464,6 @@ def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
     return ThreadpoolController()  # scans the loaded libraries once (a few ms)
 
 
@@ -571,16 +565,12 @@ def spectrum_with_stats(
     huckel_weighted: bool = False,
 ) -> tuple[BandStructure, SpectrumStats]:
     """`operator_spectrum` and its `SpectrumStats` (same arguments): (BandStructure, SpectrumStats)."""
-    from .bands import BandStructure
-
     _check_common(operator, precision, lindep, huckel_k, huckel_weighted)
     cell = _as_cell(structure)
     bs = basis if isinstance(basis, BasisSet) else load_basis(basis, exp_to_discard)
     if kpoints is None:
         if weights is not None:
             raise ParameterError("weights given without kpoints")
-        from .kpoints import irreducible_kpoints
-
         kpoints, weights = irreducible_kpoints(structure, kdensity=kdensity, rounding=kgrid_rounding)
     k, w = _as_kpoints(kpoints, weights)
     nt = resolve_threads(n_threads)
@@ -608,7 +598,7 @@ def _spectrum_impl(rs: _Blocks, k: np.ndarray, lindep: float, n_threads: int):
 
     Two operators (S and T or H): the generalized problem, Hartree; one (S): its eigenvalues.
     """
-    _, eigensolve = _kernels()
+    eigensolve = load("eigensolve")
     n_op, n = rs.blocks.shape[0], rs.n_ao
     generalized = n_op == 2
     chunk = max(1, min(len(k), _PHASED_BYTES // (n_op * 2 * n * n * 8)))
@@ -623,22 +613,25 @@ def _spectrum_impl(rs: _Blocks, k: np.ndarray, lindep: float, n_threads: int):
         ph = _phased(rs, k[sl], n_threads)
         t1 = time.perf_counter()
         op_a = n_op - 1
-        args = (ph[op_a, :, 0], ph[op_a, :, 1], ph[0, :, 0], ph[0, :, 1], real_k[sl], int(generalized), 1,
-                lindep, eig[sl], dropped[sl], info[sl])
+        # A = T or H (or S alone), B = S, as (n_k, 2, n, n) Re/Im planes of the halves H(k), X = H + H^H
+        args = dict(a=ph[op_a], b=ph[0], real_k=real_k[sl], generalized=generalized, hermitize=True,
+                    lindep=lindep, w=eig[sl], n_dropped=dropped[sl], info=info[sl])
         if rs.inversion is not None and not real_k[sl].all():
             # inversion symmetry: real symmetric matrices at every k (real LAPACK path, ~2-4x cheaper)
             forms = [_real_form(ph[op], k[sl], rs.inversion, n_threads) for op in range(n_op)]
             if max(res for _, res in forms) <= max(_INVERSION_TOL, 10.0 * rs.precision):
-                a, b = forms[op_a][0], forms[0][0]
-                args = (a, a, b, b, np.ones(sl.stop - sl.start, dtype=np.int8), int(generalized), 0, lindep,
-                        eig[sl], dropped[sl], info[sl])
+                # the full real matrices, one (real) plane each
+                args.update(a=forms[op_a][0][:, None], b=forms[0][0][:, None],
+                            real_k=np.ones(sl.stop - sl.start, dtype=np.int8), hermitize=False)
         if sl.stop - sl.start >= n_threads:  # threads over k-points, BLAS single-threaded
-            status = eigensolve.eig_batch_py(*args, n_threads)
+            status = eigensolve.eig_batch(**args, n_threads=n_threads)
         else:  # fewer k-points than threads (a big cell): threaded BLAS inside LAPACK instead
             with _blas_controller().limit(limits=n_threads, user_api="blas"):
-                status = eigensolve.eig_batch_py(*args, 1)
-        if status == -1000:
+                status = eigensolve.eig_batch(**args, n_threads=1)
+        if status == eigensolve.NO_MEMORY:
             raise MemoryError(f"eigensolver workspace for n_ao = {n} x {n_threads} threads")
+        if status == eigensolve.BAD_SHAPE:  # pragma: no cover - shapes are built above
+            raise RuntimeError(f"eigensolver kernel refused its inputs (n_ao = {n})")
         if status != 0 and not np.any(info[sl]):
             info[sl] = status  # a workspace query failed: report it at the chunk's first k-point
         t_phase += t1 - t0

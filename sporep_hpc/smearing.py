@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ._ext import load
 from ._validation import check_choice, check_interval
 from .errors import ParameterError
 from .threads import resolve_threads
@@ -33,18 +34,6 @@ _KIND_CODES = {"gaussian": 0, "fermi-dirac": 1, "methfessel-paxton": 2, "cold": 
 SMEARING_KINDS = tuple(_KIND_CODES)
 MAX_MP_ORDER = 10
 _TAIL = 1e-16
-
-
-def _kernels():
-    """The compiled kernel module (imported lazily so that import errors name the build step)."""
-    try:
-        from ._ext import smearing as _k
-    except ImportError as exc:  # pragma: no cover - depends on the build
-        raise ImportError(
-            "sporep_hpc._ext.smearing is not built; run `make install` or "
-            "`SPOREP_EXT=smearing python setup.py build_ext --inplace`"
-        ) from exc
-    return _k
 
 
 def _mp_envelope(x: float, order: int) -> float:
@@ -105,8 +94,9 @@ def _evaluate(which: str, x: Any, kind: str, order: int, n_threads: int | None) 
     arr = np.asarray(x, dtype=np.float64)
     flat = np.ascontiguousarray(arr.reshape(-1))
     out = np.empty_like(flat)
-    kernel = getattr(_kernels(), f"{which}_array")
-    status = kernel(flat, out, code, order, _cutoff(code, order), resolve_threads(n_threads))
+    kernel = getattr(load("smearing"), f"{which}_array")
+    status = kernel(x=flat, out=out, kind=code, order=order, cutoff=_cutoff(code, order),
+                    n_threads=resolve_threads(n_threads))
     if status != 0:  # pragma: no cover - inputs are clean by construction
         raise RuntimeError(f"smearing kernel {which} failed with status {status}")
     return out.reshape(arr.shape)[()]

@@ -13,7 +13,10 @@ import pytest
 import scipy.linalg
 from numpy.testing import assert_allclose, assert_array_equal
 
-from sporep_hpc._ext import eigensolve
+from sporep_hpc._ext import load
+from sporep_hpc.operators import _Inversion, _real_form
+
+eigensolve = load("eigensolve")
 
 TOL = 1e-10
 
@@ -32,16 +35,20 @@ def positive(rng, n_k, n, real=False):
     return y @ np.conj(np.swapaxes(y, 1, 2)) / n + 0.5 * np.eye(n)
 
 
+def planes(m):
+    """(n_k, 2, n, n) real and imaginary planes of a (n_k, n, n) stack, the kernel's input layout."""
+    return np.stack([m.real, np.imag(m)], axis=1)
+
+
 def solve(a, b, real_k=None, generalized=True, lindep=1e-8, n_threads=1, hermitize=False):
     n_k, n, _ = a.shape
     real_k = np.zeros(n_k, np.int8) if real_k is None else np.asarray(real_k, np.int8)
     w = np.empty((n_k, n))
     dropped = np.zeros(n_k, np.int32)
     info = np.zeros(n_k, np.int32)
-    status = eigensolve.eig_batch_py(
-        np.ascontiguousarray(a.real), np.ascontiguousarray(a.imag), np.ascontiguousarray(b.real),
-        np.ascontiguousarray(b.imag), real_k, int(generalized), int(hermitize), lindep, w, dropped, info,
-        n_threads,
+    status = eigensolve.eig_batch(
+        a=planes(a), b=planes(b), real_k=real_k, generalized=generalized, hermitize=hermitize, lindep=lindep,
+        w=w, n_dropped=dropped, info=info, n_threads=n_threads,
     )
     assert status == 0 and not info.any()
     return w, dropped
@@ -138,18 +145,63 @@ def test_thread_count_does_not_change_results(rng):
     assert_array_equal(w1, w3)
 
 
-def test_strided_inputs_accepted(rng):
-    # the operators module passes views into one (n_op, n_k, 2, n, n) array
+def test_operator_stack_views_accepted(rng):
+    # the operators module passes views into one (n_op, n_k, 2, n, n) array: a = stack[1], b = stack[0]
     n_k, n = 4, 6
     a, b = hermitian(rng, n_k, n), positive(rng, n_k, n)
     stack = np.empty((2, n_k, 2, n, n))
     stack[0, :, 0], stack[0, :, 1], stack[1, :, 0], stack[1, :, 1] = b.real, b.imag, a.real, a.imag
     w = np.empty((n_k, n))
     dropped, info = np.zeros(n_k, np.int32), np.zeros(n_k, np.int32)
-    eigensolve.eig_batch_py(stack[1, :, 0], stack[1, :, 1], stack[0, :, 0], stack[0, :, 1],
-                            np.zeros(n_k, np.int8), 1, 0, 1e-8, w, dropped, info, 1)
+    status = eigensolve.eig_batch(a=stack[1], b=stack[0], real_k=np.zeros(n_k, np.int8), generalized=True,
+                                  hermitize=False, lindep=1e-8, w=w, n_dropped=dropped, info=info,
+                                  n_threads=1)
+    assert status == 0
     ref = np.array([scipy.linalg.eigh(a[i], b[i], eigvals_only=True) for i in range(n_k)])
     assert_allclose(w, ref, rtol=0, atol=TOL)
+
+
+def test_real_path_reads_one_plane(rng):
+    # every k-point real: (n_k, 1, n, n) inputs suffice (the real form of sporep_hpc.operators)
+    a, b = hermitian(rng, 3, 9, real=True), positive(rng, 3, 9, real=True)
+    w = np.empty((3, 9))
+    dropped, info = np.zeros(3, np.int32), np.zeros(3, np.int32)
+    status = eigensolve.eig_batch(a=a[:, None], b=b[:, None], real_k=np.ones(3, np.int8), generalized=True,
+                                  hermitize=False, lindep=1e-8, w=w, n_dropped=dropped, info=info,
+                                  n_threads=1)
+    assert status == 0
+    ref = np.array([scipy.linalg.eigh(a[i], b[i], eigvals_only=True) for i in range(3)])
+    assert_allclose(w, ref, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("case", ["one plane, complex k", "n mismatch", "info length", "b n_k"])
+def test_bad_shapes_return_status_without_reading(rng, case):
+    n_k, n = 3, 5
+    a, b = planes(hermitian(rng, n_k, n)), planes(positive(rng, n_k, n))
+    real_k, info = np.zeros(n_k, np.int8), np.zeros(n_k, np.int32)
+    if case == "one plane, complex k":
+        a = np.ascontiguousarray(a[:, :1])
+    elif case == "n mismatch":
+        a = np.ascontiguousarray(a[:, :, :4, :4])
+    elif case == "info length":
+        info = np.zeros(n_k + 1, np.int32)
+    else:
+        b = np.ascontiguousarray(b[:2])
+    w = np.full((n_k, n), -7.0)
+    status = eigensolve.eig_batch(a=a, b=b, real_k=real_k, generalized=True, hermitize=False, lindep=1e-8,
+                                  w=w, n_dropped=np.zeros(n_k, np.int32), info=info, n_threads=1)
+    assert status == eigensolve.BAD_SHAPE
+    assert (w == -7.0).all()  # nothing computed
+
+
+def test_typed_signature_refuses_wrong_dtype_and_none(rng):
+    a = planes(hermitian(rng, 2, 3))
+    kw = dict(real_k=np.zeros(2, np.int8), generalized=False, hermitize=False, lindep=1e-8,
+              w=np.empty((2, 3)), n_dropped=np.zeros(2, np.int32), info=np.zeros(2, np.int32), n_threads=1)
+    with pytest.raises(ValueError, match="dtype"):
+        eigensolve.eig_batch(a=a.astype(np.float32), b=a, **kw)
+    with pytest.raises(TypeError):
+        eigensolve.eig_batch(a=None, b=a, **kw)
 
 
 def test_indefinite_b_reports_nan_padding_not_garbage(rng):
@@ -167,8 +219,6 @@ def test_indefinite_b_reports_nan_padding_not_garbage(rng):
 def test_real_form_of_inversion_symmetric_matrices(rng):
     # X = M X* M^H with M[μ, μ'] = d_μ (inversion partners μ <-> μ', |d| = 1, d_μ d*_μ' = 1): the basis
     # change of sporep_hpc.operators._real_form must give a real symmetric matrix with X's eigenvalues
-    from sporep_hpc.operators import _Inversion, _real_form
-
     partner = np.array([3, 5, 2, 0, 6, 1, 4])
     parity = np.array([1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0])
     shift = np.array([[1, 0, 2], [0, -1, 0], [0, 0, 0], [1, 0, 2], [3, 1, 1], [0, -1, 0], [3, 1, 1]], float)

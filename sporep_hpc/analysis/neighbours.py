@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from .._ext import load
 from .._validation import check_choice, check_interval
 from ..errors import ParameterError, StoreError
 from ..parallel.agreement import all_call
@@ -146,9 +147,9 @@ def _empty_lists(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _merge_tile(block, row0, col0, *, transpose, skip_self, best_d, best_i, n_threads) -> None:
     """Merge one distance tile into the k-best lists of its rows (or, `transpose`, its columns)."""
-    from .._ext import distances as kernel
-
-    status = kernel.topk_block(block, row0, col0, transpose, skip_self, best_d, best_i, n_threads)
+    topk = load("distances").topk_block
+    status = topk(block=block, row0=row0, col0=col0, transpose=transpose, skip_self=skip_self, best_d=best_d,
+                  best_i=best_i, n_threads=n_threads)
     if status != 0:
         raise RuntimeError(f"top-k kernel failed with status {status} (tile at row {row0}, column {col0})")
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._ext import load
 from .._validation import check_choice, check_interval
 from ..errors import ParameterError, SporepError, StoreError
 from ..threads import resolve_threads
@@ -172,20 +173,19 @@ def _prepare(x: np.ndarray, metric: str, energies=None, window_offsets=None, cen
 
 def _block(a: _Prepared, ia: slice, b: _Prepared, ib: slice, n_threads: int) -> np.ndarray:
     """Distances rows[ia] × rows[ib] through the kernel."""
-    from .._ext import distances as kernel
-
+    kernel = load("distances")
     ra = np.ascontiguousarray(a.rows[ia])
     rb = np.ascontiguousarray(b.rows[ib])
     out = np.empty((ra.shape[0], rb.shape[0]))
     if a.metric == "wasserstein":
         status = kernel.wasserstein_block(
-            ra, rb, a.step, a.offsets, np.ascontiguousarray(a.zero[ia]), np.ascontiguousarray(b.zero[ib]),
-            a.widths, out, n_threads,
+            cdf_a=ra, cdf_b=rb, step=a.step, offsets=a.offsets, zero_a=np.ascontiguousarray(a.zero[ia]),
+            zero_b=np.ascontiguousarray(b.zero[ib]), widths=a.widths, out=out, n_threads=n_threads,
         )
     else:
         status = kernel.dot_metric_block(
-            kernel.METRIC_CODES[a.metric], ra, rb, np.ascontiguousarray(a.sq[ia]),
-            np.ascontiguousarray(b.sq[ib]), out, n_threads,
+            metric=kernel.METRIC_CODES[a.metric], a=ra, b=rb, sq_a=np.ascontiguousarray(a.sq[ia]),
+            sq_b=np.ascontiguousarray(b.sq[ib]), out=out, n_threads=n_threads,
         )
     if status != 0:
         raise RuntimeError(f"distance kernel failed with status {status} (metric {a.metric!r})")
