@@ -261,7 +261,7 @@ def _pair_tables(shells: _Shells, precision: float, kinetic: bool):
 
 def _translations(cell: _Cell, rcut: float) -> tuple[np.ndarray, np.ndarray]:
     """Integer translations n (n_T, 3) with some atom pair within rcut, and the index of -n for each."""
-    from scipy.spatial import cKDTree
+    from scipy.spatial import cKDTree  # deferred: ~0.5 s to import, needed only by spectra
 
     lat = cell.lattice
     diffs = (cell.coords[None, :, :] - cell.coords[:, None, :]).reshape(-1, 3)  # R_A - R_B
@@ -288,6 +288,7 @@ class _Blocks:
     n_ao: int
     precision: float
     inversion: _Inversion | None = None
+    label: str = ""  # the structure, for error messages
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,7 @@ def _find_inversion(cell: _Cell, shells: _Shells) -> _Inversion | None:
     element (periodic k-d tree in fractional coordinates, tolerance 1e-8). Exactness of the matrices is
     checked later (`_real_form` residual), so an approximate centre can only cost time, never accuracy.
     """
-    from scipy.spatial import cKDTree
+    from scipy.spatial import cKDTree  # deferred: ~0.5 s to import, needed only by spectra
 
     frac = cell.coords @ np.linalg.inv(cell.lattice)
     symbols = np.array(cell.symbols)
@@ -437,7 +438,7 @@ def _real_space_blocks(
     nonzero[0] = True  # T = 0 stays first
     if not nonzero.all():
         ints, blocks = ints[nonzero], np.ascontiguousarray(blocks[:, nonzero])
-    return _Blocks(ints, blocks, shells.n_ao, precision, _find_inversion(cell, shells))
+    return _Blocks(ints, blocks, shells.n_ao, precision, _find_inversion(cell, shells), cell.label)
 
 
 def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
@@ -458,7 +459,7 @@ def _phased(rs: _Blocks, kpoints: np.ndarray, n_threads: int) -> np.ndarray:
         n_threads=n_threads,
     )
     if status != 0:
-        raise InputError("no lattice translations survived screening")
+        raise InputError(f"structure {rs.label!r}: no lattice translations survived screening")
     return out
 
 
@@ -629,9 +630,10 @@ def _spectrum_impl(rs: _Blocks, k: np.ndarray, lindep: float, n_threads: int):
             with _blas_controller().limit(limits=n_threads, user_api="blas"):
                 status = eigensolve.eig_batch(**args, n_threads=1)
         if status == eigensolve.NO_MEMORY:
-            raise MemoryError(f"eigensolver workspace for n_ao = {n} x {n_threads} threads")
+            raise MemoryError(f"structure {rs.label!r}: eigensolver workspace for n_ao = {n} x {n_threads} "
+                              "threads")
         if status == eigensolve.BAD_SHAPE:  # pragma: no cover - shapes are built above
-            raise RuntimeError(f"eigensolver kernel refused its inputs (n_ao = {n})")
+            raise RuntimeError(f"structure {rs.label!r}: eigensolver kernel refused its inputs (n_ao = {n})")
         if status != 0 and not np.any(info[sl]):
             info[sl] = status  # a workspace query failed: report it at the chunk's first k-point
         t_phase += t1 - t0

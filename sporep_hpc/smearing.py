@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from numpy.polynomial.hermite import hermval
 
 from ._ext import load
 from ._validation import check_choice, check_interval
@@ -38,8 +39,6 @@ _TAIL = 1e-16
 
 def _mp_envelope(x: float, order: int) -> float:
     """Upper bound of |δ_N(x)| and |θ_N(x) − step| for Methfessel-Paxton at x ≥ 0 (numpy, for the cut-off)."""
-    from numpy.polynomial.hermite import hermval
-
     total = math.erfc(x)  # Gaussian part of θ
     for n in range(order + 1):
         a = (-1) ** n / (math.factorial(n) * 4**n * math.sqrt(math.pi))
