@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from .. import __version__
 from ..errors import SporepError
@@ -61,6 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.add_parser(subparsers)
     return parser
+
+
+class MPIUnavailable(SporepError):
+    """mpi4py cannot load an MPI library (exit code 2): the environment lacks one, not a bug."""
+
+    exit_code = 2
+
+
+def import_mpi() -> ModuleType:
+    """``mpi4py.MPI`` for the subcommands that need MPI, or MPIUnavailable giving the commands that
+    install an MPI library into this environment.
+
+    PyPI's mpi4py wheel installs no MPI library: it loads one (MPICH's ``libmpi.so.12``, Open MPI's
+    ``libmpi.so.40``) when ``mpi4py.MPI`` is imported, which otherwise raises ImportError (OSError or
+    RuntimeError when ``MPI4PY_LIBMPI`` names a library that cannot be loaded).
+    """
+    try:
+        from mpi4py import MPI
+    except (ImportError, OSError, RuntimeError) as exc:
+        python = shlex.quote(sys.executable)
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "mpi4py":
+            problem, packages = "mpi4py is not installed", "mpi4py mpich"
+        else:
+            reason = "; ".join(line for line in str(exc).splitlines() if line.strip())
+            problem, packages = f"mpi4py cannot load an MPI library ({reason})", "mpich"
+        raise MPIUnavailable(
+            f"{problem}. Install one into this environment: {python} -m pip install {packages} "
+            f"(MPICH from PyPI); or with conda: conda install -c conda-forge mpi4py mpich (or openmpi); "
+            f"or with a system MPI (Debian: apt-get install mpich libmpich-dev; a cluster: module load "
+            f"an MPI), build mpi4py against it: {python} -m pip install --force-reinstall --no-cache-dir "
+            f"--no-binary=mpi4py mpi4py"
+        ) from exc
+    return MPI
 
 
 def setup_logging(rank: int = 0, verbose: bool = False) -> None:

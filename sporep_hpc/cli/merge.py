@@ -38,13 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mpi4py import MPI
-
     from ..merge import merge_stores
     from ..split import expected_ids
-    from . import setup_logging
+    from . import import_mpi, setup_logging
 
-    comm = MPI.COMM_WORLD
+    comm = import_mpi().COMM_WORLD
     setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
     order = expected_ids(args.manifest) if args.manifest else None
     report = merge_stores(args.inputs, args.output, comm, order=order, force=args.force)

@@ -70,13 +70,11 @@ def _lines(lists: dict) -> list[str]:
 
 
 def neighbours_command(args) -> int:
-    from mpi4py import MPI
-
     from ..analysis.neighbours import compute_neighbours, query_store
-    from . import setup_logging
+    from . import import_mpi, setup_logging
     from .similarity import default_fingerprint
 
-    comm = MPI.COMM_WORLD
+    comm = import_mpi().COMM_WORLD
     setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
     fingerprint = args.fingerprint or default_fingerprint(args.store, quiet=comm.rank > 0 or args.json)
     common = {"comm": comm, "tile": args.tile, "n_threads": args.threads}

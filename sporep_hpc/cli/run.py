@@ -131,11 +131,10 @@ def _leave_mpi(comm, MPI) -> None:
 
 
 def run_command(args) -> int:
-    from mpi4py import MPI
-
     from ..config import build_config, load_toml
-    from . import setup_logging
+    from . import import_mpi, setup_logging
 
+    MPI = import_mpi()
     comm = MPI.COMM_WORLD
     setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
     check_launch(comm)

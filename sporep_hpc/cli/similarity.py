@@ -145,13 +145,11 @@ def example_groups(ids) -> list[str] | None:
 
 
 def similarity_command(args) -> int:
-    from mpi4py import MPI
-
     from ..analysis.similarity import compute_similarity
     from ..store.analysis import read_similarity
-    from . import setup_logging
+    from . import import_mpi, setup_logging
 
-    comm = MPI.COMM_WORLD
+    comm = import_mpi().COMM_WORLD
     setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
     fingerprint = args.fingerprint or default_fingerprint(args.store, quiet=comm.rank > 0)
     res = compute_similarity(
