@@ -4,18 +4,14 @@ Every Python module gets its kernels from `load` (``load("eigensolve").eig_batch
 imports ``sporep_hpc._ext.<name>``. A kernel that is not built, or was built from an older interface
 (its ``ABI`` differs from `ABI`), raises `KernelImportError` naming the kernel and the rebuild command.
 
-The kernels take typed memoryviews, run without the GIL and return an int status; their Python callers
-check the inputs before and raise after (STYLE.md §2.3-2.4):
+The kernels take typed memoryviews (labelled IN/OUT in ext/*.pyx), run without the GIL and return an
+int status; their Python callers check the inputs before and raise after (STYLE.md §2.3-2.4):
 
-========== ============================================ ====================================
-kernel     functions                                    caller
-========== ============================================ ====================================
-integrals  lattice_blocks, bloch_phase                  sporep_hpc.operators
-eigensolve eig_batch, real_form                         sporep_hpc.operators
-smearing   delta_array, theta_array, dos, electron_count sporep_hpc.smearing, sporep_hpc.bands
-distances  dot_metric_block, wasserstein_block,         sporep_hpc.analysis.similarity,
-           topk_block                                   sporep_hpc.analysis.neighbours
-========== ============================================ ====================================
+- ``integrals``: lattice_blocks, bloch_phase (caller: sporep_hpc.operators)
+- ``eigensolve``: eig_batch, real_form (sporep_hpc.operators)
+- ``smearing``: delta_array, theta_array, dos, electron_count (sporep_hpc.smearing, sporep_hpc.bands)
+- ``distances``: dot_metric_block, wasserstein_block, topk_block (sporep_hpc.analysis.similarity,
+  sporep_hpc.analysis.neighbours)
 """
 
 from __future__ import annotations
