@@ -65,7 +65,7 @@ def test_run_info_and_exit_codes(rank0, tmp_path):
     assert r.returncode == 0 and "estimated cost per rank" in r.stderr
     assert not (tmp_path / "d.h5").exists()
     r = sporep("run", tmp_path / "si.json", "-o", tmp_path / "x.h5", "--kdensity", "-1")
-    assert r.returncode == 2 and "kdensity must be a number in (0, inf) 1/Å; got -1.0" in r.stderr
+    assert r.returncode == 2 and "kdensity must be a number in [0.0127385, inf) 1/Å; got -1.0" in r.stderr
     r = sporep("info", tmp_path / "none.h5")
     assert r.returncode == 3 and "no such store" in r.stderr
 
