@@ -40,6 +40,9 @@ MAX_ATOMIC_VOLUME = 120.0
 #: Smallest kdensity, 1/Å: below it even a 1-atom cell of MAX_ATOMIC_VOLUME needs more than
 #: MAX_KPOINTS grid points ((2π)³ / (V kdensity³) points), so every structure would fail (about 0.0127).
 KDENSITY_MIN = 2.0 * math.pi / (MAX_ATOMIC_VOLUME * MAX_KPOINTS) ** (1.0 / 3.0)
+#: Smallest lattice-sum threshold: 10⁻³⁰ of the largest primitive overlap is far below what double
+#: precision resolves, and the screening radius (hence the memory) grows as √ln(1/precision).
+PRECISION_MIN = 1e-30
 #: Smallest memory budget per rank, bytes: below it not even the smallest structure fits.
 MIN_MEMORY = 16 * 2**20
 #: Units of `parse_bytes`: SI (kB, MB, GB, TB) and binary (K, M, G, T, KiB, MiB, GiB, TiB, as SLURM's --mem).
@@ -70,7 +73,8 @@ class RunParameters:
     exp_to_discard : float
         Primitives with smaller exponents are dropped, Bohr⁻², in [0, inf).
     precision : float
-        Lattice-sum truncation threshold, in (0, 1).
+        Lattice-sum truncation threshold, in [PRECISION_MIN, 1e-3] (the operators refuse larger
+        values; smaller ones only widen the lattice sums far beyond double precision).
     lindep : float
         Overlap eigenvalues below this are dropped (canonical orthogonalisation), in (0, 1).
     fingerprints : tuple of str
@@ -105,7 +109,7 @@ class RunParameters:
         check_interval("kdensity", self.kdensity, KDENSITY_MIN, None, closed="left", unit="1/Å")
         check_choice("kgrid_rounding", self.kgrid_rounding, KGRID_ROUNDING)
         check_interval("exp_to_discard", self.exp_to_discard, 0.0, None, closed="left", unit="1/Bohr^2")
-        check_interval("precision", self.precision, 0.0, 1.0, closed="neither")
+        check_interval("precision", self.precision, PRECISION_MIN, 1e-3)
         check_interval("lindep", self.lindep, 0.0, 1.0, closed="neither")
         check_interval("max_atoms", self.max_atoms, 1, None, closed="left", integer=True)
         check_interval("min_distance", self.min_distance, 0.0, None, closed="left", unit="Å")

@@ -34,6 +34,9 @@ def test_defaults_follow_design():
         ("max_memory", True, "max_memory must be a size in bytes"),
         ("max_memory", "1MiB", "max_memory must be at least 16 MiB; got '1MiB'"),
         ("kdensity", "x", "kdensity must be a number"),
+        # the operators refuse precision > 1e-3 for every structure: refused once, at parse time
+        ("precision", 0.5, r"precision must be a number in \[1e-30, 0.001\]; got 0.5"),
+        ("precision", 1e-300, r"precision must be a number in \[1e-30, 0.001\]; got 1e-300"),
         ("operator", "potential", "operator must be one of 'huckel', 'kinetic', 'overlap'; got 'potential'"),
         ("max_atoms", 0, r"max_atoms must be an integer in \[1, inf\)"),
         ("max_atoms", 2.5, "max_atoms must be an integer"),

@@ -48,10 +48,10 @@ COST_LATTICE_RADIUS = 12.0
 #: 4.9e-7 s per n_ao²·n_T, 0.02 s per structure; correlation with the measured times 0.86.
 COST_INTEGRAL_WEIGHT = 150.0
 COST_CONSTANT = 6.0e6
-#: Radius (Å) of the sphere of lattice translations assumed by the memory estimate: an upper bound of
-#: the screening radius of the default basis at precision 1e-12 (the translations stored for Si8,
-#: Cu, BaTiO3, Ba and diamond are 0.6-0.95 of this sphere's half; the cost model's 12 Å is a mean).
-MEMORY_LATTICE_RADIUS = 16.0
+#: Safety factor on the screening radius of the memory estimate: the prefactors of the primitive-pair
+#: bound (operators module docstring) add 5-10 % to √(2 ln(1/precision) / α_min) (measured 13.0 vs 12.4 Å
+#: for Ba at precision 1e-12, 19.8 vs 19.7 Å at 1e-30).
+SCREENING_MARGIN = 1.15
 #: In the reason of a structure refused by the memory budget (an execution option, not the structure's
 #: own fault: a rerun with a larger --max-memory may compute it).
 OVER_BUDGET = "more than max_memory="
@@ -212,6 +212,8 @@ class PlanEntry:
         Cost-model estimate (arbitrary units, comparable across entries).
     error : str
         Reason when `kind` is "failed".
+    memory : int
+        Estimated peak memory of computing it, bytes (`memory_estimate`; 0 when unknown).
     """
 
     index: int
@@ -222,6 +224,7 @@ class PlanEntry:
     n_k: int = 0
     cost: float = 0.0
     error: str = ""
+    memory: int = 0
 
 
 def cost_model(n_ao: int, n_k: int, volume: float) -> float:
@@ -240,39 +243,73 @@ def _translations(volume: float, radius: float) -> float:
     return max(1.0, 4.0 / 3.0 * math.pi * radius**3 / max(volume, 1e-12))
 
 
+def screening_radius(alpha_min: float, precision: float) -> float:
+    """Upper bound (Å) of the lattice-sum radius: where the overlap of the two most diffuse primitives,
+    exponent `alpha_min` (Bohr⁻²) each, decays below `precision`, times SCREENING_MARGIN."""
+    from ..operators import BOHR_ANGSTROM
+
+    bohr = math.sqrt(2.0 * math.log(1.0 / precision) / max(alpha_min, 1e-12))
+    return SCREENING_MARGIN * bohr * BOHR_ANGSTROM
+
+
+def stored_translations(lattice: np.ndarray, radius: float) -> float:
+    """Upper estimate of the lattice translations whose real-space blocks the operators allocate.
+
+    The operators keep every translation T with some atom pair within `radius` (Å) of each other, i.e.
+    T in the difference set of the cell's atoms (inside the cell doubled, edges 2 a_i) widened by a
+    ball of `radius`. Its volume follows Steiner's formula for a box with those edges,
+    8V + 8 Σ|a_i × a_j| r + 2π Σ|a_i| r² + (4/3)π r³; divided by the cell volume V it counts the
+    translations, half of which (one of each ±T pair, plus T = 0) are stored.
+    """
+    a = np.asarray(lattice, dtype=np.float64)
+    volume = abs(float(np.linalg.det(a)))
+    faces = sum(float(np.linalg.norm(np.cross(a[i], a[j]))) for i, j in ((0, 1), (0, 2), (1, 2)))
+    edges = float(np.sum(np.linalg.norm(a, axis=1)))
+    r = radius
+    swept = 8.0 * volume + 8.0 * faces * r + 2.0 * math.pi * edges * r**2 + 4.0 / 3.0 * math.pi * r**3
+    return swept / max(volume, 1e-12) / 2.0 + 1.0
+
+
 def memory_estimate(
-    n_ao: int, n_k: int, n_grid: int, volume: float, dos_bytes: int, kinetic: bool = True
+    n_ao: int, n_k: int, n_grid: int, n_translations: float, dos_bytes: int, n_op: int = 2
 ) -> int:
     """Peak memory of one structure's arrays, bytes (what `compute_record` allocates beyond the process).
 
     The sum of: the Bloch matrices, n_op × 16 × n_ao² bytes per k-point (Re and Im of S(k), and T(k)
-    for the kinetic operator), for the k-points the operators handle at once (their chunk of
-    operators._PHASED_BYTES, at least one k-point), twice (their real form or the eigensolver's
-    copies); the real-space blocks, n_op × 8 × n_ao² per stored translation (half the translations
-    of a sphere of MEMORY_LATTICE_RADIUS, plus T = 0), twice (the screened copy); LAPACK workspaces,
-    48 n_ao²; the eigenvalues, 4 copies of 8 n_k n_ao; the full k-grid during the spglib reduction,
-    GRID_POINT_BYTES per point; and `dos_bytes`, the fingerprints' energy grids (`fingerprint_bytes`).
-    Checked against tracemalloc's peak of `compute_record` (tests/test_sizes.py: 1.1-2.3 times it).
+    or H(k)), for the k-points the operators handle at once (their chunk of operators._PHASED_BYTES,
+    at least one k-point), twice (their real form or the eigensolver's copies); the real-space
+    blocks, n_op × 8 × n_ao² per stored translation (`stored_translations`), twice (the screened
+    copy); LAPACK workspaces, 48 n_ao²; the eigenvalues, 4 copies of 8 n_k n_ao; the full k-grid
+    during the spglib reduction, GRID_POINT_BYTES per point; and `dos_bytes`, the fingerprints'
+    energy grids (`fingerprint_bytes`). Checked against tracemalloc's peak of `compute_record`
+    (tests/test_sizes.py).
 
     Parameters
     ----------
     n_ao, n_k, n_grid : int
         Basis functions, irreducible k-points, points of the full Monkhorst-Pack grid.
-    volume : float, Å³
+    n_translations : float
+        Stored lattice translations (`stored_translations`).
     dos_bytes : int
-    kinetic : bool
-        Two operators (overlap and kinetic) rather than one.
+    n_op : int
+        Operator matrices per k-point: 1 for the overlap spectrum, 2 (S and T or H) otherwise
+        (`n_operators`).
     """
     from ..operators import _PHASED_BYTES
 
-    n_op = 2 if kinetic else 1
     square = float(n_ao) ** 2
     per_k = n_op * 16.0 * square
     chunk = max(1, min(n_k, int(_PHASED_BYTES // per_k)))
     matrices = 2.0 * chunk * per_k
-    blocks = 2.0 * n_op * 8.0 * square * (_translations(volume, MEMORY_LATTICE_RADIUS) / 2.0 + 1.0)
+    blocks = 2.0 * n_op * 8.0 * square * n_translations
     rest = 48.0 * square + 4 * 8.0 * n_k * n_ao + GRID_POINT_BYTES * float(n_grid) + dos_bytes
     return int(min(matrices + blocks + rest, 2.0**62))
+
+
+def n_operators(params: RunParameters) -> int:
+    """Operator matrices the spectrum of `params.operator` needs per k-point (S alone for "overlap";
+    S and T, or S and H, otherwise)."""
+    return 1 if params.operator == "overlap" else 2
 
 
 def fingerprint_bytes(fingerprints: FingerprintSet) -> int:
@@ -286,8 +323,9 @@ def fingerprint_bytes(fingerprints: FingerprintSet) -> int:
 def check_memory_budget(params: RunParameters, fingerprints: FingerprintSet, max_memory: int | None) -> None:
     """Refuse, before any work, parameters that exceed `max_memory` (bytes per rank) for every structure.
 
-    The cheapest structure is a 1-atom cell of MAX_ATOMIC_VOLUME with one basis function and one
-    irreducible k-point: its full grid has (2π)³ / (V kdensity³) points. None: no budget.
+    The cheapest structure is a 1-atom cell of MAX_ATOMIC_VOLUME with one basis function, one
+    irreducible k-point and one translation: its full grid has (2π)³ / (V kdensity³) points. None:
+    no budget.
 
     Raises
     ------
@@ -300,7 +338,7 @@ def check_memory_budget(params: RunParameters, fingerprints: FingerprintSet, max
         return
     n_grid = (2.0 * math.pi / params.kdensity) ** 3 / MAX_ATOMIC_VOLUME
     dos = fingerprint_bytes(fingerprints)
-    floor = memory_estimate(1, 1, int(n_grid), MAX_ATOMIC_VOLUME, dos, params.operator == "kinetic")
+    floor = memory_estimate(1, 1, int(n_grid), 1.0, dos, n_operators(params))
     if floor <= max_memory:
         return
     grid = GRID_POINT_BYTES * n_grid
@@ -343,20 +381,23 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
     s = as_structure(record.structure)
     check_structure(s, record.id, max_atoms=params.max_atoms, min_distance=params.min_distance)
     symbols = [site.specie.symbol for site in s]
+    basis = load_basis(params.basis, params.exp_to_discard)
     try:
-        nao = n_ao(symbols, load_basis(params.basis, params.exp_to_discard))
+        nao = n_ao(symbols, basis)
+        alpha_min = min(float(np.min(sh.exponents)) for e in set(symbols) for sh in basis.element(e))
     except InputError as exc:
         raise InputError(f"structure {record.id!r}: {exc}") from exc
     grid = monkhorst_pack_grid(s.lattice.matrix, params.kdensity, params.kgrid_rounding)
     kpts, _ = structure_kpoints(s, params)
-    need = memory_estimate(nao, len(kpts), math.prod(grid), s.volume, dos_bytes, params.operator == "kinetic")
+    n_t = stored_translations(s.lattice.matrix, screening_radius(alpha_min, params.precision))
+    need = memory_estimate(nao, len(kpts), math.prod(grid), n_t, dos_bytes, n_operators(params))
     if max_memory is not None and need > max_memory:
         raise InputError(
             f"structure {record.id!r}: needs about {format_bytes(need)} ({nao} basis functions, "
             f"{len(kpts)} k-points), {OVER_BUDGET}{format_bytes(max_memory)} per rank"
         )
     cost = cost_model(nao, len(kpts), s.volume)
-    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost)
+    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost, memory=need)
 
 
 def plan_record(
