@@ -4,9 +4,10 @@ One small store is made by a real one-rank run (4 structures), with a similarity
 added by the commands themselves. For every dataset of it (found by walking the file with h5py,
 not from the schema table under test) a copy without that dataset is given to each read command
 in-process; further copies have offsets that decrease, offsets of the wrong length, a ragged
-dataset shorter than its offsets say, wrong dtypes, no `parameters` attribute, similarity rows that
-are not store rows, or are truncated. Each command must end with 0 (it does not read what was
-damaged) or 3 naming the dataset (never 1); for what a command certainly reads, it must be 3.
+dataset shorter than its offsets say, counts that disagree with offsets, wrong dtypes, no `parameters`
+attribute, similarity rows that are not store rows, or are truncated. Each command must end with 0 (it
+does not read what was damaged) or 3 naming the dataset (never 1); for what a command certainly reads,
+it must be 3.
 """
 
 import hashlib
@@ -67,6 +68,7 @@ def commands(path: Path, labels: Path, out: Path) -> dict[str, list[str]]:
     return {
         "info": ["info", p],
         "similarity": ["similarity", p, "--neighbours", "2"],
+        "neighbours": ["neighbours", p, "-k", "2"],
         "classify": ["classify", p, *CLASSIFY_FAST, "--labels", str(labels), "--no-save"],
         "merge": ["merge", p, "-o", str(out / "merged.h5")],
         "predict": ["predict", p, "--model", p, "-o", str(out / "predictions.csv")],
@@ -82,6 +84,7 @@ READ_ONLY = ("info", "classify", "merge", "predict", "report")
 READS = {
     "info": ("/",),
     "similarity": ("/structures/id", "/structures/status", f"/fingerprints/{FP}/"),
+    "neighbours": ("/structures/id", "/structures/status", f"/fingerprints/{FP}/"),
     "classify": ("/structures/id", "/structures/status", "/structures/properties", f"/fingerprints/{FP}/"),
     "merge": ("/structures/", "/spectra/", "/fingerprints/"),
     "predict": ("/structures/id", "/structures/status", f"/fingerprints/{FP}/", f"/models/{FP}/energies"),
@@ -155,7 +158,7 @@ OTHER_DAMAGES = {
     "fingerprint rows one short": (
         f"/fingerprints/{FP}/values",
         lambda f: _replace(f, f"fingerprints/{FP}/values", f[f"fingerprints/{FP}/values"][:-1]),
-        ("info", "similarity", "classify", "merge", "predict"),
+        ("info", "similarity", "neighbours", "classify", "merge", "predict"),
     ),
     "ids as floats": (
         "/structures/id",
@@ -165,7 +168,7 @@ OTHER_DAMAGES = {
     "fingerprints as text": (
         f"/fingerprints/{FP}/values",
         lambda f: _replace(f, f"fingerprints/{FP}/values", f[f"fingerprints/{FP}/values"][()].astype("S8")),
-        ("info", "similarity", "classify", "merge", "predict"),
+        ("info", "similarity", "neighbours", "classify", "merge", "predict"),
     ),
     "no parameters attribute": ("parameters", lambda f: f.attrs.__delitem__("parameters"),
                                 ("info", "classify", "merge", "predict", "report")),

@@ -65,7 +65,7 @@ def describe_store(path: str | Path, max_failures: int = 20) -> str:
                 values, _, fattrs = store.fingerprints(name)
                 extra = ", ".join(f"{k}={v}" for k, v in fattrs.items() if k != "spec")
                 lines.append(f"  fingerprint {name}: {values.shape[1]} features ({extra})")
-        for group in ("similarity", "models"):
+        for group in ("similarity", "models", "neighbours"):
             if group in f:
                 lines.append(f"  /{group}: {', '.join(sorted(f[group])) or '(empty)'}")
         if valid(*table):
