@@ -85,7 +85,7 @@ def describe_store(path: str | Path, max_failures: int = 20) -> str:
 
 
 def describe_journal(path: str | Path) -> str:
-    """Multi-line description of a run's journal (store not assembled yet)."""
+    """Multi-line description of a run's journal (store not assembled yet); read-only."""
     from ..parallel.journal import journal_dir, scan_journal
 
     jdir = journal_dir(path)
@@ -98,12 +98,27 @@ def describe_journal(path: str | Path) -> str:
     )
 
 
+def describe_lock(path: str | Path) -> str | None:
+    """One line naming the process writing the store, or None when no process holds its lock."""
+    from ..store.lock import describe_holder, lock_path, read_lock
+
+    found = read_lock(path)
+    if found is None:
+        return None
+    holder, _, age = found
+    who = describe_holder(holder) if holder else "an unknown process (unreadable lock)"
+    return f"in use: being written by {who}; lock {lock_path(path)} renewed {age:.0f} s ago"
+
+
 def info_command(args) -> int:
     from ..errors import StoreError
     from ..parallel.journal import journal_dir
     from ..store import open_store
 
     path = Path(args.store)
+    in_use = describe_lock(path)
+    if in_use:
+        print(in_use)
     if not path.exists() and journal_dir(path).is_dir():
         print(describe_journal(path))
         return 0

@@ -130,6 +130,21 @@ def _leave_mpi(comm, MPI) -> None:
         MPI.Finalize()
 
 
+def _exit_now(exc, MPI) -> None:
+    """End the process after a failed write (`IOFailure`): HDF5's state is then undefined and h5py's
+    finalizers could crash the interpreter at exit, so the message is printed, MPI finalized and the
+    process left without them (the journal on disk is consistent)."""
+    from . import log_error
+
+    log_error("run", exc)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if not MPI.Is_finalized():
+        MPI.Finalize()
+    os._exit(exc.exit_code)
+
+
 def run_command(args) -> int:
     from ..config import build_config, load_toml
     from . import import_mpi, setup_logging
@@ -158,7 +173,7 @@ def run_command(args) -> int:
         log.warning("%d ranks x %d threads on %d cores: oversubscribed", ranks_on_node, n_threads, cores)
     set_thread_environment(n_threads)
 
-    from ..parallel.driver import StopFlag, handle_signals, run
+    from ..parallel.driver import IOFailure, StopFlag, handle_signals, run
 
     stop = StopFlag()
     try:
@@ -171,6 +186,8 @@ def run_command(args) -> int:
             log.error("sporep-hpc run: error on rank %d: %s; aborting all ranks", comm.rank, exc)
             comm.Abort(exc.exit_code)
         _leave_mpi(comm, MPI)  # every rank raised the same error: exit normally with its code
+        if isinstance(exc, IOFailure):
+            _exit_now(exc, MPI)
         raise
     except Exception:
         if comm.size > 1:  # the other ranks may wait in a collective: never leave them hanging
