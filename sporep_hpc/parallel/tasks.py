@@ -346,7 +346,7 @@ def check_memory_budget(params: RunParameters, fingerprints: FingerprintSet, max
         n = max(w.n_energies for spec in fingerprints.specs.values() for w in spec.windows)
         what = f"fingerprints={','.join(params.fingerprints)} (a window of {n} energies)"
     else:
-        what = f"kdensity={params.kdensity:g} 1/Å ({n_grid:.3g} k-points for a 1-atom cell)"
+        what = f"kdensity={params.kdensity:g} 1/Å ({n_grid:.3g} k-points)"
     raise ParameterError(
         f"{what} needs about {format_bytes(floor)} per structure even for a 1-atom cell, more than "
         f"max_memory={format_bytes(max_memory)} per rank; raise --max-memory or choose smaller sizes"
