@@ -70,11 +70,13 @@ from .journal import (
 from .progress import Progress, RunReport, plan_table, summary_table
 from .schedule import TaskCounter, block_range, largest_first, lpt_assign
 from .tasks import (
+    OVER_BUDGET,
     PHASES,
     FingerprintSet,
     PlanEntry,
     Task,
     TaskTimes,
+    check_memory_budget,
     chunk_id,
     compute_part,
     compute_record,
@@ -83,6 +85,7 @@ from .tasks import (
     input_digests,
     input_units,
     make_tasks,
+    memory_budget,
     plan_records,
 )
 
@@ -214,6 +217,8 @@ def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry
         return FingerprintSet.from_parameters(params)
 
     fingerprints = all_call(comm, _check_parameters)
+    budget = memory_budget(comm, execution.max_memory)  # bytes per rank, the same on every rank
+    all_call(comm, lambda: check_memory_budget(params, fingerprints, budget))
     records = _resolve(comm, inputs)
     n = len(records)
     if n == 0:
@@ -245,7 +250,7 @@ def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry
         return report
 
     lo, hi = block_range(n, comm.size, comm.rank)
-    local_plan = all_call(comm, lambda: plan_records(records, params, lo, hi))
+    local_plan = all_call(comm, lambda: plan_records(records, params, lo, hi, max_memory=budget))
     plan: list[PlanEntry] = [e for block in comm.allgather(local_plan) for e in block]
 
     if dry_run:
@@ -627,21 +632,22 @@ def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: 
     """StructureResults of rows [lo, hi): from the journal (`loaded`), or failed rows from the plan;
     properties from the input records (they are inputs, not results: not journaled).
 
-    A row the machinery lost (no journal entry) or that failed with an internal error is written as
-    pending (STATUS_PENDING, reason in `error`), never as failed: the next run computes it again.
+    A row the machinery lost (no journal entry), that failed with an internal error or that did not
+    fit the memory budget (an execution option) is written as pending (STATUS_PENDING, reason in
+    `error`), never as failed: the next run computes it again.
     """
     rows = []
     for i in range(lo, hi):
         e = plan[i]
         if i in loaded:
             row = loaded[i]
-            if row.status == STATUS_FAILED and INTERNAL in row.error:
-                row = replace(row, status=STATUS_PENDING, error=f"{row.error} (retried by the next run)")
         elif e.kind == "failed":
             row = failed_result(i, e.id, e.error, records[i].structure)
         else:
             why = f"structure {e.id!r}: not computed (missing from the journal); rerun to compute it"
             row = replace(failed_result(i, e.id, why, records[i].structure), status=STATUS_PENDING)
+        if row.status == STATUS_FAILED and (INTERNAL in row.error or OVER_BUDGET in row.error):
+            row = replace(row, status=STATUS_PENDING, error=f"{row.error} (retried by the next run)")
         rows.append(replace(row, properties=properties_json(records[i].properties)))
     return rows
 

@@ -201,3 +201,32 @@ def test_cli_exit_code_4_and_no_traceback(comm, corpus, tmp_path):
             r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
             assert r.returncode == 2 and name in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
     comm.Barrier()
+
+
+def test_memory_budget_is_applied_before_any_work(comm, shared_tmp_path):
+    # issue 12.6: a structure over the per-rank budget fails alone (its own reason); parameters over it
+    # for every structure are refused before anything is read or journaled (ParameterError, exit 2)
+    from sporep_hpc.errors import ParameterError
+
+    d = shared_tmp_path / "budget"
+    if comm.rank == 0:
+        d.mkdir()
+        good_structures()["cu"].to(filename=str(d / "cu.json"))
+        big = Structure(Lattice.cubic(4.0), ["Ba", "Ti", "O", "O", "O"],
+                        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]) * (2, 2, 2)
+        big.to(filename=str(d / "big.json"))  # 40 atoms, 152 basis functions: about 20 MB at kdensity 0.5
+    comm.Barrier()
+    report = run([str(d)], shared_tmp_path / "budget.h5", config(max_memory="16MiB"), comm)
+    failures = dict(report.failures)
+    assert list(failures) == ["big"] and report.n_done == 1, failures
+    assert report.n_pending == 1  # an execution option, not the structure: the next run retries it
+    assert failures["big"].startswith("structure 'big': needs about ")
+    assert failures["big"].endswith("more than max_memory=16 MiB per rank (retried by the next run)")
+    report = run([str(d)], shared_tmp_path / "budget.h5", config(max_memory="1GiB"), comm)
+    assert report.n_done == 2 and report.n_skipped == 1 and report.exit_code == 0  # cu from the journal
+    out = shared_tmp_path / "absurd.h5"
+    absurd = r"^kdensity=0.0128 1/Å .* needs about .* more than max_memory=16 MiB"
+    with pytest.raises(ParameterError, match=absurd):
+        run([str(d)], out, config(kdensity=0.0128, max_memory="16MiB"), comm)
+    assert not journal_dir(out).exists() and not out.exists()
+    comm.Barrier()
