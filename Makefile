@@ -75,13 +75,12 @@ test-mpi:
 	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m pytest -q -m mpi tests/mpi $(PYTEST_ARGS)
 	$(MPIEXEC) -n 3 $(PY) -m mpi4py -m pytest -q -m mpi tests/mpi $(PYTEST_ARGS)
 
-# The laptop path: a plain `pip install .` with PyPI's mpich wheel and serial h5py
-# (no system MPI involved); its MPI suite runs from outside the source tree.
+# The laptop path, as README's "Install" documents it: `pip install ".[mpich]"` (PyPI's mpich wheel,
+# the mpi4py wheel, serial h5py; no system MPI involved); its MPI suite runs from outside the source tree.
 $(LAPTOP_STAMP): pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd sporep_hpc/*.py sporep_hpc/*/*.py)
 	test -x $(LAPTOP)/bin/python || python3 -m venv $(LAPTOP)
 	$(LAPTOP)/bin/python -m pip install -q --upgrade pip
-	$(LAPTOP)/bin/python -m pip install -q mpich mpi4py h5py pytest pytest-timeout
-	$(LAPTOP)/bin/python -m pip install -q .
+	$(LAPTOP)/bin/python -m pip install -q ".[mpich]" pytest pytest-timeout
 	touch $@
 
 test-laptop: $(LAPTOP_STAMP)
