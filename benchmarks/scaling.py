@@ -209,8 +209,9 @@ def cost_vs_size(repeats: int, threads: int) -> None:
 
     from sporep_hpc.config import RunParameters
     from sporep_hpc.examples import catalogue
-    from sporep_hpc.parallel.tasks import FingerprintSet, compute_record, plan_record
-    from sporep_hpc.structures import InputRecord
+    from sporep_hpc.inputs.records import InputRecord
+    from sporep_hpc.parallel.plan import plan_record
+    from sporep_hpc.pipeline import FingerprintSet, compute_record
 
     params = RunParameters()
     fps = FingerprintSet.from_parameters(params)

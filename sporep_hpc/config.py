@@ -26,15 +26,13 @@ from ._validation import check_choice, check_interval
 from .errors import ParameterError
 from .huckel import K_DEFAULT
 from .huckel import check_parameters as check_huckel
+from .kpoints import MAX_KPOINTS
 
 OPERATORS = ("kinetic", "overlap", "huckel")
 KGRID_ROUNDING = ("ceil", "round")
 SCHEDULES = ("dynamic", "static")
 RESTART_POLICIES = ("auto", "fresh")
 
-#: Most points of one structure's Monkhorst-Pack grid (sporep_hpc.kpoints refuses more: the grid
-#: alone would take tens of MB, its matrices gigabytes).
-MAX_KPOINTS = 10**6
 #: Volume per atom of the most open elemental crystal, rounded up (bcc Cs: 117 Å³), Å³.
 MAX_ATOMIC_VOLUME = 120.0
 #: Smallest kdensity, 1/Å: below it even a 1-atom cell of MAX_ATOMIC_VOLUME needs more than
@@ -160,7 +158,7 @@ class ExecutionOptions:
     max_memory : int, str or None
         Memory budget per rank, bytes (a number, or text with a unit: ``"4GiB"``, ``"500MB"``, see
         `parse_bytes`), at least MIN_MEMORY; stored as int. A structure whose estimate
-        (`sporep_hpc.parallel.tasks.memory_estimate`) exceeds it fails with its own reason, and
+        (`sporep_hpc.parallel.plan.memory_estimate`) exceeds it fails with its own reason, and
         parameters that exceed it for every structure are refused before any work. None: the
         memory available on the node (`available_memory`) divided by the ranks on that node
         (`default_max_memory`).

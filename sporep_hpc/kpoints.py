@@ -6,7 +6,7 @@ spacing) or n_i = max(1, round(|b_i| / kdensity)) (``rounding="round"``, the ori
 grids; halves round up). The irreducible points and integer multiplicities come from spglib's
 ``get_ir_reciprocal_mesh`` with time reversal on; weights are normalised to 1.
 
-A grid has at most MAX_KPOINTS (sporep_hpc.config, 10⁶) points: a finer one is refused before anything
+A grid has at most MAX_KPOINTS (10⁶) points: a finer one is refused before anything
 is allocated (InputError naming the structure for a grid from a spacing, ParameterError for an explicit
 grid), never left to overflow or to exhaust the memory.
 """
@@ -21,8 +21,11 @@ from typing import Any
 import numpy as np
 
 from ._validation import check_choice, check_interval
-from .config import MAX_KPOINTS
 from .errors import InputError, ParameterError
+
+#: Most points of one structure's Monkhorst-Pack grid (a finer one is refused: the grid alone would
+#: take tens of MB, its matrices gigabytes).
+MAX_KPOINTS = 10**6
 
 __all__ = ["MAX_KPOINTS", "ROUNDING_MODES", "full_grid", "irreducible_kpoints", "monkhorst_pack_grid"]
 

@@ -21,20 +21,18 @@ from sporep_hpc.parallel.journal import (
     scan_shard,
     stale_ids,
 )
-from sporep_hpc.parallel.progress import RunReport, format_duration, progress_line, summary_table
-from sporep_hpc.parallel.schedule import TaskCounter, block_range, largest_first, lpt_assign, lpt_makespan
-from sporep_hpc.parallel.tasks import (
+from sporep_hpc.parallel.plan import (
     COST_CONSTANT,
     COST_INTEGRAL_WEIGHT,
     COST_LATTICE_RADIUS,
     PlanEntry,
     Task,
-    TaskTimes,
-    chunk_id,
     cost_model,
     make_tasks,
-    structure_id,
 )
+from sporep_hpc.parallel.progress import RunReport, format_duration, progress_line, summary_table
+from sporep_hpc.parallel.schedule import TaskCounter, block_range, largest_first, lpt_assign, lpt_makespan
+from sporep_hpc.pipeline import TaskTimes, chunk_id, structure_id
 from sporep_hpc.store import STATUS_DONE, StructureResult, failed_result
 
 
@@ -248,8 +246,8 @@ def test_inputs_digest_tracks_content_not_location(tmp_path):
 
     from pymatgen.core import Lattice, Structure
 
-    from sporep_hpc.parallel.tasks import inputs_digest
-    from sporep_hpc.structures import InputRecord, compact_record
+    from sporep_hpc.inputs.digests import inputs_digest
+    from sporep_hpc.inputs.records import InputRecord, compact_record
 
     si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
     band = tmp_path / "a" / "model.npz"
@@ -325,8 +323,8 @@ def test_record_digests_track_what_an_entry_is_computed_from(tmp_path):
 
     from pymatgen.core import Lattice, Structure
 
-    from sporep_hpc.parallel.tasks import input_digests, inputs_digest
-    from sporep_hpc.structures import InputRecord, compact_record
+    from sporep_hpc.inputs.digests import input_digests, inputs_digest
+    from sporep_hpc.inputs.records import InputRecord, compact_record
 
     si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
     band = tmp_path / "model.npz"

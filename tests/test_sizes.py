@@ -14,15 +14,9 @@ from pymatgen.core import Lattice, Structure
 
 from sporep_hpc.config import MAX_ATOMIC_VOLUME, build_config
 from sporep_hpc.errors import ParameterError
-from sporep_hpc.parallel.tasks import (
-    FingerprintSet,
-    check_memory_budget,
-    compute_record,
-    fingerprint_bytes,
-    memory_estimate,
-    plan_records,
-)
-from sporep_hpc.structures import InputRecord
+from sporep_hpc.inputs.records import InputRecord
+from sporep_hpc.parallel.plan import check_memory_budget, fingerprint_bytes, memory_estimate, plan_records
+from sporep_hpc.pipeline import FingerprintSet, compute_record
 
 
 def batio3(n=1):

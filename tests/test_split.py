@@ -20,8 +20,9 @@ from sporep_hpc import jobs
 from sporep_hpc.cli import main
 from sporep_hpc.config import RunParameters
 from sporep_hpc.errors import InputError, ParameterError
-from sporep_hpc.parallel.tasks import cost_model, resolve_inputs
-from sporep_hpc.split import MANIFEST, Unit, expected_ids, plan_units, split_list, split_units
+from sporep_hpc.inputs.resolve import resolve_inputs
+from sporep_hpc.parallel.plan import cost_model
+from sporep_hpc.parallel.split import MANIFEST, Unit, expected_ids, plan_units, split_list, split_units
 
 DIAMOND = [
     [0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],

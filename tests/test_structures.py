@@ -10,18 +10,9 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from sporep_hpc.errors import InputError
-from sporep_hpc.structures import (
-    CompactStructure,
-    InputRecord,
-    as_structure,
-    check_structure,
-    check_unique_ids,
-    clean_id,
-    closest_distance,
-    collect_inputs,
-    read_file,
-    read_structures,
-)
+from sporep_hpc.inputs.files import collect_inputs, read_file, read_structures
+from sporep_hpc.inputs.records import InputRecord, check_unique_ids, clean_id
+from sporep_hpc.structures import CompactStructure, as_structure, check_structure, closest_distance
 
 
 @pytest.fixture

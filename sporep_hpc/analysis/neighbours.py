@@ -532,7 +532,7 @@ def _store_setup(parameters_json: str, spec_json: str | None, fingerprint: str):
     """(RunParameters, FingerprintSet of `fingerprint`) from a store's root `parameters` and the spec attr."""
     from ..config import RunParameters
     from ..fingerprints import FingerprintSpec
-    from ..parallel.tasks import FingerprintSet
+    from ..pipeline import FingerprintSet
 
     try:
         data = json.loads(parameters_json)
@@ -551,7 +551,7 @@ def query_fingerprints(
 ) -> tuple[list[str], np.ndarray, dict[str, str]]:
     """Fingerprints of new structures or band files, computed with the store's own parameters.
 
-    The per-structure pipeline of `sporep-hpc run` (`parallel.tasks.plan_record`, `compute_record`);
+    The per-structure pipeline of `sporep-hpc run` (`parallel.plan.plan_record`, `pipeline.compute_record`);
     the inputs are shared by the ranks in blocks and gathered on every rank.
 
     Returns
@@ -562,7 +562,9 @@ def query_fingerprints(
     failed : dict of str to str
         The other inputs with their reason.
     """
-    from ..parallel.tasks import compute_record, plan_record, resolve_inputs
+    from ..inputs.resolve import resolve_inputs
+    from ..parallel.plan import plan_record
+    from ..pipeline import compute_record
     from ..store import open_store
 
     threads = resolve_threads(n_threads)

@@ -38,8 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..merge import merge_stores
-    from ..split import expected_ids
+    from ..parallel.merge import merge_stores
+    from ..parallel.split import expected_ids
     from . import import_mpi, setup_logging
 
     comm = import_mpi().COMM_WORLD

@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..split import split_list, split_table
+    from ..parallel.split import split_list, split_table
 
     file_values = load_toml(args.config) if args.config else {}
     overrides = {

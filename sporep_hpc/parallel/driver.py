@@ -40,6 +40,10 @@ import numpy as np
 from .. import __version__
 from ..config import RunConfig
 from ..errors import SporepError, StoreError
+from ..inputs.digests import input_digests
+from ..inputs.records import InputRecord, check_unique_ids, compact_record
+from ..inputs.resolve import expand_unit, input_units
+from ..pipeline import PHASES, FingerprintSet, TaskTimes, chunk_id, compute_part, compute_record, finish
 from ..store import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -53,7 +57,7 @@ from ..store import (
 )
 from ..store.lock import StoreLock
 from ..store.schema import ERROR_WIDTH, FORMULA_WIDTH, ID_WIDTH, SPECTRA_SCALARS
-from ..structures import InputRecord, check_unique_ids, compact_record, properties_json
+from ..structures import properties_json
 from .agreement import all_call, root_call
 from .journal import (
     INTERNAL,
@@ -67,27 +71,9 @@ from .journal import (
     scan_shard,
     stale_ids,
 )
+from .plan import OVER_BUDGET, PlanEntry, Task, check_memory_budget, make_tasks, memory_budget, plan_records
 from .progress import Progress, RunReport, plan_table, summary_table
 from .schedule import TaskCounter, block_range, largest_first, lpt_assign
-from .tasks import (
-    OVER_BUDGET,
-    PHASES,
-    FingerprintSet,
-    PlanEntry,
-    Task,
-    TaskTimes,
-    check_memory_budget,
-    chunk_id,
-    compute_part,
-    compute_record,
-    expand_unit,
-    finish,
-    input_digests,
-    input_units,
-    make_tasks,
-    memory_budget,
-    plan_records,
-)
 
 log = logging.getLogger("sporep_hpc.run")
 

@@ -39,8 +39,8 @@ import numpy as np
 
 from ..config import RunParameters, diff_parameters
 from ..errors import ParameterError, StoreError
+from ..pipeline import PHASES, TaskTimes, structure_id
 from ..store.schema import StructureResult
-from .tasks import PHASES, TaskTimes, structure_id
 
 log = logging.getLogger(__name__)
 

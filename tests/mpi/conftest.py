@@ -48,3 +48,13 @@ def shared_tmp_path(comm, tmp_path_factory):
     """One temporary directory that all ranks of `comm` see (rank 0 creates it)."""
     path = str(tmp_path_factory.mktemp("mpi")) if comm.rank == 0 else None
     return Path(comm.bcast(path, root=0))
+
+
+@pytest.fixture
+def eigen_cost_only(monkeypatch):
+    """The cost model reduced to its eigen term n_ao³·n_k (fixed parts zeroed): from 2 ranks on, a
+    structure with many k-points then costs more than one rank's share and is split into k-point chunks."""
+    import sporep_hpc.parallel.plan as plan
+
+    monkeypatch.setattr(plan, "COST_CONSTANT", 0.0)
+    monkeypatch.setattr(plan, "COST_INTEGRAL_WEIGHT", 0.0)

@@ -20,9 +20,11 @@ from mpi4py import MPI
 from pymatgen.core import Lattice, Structure
 
 from sporep_hpc.config import build_config
+from sporep_hpc.inputs.resolve import resolve_inputs
 from sporep_hpc.parallel.driver import run
 from sporep_hpc.parallel.journal import journal_dir, scan_journal
-from sporep_hpc.parallel.tasks import CHUNK_MARK, make_tasks, plan_records, resolve_inputs
+from sporep_hpc.parallel.plan import make_tasks, plan_records
+from sporep_hpc.pipeline import CHUNK_MARK
 from sporep_hpc.store import open_store
 
 pytestmark = pytest.mark.mpi
@@ -137,14 +139,10 @@ def _split_chunks(comm, directory) -> int:
     return dict(combine).get(index, 0)
 
 
-def test_a_file_named_like_a_chunk_id_does_not_collide(comm, shared_tmp_path, monkeypatch):
+def test_a_file_named_like_a_chunk_id_does_not_collide(comm, shared_tmp_path, eigen_cost_only):
     # 'x' (graphite) is split into m k-point chunks from 2 ranks on (cost = n_ao^3 n_k alone, as in
     # test_run); beside it lies a Cu cell whose file is named as x's first chunk was called before the
     # fix ("x#k0of<m>"): the two journal entries must stay apart, and both rows must equal a one-rank run
-    import sporep_hpc.parallel.tasks as tasks
-
-    monkeypatch.setattr(tasks, "COST_CONSTANT", 0.0)
-    monkeypatch.setattr(tasks, "COST_INTEGRAL_WEIGHT", 0.0)
     d = shared_tmp_path / "chunk-names"
     if comm.rank == 0:
         d.mkdir()

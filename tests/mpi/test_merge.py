@@ -17,13 +17,13 @@ import pytest
 from mpi4py import MPI
 from pymatgen.core import Lattice, Structure
 
-import sporep_hpc.merge as merge_module
+import sporep_hpc.parallel.merge as merge_module
 from sporep_hpc.config import build_config
 from sporep_hpc.errors import StoreError
 from sporep_hpc.jobs import read_list
-from sporep_hpc.merge import MERGED_FROM, merge_stores
 from sporep_hpc.parallel.driver import run
-from sporep_hpc.split import expected_ids, split_list
+from sporep_hpc.parallel.merge import MERGED_FROM, merge_stores
+from sporep_hpc.parallel.split import expected_ids, split_list
 
 pytestmark = pytest.mark.mpi
 

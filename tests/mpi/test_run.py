@@ -23,7 +23,7 @@ from sporep_hpc.config import build_config
 from sporep_hpc.errors import InputError, ParameterError, StoreError
 from sporep_hpc.parallel.driver import StopFlag, handle_signals, run
 from sporep_hpc.parallel.journal import journal_dir, scan_journal, scan_shard
-from sporep_hpc.parallel.tasks import CHUNK_MARK
+from sporep_hpc.pipeline import CHUNK_MARK
 from sporep_hpc.store import open_store
 
 pytestmark = pytest.mark.mpi
@@ -247,14 +247,10 @@ def test_all_structures_failed_gives_an_empty_spectra_store(comm, inputs, shared
     comm.Barrier()
 
 
-def test_kpoint_chunks_of_big_structures_give_the_same_store(comm, inputs, shared_tmp_path, monkeypatch):
+def test_kpoint_chunks_of_big_structures_give_the_same_store(comm, inputs, shared_tmp_path, eigen_cost_only):
     # with the eigen term n_ao^3 n_k alone as cost (fixed parts zeroed), graphite costs more than one
     # rank's share from 2 ranks on: it is split into k-point chunks, computed on several ranks and
     # joined in k order; the store must equal the one-rank run
-    import sporep_hpc.parallel.tasks as tasks
-
-    monkeypatch.setattr(tasks, "COST_CONSTANT", 0.0)
-    monkeypatch.setattr(tasks, "COST_INTEGRAL_WEIGHT", 0.0)
     out = shared_tmp_path / "split.h5"
     report = run([str(inputs)], out, config(keep_journal=True), comm)
     assert report.n_done == 4
@@ -503,13 +499,9 @@ def test_resume_recomputes_only_structures_edited_since(comm, inputs, shared_tmp
     comm.Barrier()
 
 
-def test_resume_after_editing_a_structure_split_by_kpoints(comm, inputs, shared_tmp_path, monkeypatch):
+def test_resume_after_editing_a_structure_split_by_kpoints(comm, inputs, shared_tmp_path, eigen_cost_only):
     # as the k-point chunk test: graphite is split from 2 ranks on; the run stops before the chunks are
     # joined, graphite is edited, and the resume must recompute and join the new chunks, not the old ones
-    import sporep_hpc.parallel.tasks as tasks
-
-    monkeypatch.setattr(tasks, "COST_CONSTANT", 0.0)
-    monkeypatch.setattr(tasks, "COST_INTEGRAL_WEIGHT", 0.0)
     out = shared_tmp_path / "edited-split.h5"
     report = run_stopped_after_first_task(comm, inputs, out, config(schedule="static"))
     assert report.stopped

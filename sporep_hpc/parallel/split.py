@@ -4,7 +4,7 @@ A *unit* is the smallest piece of a list that can move to another chunk without 
 the ids `sporep-hpc run` gives its structures: a file, an ``examples:`` set, or a directory
 (split into its files when each file, given on its own, keeps the id it has inside the
 directory, i.e. flat directories). Units are assigned to chunks by greedy
-longest-processing-time on the cost model of ``sporep_hpc.parallel.tasks`` (the same
+longest-processing-time on the cost model of ``sporep_hpc.parallel.plan`` (the same
 estimate `run` orders its tasks with), so merging the chunk stores gives the ids, and
 the results, of one run over the whole list.
 
@@ -20,13 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._validation import check_interval
-from .config import RunParameters
-from .errors import InputError, ParameterError
-from .jobs import CHUNK_FORMAT, chunk_files, read_list
-from .parallel.schedule import lpt_assign
-from .parallel.tasks import plan_record, resolve_inputs
-from .structures import _stem, check_unique_ids
+from .._validation import check_interval
+from ..config import RunParameters
+from ..errors import InputError, ParameterError
+from ..inputs.files import _stem
+from ..inputs.records import check_unique_ids
+from ..inputs.resolve import resolve_inputs
+from ..jobs import CHUNK_FORMAT, chunk_files, read_list
+from .plan import plan_record
+from .schedule import lpt_assign
 
 MANIFEST = "split.json"
 
@@ -176,7 +178,7 @@ def write_chunks(
     manifest = {
         "source": source,
         "parameters": json.loads(parameters) if parameters else None,
-        "cost_model": "sporep_hpc.parallel.tasks.cost_model (n_ao^3 n_k + integral term)",
+        "cost_model": "sporep_hpc.parallel.plan.cost_model (n_ao^3 n_k + integral term)",
         "imbalance": split.imbalance,
         "order": [id for u in split.units for id in u.ids],
         "chunks": [

@@ -27,11 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import StoreError
-from .parallel.agreement import all_call, root_call
-from .parallel.schedule import block_range
-from .store import (
+from .. import __version__
+from ..errors import StoreError
+from ..store import (
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_PENDING,
@@ -44,7 +42,9 @@ from .store import (
     open_store,
     write_store,
 )
-from .store.schema import SPECTRA_SCALARS
+from ..store.schema import SPECTRA_SCALARS
+from .agreement import all_call, root_call
+from .schedule import block_range
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def merge_stores(
         With several ranks and h5py built for MPI, rows are read and written in parallel
         (collective mpio writes); otherwise rank 0 merges alone.
     order : sequence of str, optional
-        Output row order by id (`sporep_hpc.split.expected_ids` of a split manifest); the ids of
+        Output row order by id (`sporep_hpc.parallel.split.expected_ids` of a split manifest); the ids of
         the inputs must be exactly these.
     force : bool
         Replace an existing `output`.

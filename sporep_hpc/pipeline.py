@@ -1,0 +1,254 @@
+"""One input end to end, serial and rank-agnostic: k-points, spectrum (operator or imported bands),
+band edges and fingerprints, with the wall time of each phase.
+
+What a task computes depends only on its input record and the run parameters, never on the rank
+that runs it. Failures of a structure are returned as failed rows with a one-line reason naming
+it; they never propagate.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .bandfiles import read_bands
+from .bands import BandStructure
+from .config import RunParameters
+from .errors import SporepError
+from .fingerprints import fingerprint, get_spec
+from .inputs.records import InputRecord
+from .kpoints import irreducible_kpoints
+from .operators import spectrum_with_stats
+from .store import open_store
+from .store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
+from .structures import as_structure
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- computing
+@dataclass(frozen=True)
+class TaskTimes:
+    """Wall time of one task by phase, seconds."""
+    integrals: float = 0.0
+    eigen: float = 0.0
+    dos: float = 0.0
+    io: float = 0.0
+    other: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.integrals + self.eigen + self.dos + self.io + self.other
+
+    def __add__(self, other: TaskTimes) -> TaskTimes:
+        return TaskTimes(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return (self.integrals, self.eigen, self.dos, self.io, self.other)
+
+
+PHASES = ("integrals", "eigen", "dos", "io", "other")
+
+
+@dataclass(frozen=True)
+class FingerprintSet:
+    """The fingerprint specifications of a run, by name (same order as the parameters)."""
+    specs: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_parameters(cls, params: RunParameters) -> FingerprintSet:
+        return cls({name: get_spec(name) for name in params.fingerprints})
+
+
+def _read_imported_bands(record: InputRecord):
+    source = record.source
+    if "#" in source and source.split("#")[0].lower().endswith((".h5", ".hdf5")):
+        path, id = source.split("#", 1)
+        with open_store(path) as store:
+            return store.band_structure(store.index_of(id))
+
+    return read_bands(source)
+
+
+def _edges(bands: Any) -> dict[str, float]:
+    """n_electrons, fermi_energy, vbm, cbm, band_gap (NaN where undefined, e.g. without n_electrons)."""
+    out = dict.fromkeys(("fermi_energy", "vbm", "cbm", "band_gap"), float("nan"))
+    out["n_electrons"] = float("nan") if bands.n_electrons is None else float(bands.n_electrons)
+    try:
+        edges = bands.edges
+    except SporepError:
+        return out
+    for key in ("fermi_energy", "vbm", "cbm", "band_gap"):
+        out[key] = float(getattr(edges, key))
+    return out
+
+
+def _reason(id: str, exc: BaseException) -> str:
+    """One-line reason, naming structure `id`, for an exception raised by one structure's work.
+
+    A SporepError is the structure's own problem; any other exception (from pymatgen, spglib, numpy
+    or our code) is logged with its traceback and reported as an "internal error" (a resumed run
+    retries those, see sporep_hpc.parallel.journal.INTERNAL).
+    """
+    if isinstance(exc, SporepError):
+        msg = str(exc)
+        if id not in msg:
+            msg = f"structure {id!r}: {msg}"
+    else:  # isolate any other failure of one structure; logged with its traceback
+        log.warning("structure %r failed:\n%s", id, traceback.format_exc())
+        msg = f"structure {id!r}: internal error {type(exc).__name__}: {exc}"
+    lines = msg.splitlines()
+    return lines[0] if lines and lines[0].strip() else f"structure {id!r}: failed ({type(exc).__name__})"
+
+
+def _failure(index: int, id: str, record: InputRecord, exc: BaseException, t0: float):
+    """A failed row for an exception raised while computing `record` (one line, naming the structure)."""
+    msg = _reason(record.id, exc)
+    return failed_result(index, id, msg, record.structure), TaskTimes(other=time.perf_counter() - t0)
+
+
+#: Marks a k-point chunk in a journal id. Structure ids never hold a control character
+#: (`sporep_hpc.structures.clean_id`, `check_unique_ids`), so no structure id can equal a chunk id,
+#: whatever its input file is called (``x#k0of12.cif`` beside a split ``x``).
+CHUNK_MARK = "\x1f"
+
+
+def chunk_id(id: str, chunk: int, n_chunks: int) -> str:
+    """Journal id of k-point chunk `chunk` of `n_chunks` of structure `id`: ``id + CHUNK_MARK +
+    "k<chunk>of<n_chunks>"``."""
+    return f"{id}{CHUNK_MARK}k{chunk}of{n_chunks}"
+
+
+_CHUNK_ID = re.compile(rf"^(.*){CHUNK_MARK}k\d+of\d+$", re.DOTALL)
+
+
+def structure_id(journal_id: str) -> str:
+    """The structure id of a journal id: `id` itself, or the id whose chunk `chunk_id` names."""
+    m = _CHUNK_ID.match(journal_id)
+    return m.group(1) if m else journal_id
+
+
+def structure_kpoints(structure: Any, params: RunParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Irreducible k-points (n_k, 3) and weights (n_k,) of a structure for these parameters."""
+    return irreducible_kpoints(structure, kdensity=params.kdensity, rounding=params.kgrid_rounding)
+
+
+def compute_part(
+    index: int, record: InputRecord, params: RunParameters, chunk: int = 0, n_chunks: int = 1,
+    n_threads: int = 1,
+) -> tuple[StructureResult, TaskTimes]:
+    """Eigenvalues of k-point chunk `chunk` of `n_chunks` (contiguous, np.array_split order) of a structure.
+
+    No fingerprints: see `finish`. The result's id is `chunk_id(...)` when n_chunks > 1; its
+    weights are the chunk's share of the full (normalised) weights. Failures are returned, never raised.
+    """
+    t0 = time.perf_counter()
+    id = record.id if n_chunks == 1 else chunk_id(record.id, chunk, n_chunks)
+    try:
+        structure = as_structure(record.structure)
+        kpts, weights = structure_kpoints(structure, params)
+        part = np.array_split(np.arange(len(weights)), n_chunks)[chunk]
+        bands, stats = spectrum_with_stats(
+            structure,
+            operator=params.operator,
+            basis=params.basis,
+            kpoints=kpts[part],
+            weights=weights[part],
+            exp_to_discard=params.exp_to_discard,
+            precision=params.precision,
+            lindep=params.lindep,
+            n_threads=n_threads,
+        )
+    except Exception as exc:  # recorded as this structure's failure (see _failure)
+        return _failure(index, id, record, exc, t0)
+    result = StructureResult(
+        index=index,
+        id=id,
+        status=STATUS_DONE,
+        kpoints=np.asarray(kpts[part], dtype=np.float64),
+        weights=np.asarray(weights[part], dtype=np.float64),
+        eigenvalues=np.ascontiguousarray(bands.eigenvalues, dtype=np.float64),
+        n_electrons=float("nan") if bands.n_electrons is None else float(bands.n_electrons),
+        **structure_fields(structure),
+    )
+    total = time.perf_counter() - t0
+    rest = max(0.0, total - stats.t_integrals - stats.t_eigen)
+    times = TaskTimes(stats.t_integrals, stats.t_eigen, 0.0, 0.0, rest)
+    return result, times
+
+
+def finish(
+    index: int, record: InputRecord, parts: Sequence[StructureResult], fingerprints: FingerprintSet,
+    n_threads: int = 1,
+) -> tuple[StructureResult, TaskTimes]:
+    """The full row of a structure from its k-point parts (in chunk order): band edges and fingerprints.
+
+    A failed part makes the structure fail with that part's reason.
+    """
+    t0 = time.perf_counter()
+    bad = next((p for p in parts if p.status != STATUS_DONE), None)
+    if bad is not None:
+        return failed_result(index, record.id, bad.error, record.structure), TaskTimes()
+    try:
+        n_e = parts[0].n_electrons
+        bands = BandStructure(
+            np.concatenate([p.eigenvalues for p in parts], axis=1),
+            np.concatenate([p.weights for p in parts]),
+            n_electrons=None if np.isnan(n_e) else n_e,
+            kpoints=np.concatenate([p.kpoints for p in parts]),
+        )
+        return _finish_bands(index, record, bands, fingerprints, n_threads, t0)
+    except Exception as exc:  # recorded as this structure's failure (see _failure)
+        return _failure(index, record.id, record, exc, t0)
+
+
+def _finish_bands(index, record, bands, fingerprints, n_threads, t0) -> tuple[StructureResult, TaskTimes]:
+    vectors = {
+        name: np.asarray(fingerprint(bands, spec, n_threads=n_threads), dtype=np.float64)
+        for name, spec in fingerprints.specs.items()
+    }
+    kpts = bands.kpoints
+    if kpts is None:
+        kpts = np.full((bands.eigenvalues.shape[1], 3), np.nan)  # imported bands without k-points
+    result = StructureResult(
+        index=index,
+        id=record.id,
+        status=STATUS_DONE,
+        kpoints=np.asarray(kpts, dtype=np.float64).reshape(-1, 3),
+        weights=np.asarray(bands.weights, dtype=np.float64),
+        eigenvalues=np.ascontiguousarray(bands.eigenvalues, dtype=np.float64),
+        fingerprints=vectors,
+        **_edges(bands),
+        **structure_fields(record.structure),
+    )
+    return result, TaskTimes(dos=time.perf_counter() - t0)
+
+
+def compute_record(
+    index: int, record: InputRecord, params: RunParameters, fingerprints: FingerprintSet, n_threads: int = 1
+) -> tuple[StructureResult, TaskTimes]:
+    """Spectrum and fingerprints of one input, in one piece (rank-independent).
+
+    Any failure of this structure (bad input, basis, numerical problem) is returned as
+    a failed StructureResult with a one-line reason naming it; it never propagates.
+    """
+    t0 = time.perf_counter()
+    if record.kind == "failed":
+        return failed_result(index, record.id, record.error, record.structure), TaskTimes()
+    if record.kind == "bands":
+        try:
+            bands = _read_imported_bands(record)
+            result, times = _finish_bands(index, record, bands, fingerprints, n_threads, t0)
+        except Exception as exc:  # recorded as this structure's failure (see _failure)
+            return _failure(index, record.id, record, exc, t0)
+        return result, TaskTimes(other=times.total)
+    part, t_part = compute_part(index, record, params, 0, 1, n_threads)
+    result, t_finish = finish(index, record, [part], fingerprints, n_threads)
+    return result, t_part + t_finish
