@@ -27,11 +27,19 @@ from .smearing import MAX_MP_ORDER, SMEARING_KINDS, Smearing
 from .threads import resolve_threads
 
 __all__ = [
-    "MAX_ENERGIES", "PRESETS", "REFERENCES", "FingerprintSpec", "Window", "fingerprint", "get_spec",
+    "KINETIC_MAX_EV", "MAX_ENERGIES", "PRESETS", "REFERENCES", "FingerprintSpec", "Window", "fingerprint", "get_spec",
     "make_preset",
 ]
 
 REFERENCES = ("fermi", "vbm", "cbm", "zero")
+#: Top of the ``kinetic`` preset's window (eV). The kinetic operator's spectrum in the valence basis is
+#: positive and bounded; its top grows as atoms come closer (antibonding combinations of overlapping
+#: orbitals). Measured with ano-valence (exp_to_discard 0.1) on every element Z = 1-92: the isolated atom
+#: (12 Å box, Γ) reaches at most 798 eV (Lu, the 4f shell), and 1-atom fcc and bcc cells with nearest
+#: neighbours at twice pymatgen's empirical atomic radius, and dimers at 0.9 × that distance (k-spacing
+#: 0.5 Å⁻¹), at most 799 eV (Lu; then Yb 732, F 713, Tm 705; C 416, N 438, B 276; graphene 216). The
+#: former 180 eV cut the top of B, C and N (hBN kept 28 of 32 states). 1000 eV leaves a 25 % margin.
+KINETIC_MAX_EV = 1000.0
 #: Most sample energies of one window: the DOS kernel keeps 64 partial sums of the grid, so a window
 #: of n energies needs about 67 × 8 × n bytes (0.5 GiB at this limit).
 MAX_ENERGIES = 10**6
@@ -196,7 +204,9 @@ def make_preset(
     - ``vbm``: vbm −2..+6 eV, 513; ``cbm``: cbm −6..+2 eV, 513
     - ``vbm_cbm``: vbm −2..+3σ and cbm −3σ..+2 eV, 257 each
     - ``vbm_fermi_cbm``: −1..+1 eV around vbm, fermi and cbm, 171 each
-    - ``kinetic``: absolute energies (zero) 0..180 eV, 1024 points, for operator spectra
+    - ``kinetic``: absolute energies (zero) 0..`KINETIC_MAX_EV` eV, 2048 points, for the kinetic operator's
+      spectra (see `KINETIC_MAX_EV`; spacing 0.49 eV ≈ σ/1.6, so a Gaussian peak between two samples keeps
+      ≥ 95 % of its height)
 
     Returns
     -------
@@ -215,7 +225,7 @@ def make_preset(
         "cbm": (w("cbm", -6.0, 2.0, 513),),
         "vbm_cbm": (w("vbm", -2.0, round(3 * sigma, 12), 257), w("cbm", round(-3 * sigma, 12), 2.0, 257)),
         "vbm_fermi_cbm": (w("vbm", -1.0, 1.0, 171), w("fermi", -1.0, 1.0, 171), w("cbm", -1.0, 1.0, 171)),
-        "kinetic": (w("zero", 0.0, 180.0, 1024),),
+        "kinetic": (w("zero", 0.0, KINETIC_MAX_EV, 2048),),
     }[name]
     return FingerprintSpec(name, windows)
 

@@ -8,12 +8,13 @@ it; they never propagate.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from .kpoints import irreducible_kpoints
 from .operators import spectrum_with_stats
 from .store import open_store
 from .store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
+from .store.writer import FingerprintMeta
 from .structures import as_structure
 
 log = logging.getLogger(__name__)
@@ -60,11 +62,33 @@ PHASES = ("integrals", "eigen", "dos", "io", "other")
 @dataclass(frozen=True)
 class FingerprintSet:
     """The fingerprint specifications of a run, by name (same order as the parameters)."""
+
     specs: dict = field(default_factory=dict)
 
     @classmethod
     def from_parameters(cls, params: RunParameters) -> FingerprintSet:
         return cls({name: get_spec(name) for name in params.fingerprints})
+
+    def parameters_json(self, params: RunParameters) -> str:
+        """The store's root ``parameters`` attribute: run parameters plus the full specifications."""
+        data = asdict(params)
+        data["fingerprint_specs"] = {name: json.loads(s.to_json()) for name, s in self.specs.items()}
+        return json.dumps(data, sort_keys=True)
+
+    def store_meta(self) -> dict[str, FingerprintMeta]:
+        """Store metadata of each fingerprint: energies (eV) and the attributes of its group."""
+        out = {}
+        for name, spec in self.specs.items():
+            windows = json.loads(spec.to_json())["windows"]
+            attrs = {
+                "spec": spec.to_json(),  # the full specification (FingerprintSpec.from_json)
+                "reference": "+".join(w["reference"] for w in windows),  # e.g. "vbm+cbm"
+                # [e_min (eV), e_max (eV), n_energies] per window
+                "window": json.dumps([[w["e_min"], w["e_max"], w["n_energies"]] for w in windows]),
+                "smearing": json.dumps([{k: w[k] for k in ("smearing", "width", "order")} for w in windows]),
+            }
+            out[name] = FingerprintMeta(energies=spec.energies, attrs=attrs)
+        return out
 
 
 def _read_imported_bands(record: InputRecord):
@@ -165,6 +189,8 @@ def compute_part(
             precision=params.precision,
             lindep=params.lindep,
             n_threads=n_threads,
+            huckel_k=params.huckel_k,
+            huckel_weighted=params.huckel_weighted,
         )
     except Exception as exc:  # recorded as this structure's failure (see _failure)
         return _failure(index, id, record, exc, t0)

@@ -36,7 +36,8 @@ def test_presets_match_study():
         "cbm": [("cbm", -6, 2, 513)],
         "vbm_cbm": [("vbm", -2, 0.15, 257), ("cbm", -0.15, 2, 257)],
         "vbm_fermi_cbm": [("vbm", -1, 1, 171), ("fermi", -1, 1, 171), ("cbm", -1, 1, 171)],
-        "kinetic": [("zero", 0, 180, 1024)],
+        # issue 14.6: the kinetic window covers the whole valence spectrum (was 0..180 eV, 1024 points)
+        "kinetic": [("zero", 0, 1000, 2048)],
     }
     assert set(PRESETS) == set(expected)
     for name, windows in expected.items():
@@ -86,8 +87,8 @@ def test_kinetic_preset_needs_no_electrons(rng):
     eig = rng.uniform(0, 150, size=(10, 8))
     bands = BandStructure(eig, np.ones(10))
     fp = public_fingerprint(bands, "kinetic")
-    assert fp.shape == (1024,)
-    reference = gaussian_dos(eig, np.ones(10), np.linspace(0, 180, 1024), 0.8)
+    assert fp.shape == (2048,)
+    reference = gaussian_dos(eig, np.ones(10), np.linspace(0, 1000, 2048), 0.8)
     assert_allclose(fp, reference, rtol=1e-12, atol=1e-14)
     with pytest.raises(InputError, match="n_electrons"):
         fingerprint(bands, "fermi")
@@ -172,3 +173,65 @@ def test_absurd_energy_grids_are_refused_at_parse_time():
                                                       "n_energies": 10**9}]})
     with pytest.raises(ParameterError, match="n_energies"):
         get_spec(spec)  # what a run's fingerprint list (CLI, TOML) resolves through
+
+
+def _hexagonal(symbols, a, c, frac):
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice.hexagonal(a, c), symbols, frac)
+
+
+def test_kinetic_window_keeps_every_state():
+    # issue 14.6: with 0..180 eV, hBN kept 28 of its 32 states and graphite 28.45. The integral of the
+    # DOS over the window (trapezoid, σ = 0.8 eV ≪ window) must count every eigenvalue twice (spin):
+    # 2 × n_ao = 32 for 4 atoms of 4 orbitals (2s, 2p). Tolerance 1e-3: the Gaussian tails below 0 eV
+    # (lowest eigenvalue > 5 eV, i.e. > 6σ) and the trapezoid error are far smaller.
+    from sporep_hpc.operators import operator_spectrum
+
+    hbn = _hexagonal(["B", "B", "N", "N"], 2.504, 6.66,
+                     [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75], [2 / 3, 1 / 3, 0.25], [1 / 3, 2 / 3, 0.75]])
+    graphite = _hexagonal(["C"] * 4, 2.464, 6.711,
+                          [[0, 0, 0.25], [0, 0, 0.75], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    spec = PRESETS["kinetic"]
+    for structure in (hbn, graphite):
+        bands = operator_spectrum(structure, "kinetic", kdensity=0.35)
+        assert bands.eigenvalues.min() > 6 * 0.8
+        assert bands.eigenvalues.max() < spec.windows[0].e_max - 6 * 0.8
+        n_states = np.trapezoid(fingerprint(bands, spec), spec.energies)
+        assert n_states == pytest.approx(2 * bands.eigenvalues.shape[-1], abs=1e-3)
+        assert bands.eigenvalues.shape[-1] == 16
+
+
+@pytest.mark.parametrize("name, metal", [("Al", True), ("graphene", True), ("Si", False), ("NaCl", False)])
+def test_presets_on_huckel_spectra(name, metal):
+    # issue 14.3: every preset works on extended-Hückel spectra (electron count from the basis): finite
+    # vectors of the preset's length, references ordered vbm <= E_F <= cbm; a metal's DOS at E_F is
+    # positive and its edges equal E_F, an insulator's DOS at mid-gap vanishes (σ = 0.05 eV, gap > 1 eV).
+    from pymatgen.core import Lattice, Structure
+
+    from sporep_hpc.operators import operator_spectrum
+
+    def fcc(a, symbols, frac):
+        return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), symbols, frac)
+
+    structure = {
+        "Al": lambda: fcc(4.05, ["Al"], [[0, 0, 0]]),
+        "Si": lambda: fcc(5.43, ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
+        "NaCl": lambda: fcc(5.64, ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "graphene": lambda: _hexagonal(["C", "C"], 2.46, 15.0, [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, 0]]),
+    }[name]()
+    # k-spacing 0.1 Å⁻¹: graphene's in-plane grid is 30 × 30, a multiple of 3, so its Dirac point K is on it
+    bands = operator_spectrum(structure, "huckel", kdensity=0.1)
+    edges = bands.edges
+    assert edges.is_metal == metal
+    assert edges.vbm <= edges.fermi_energy <= edges.cbm
+    for preset, spec in PRESETS.items():
+        fp = fingerprint(bands, spec)
+        assert fp.shape == (spec.n_features,) and np.all(np.isfinite(fp)) and np.all(fp >= 0), preset
+    at_fermi = fingerprint(bands, Window("fermi", -0.01, 0.01, 3))[1]
+    if metal:
+        assert edges.vbm == edges.cbm == edges.fermi_energy
+        assert at_fermi > 0
+    else:
+        assert edges.band_gap > 1.0
+        assert at_fermi < 1e-6

@@ -50,7 +50,7 @@ def test_run_info_and_exit_codes(rank0, tmp_path):
     r = sporep("info", out)
     assert r.returncode == 0, r.stderr
     assert "structures 2: 1 done, 1 failed, 0 pending" in r.stdout
-    assert "fingerprint kinetic: 1024 features" in r.stdout
+    assert "fingerprint kinetic: 2048 features" in r.stdout
     # the same command again: nothing computed, the store untouched, the same exit code
     stamp = out.stat().st_mtime_ns
     r = sporep("run", tmp_path / "si.json", tmp_path / "broken.json", "-o", out, "--kdensity", "0.5")

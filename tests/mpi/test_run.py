@@ -107,7 +107,7 @@ def test_spectra_match_direct_calls(comm, inputs, shared_tmp_path):
             spec = get_spec("kinetic")
             np.testing.assert_array_equal(energies, spec.energies)
             assert FingerprintSpec.from_json(attrs["spec"]) == spec
-            assert attrs["reference"] == "zero" and json.loads(attrs["window"]) == [[0.0, 180.0, 1024]]
+            assert attrs["reference"] == "zero" and json.loads(attrs["window"]) == [[0.0, 1000.0, 2048]]
             assert store.parameters["kdensity"] == KDENSITY
             _, numbers, positions = store.atoms(store.index_of("si"))
             np.testing.assert_allclose(positions[1], [5.43 / 4] * 3, atol=1e-12)

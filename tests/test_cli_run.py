@@ -1,0 +1,106 @@
+"""`sporep-hpc run` as a user runs it on two ranks: ``mpiexec -n 2 python -m sporep_hpc run ...``.
+
+A serial test that launches MPI jobs, so that the whole path runs at 2 ranks: argument parsing on every
+rank, the exit code agreed by all ranks (a structure failing on either rank must give 4 on both, else
+mpiexec reports a mixture), and SIGTERM forwarded by mpiexec to both ranks (exit code 5, journal kept).
+The driver run in-process on a test communicator could not show this: the exit code and the signal
+handler belong to the process, and a SIGTERM would stop pytest itself.
+
+Exit codes are the documented ones (cli/__init__.py): 0 ok, 2 bad parameters, 3 store problem, 4 some
+structures failed, 5 stopped by SIGTERM with the journal consistent. `sporep-hpc info` is a one-process
+command and runs without mpiexec.
+"""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+MPIEXEC = shutil.which("mpiexec")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found")
+TIMEOUT = 300  # s, per command; each takes a few seconds here
+
+
+def sporep_mpi(*args) -> list[str]:
+    """The command line of `sporep-hpc` on two ranks."""
+    return [MPIEXEC, "-n", "2", sys.executable, "-m", "sporep_hpc", *map(str, args)]
+
+
+def run(env: dict, command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def info(env: dict, store) -> subprocess.CompletedProcess:
+    return run(env, [sys.executable, "-m", "sporep_hpc", "info", str(store)])
+
+
+def test_run_exit_codes_at_two_ranks(subprocess_env, tmp_path):
+    env = subprocess_env
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    for name in ("si", "si2"):
+        si.to(filename=str(tmp_path / f"{name}.json"))
+    (tmp_path / "broken.json").write_text("[")
+    inputs = [tmp_path / "si.json", tmp_path / "si2.json", tmp_path / "broken.json"]
+
+    ok = tmp_path / "ok.h5"
+    r = run(env, sporep_mpi("run", *inputs[:2], "-o", ok, "--kdensity", "0.5"))
+    assert r.returncode == 0, r.stderr
+    r = info(env, ok)
+    assert r.returncode == 0, r.stderr
+    assert "ranks 2" in r.stdout and "structures 2: 2 done, 0 failed, 0 pending" in r.stdout
+
+    out = tmp_path / "s.h5"
+    r = run(env, sporep_mpi("run", *inputs, "-o", out, "--kdensity", "0.5"))
+    assert r.returncode == 4, r.stderr  # both ranks exit 4: mpiexec would report another code otherwise
+    assert "broken: " in r.stderr and "run summary" in r.stderr and out.is_file()
+    r = info(env, out)
+    assert r.returncode == 0, r.stderr
+    assert "ranks 2" in r.stdout and "structures 3: 2 done, 1 failed, 0 pending" in r.stdout
+    assert "fingerprint kinetic: 2048 features" in r.stdout
+    # the same command again: nothing computed, the store untouched, the same exit code
+    stamp = out.stat().st_mtime_ns
+    r = run(env, sporep_mpi("run", *inputs, "-o", out, "--kdensity", "0.5"))
+    assert r.returncode == 4, r.stderr
+    assert "up to date" in r.stderr and "nothing to compute" in r.stderr
+    assert out.stat().st_mtime_ns == stamp
+    # another parameter: refused (exit code 2 of ParameterError) on both ranks, store untouched
+    r = run(env, sporep_mpi("run", *inputs, "-o", out, "--kdensity", "0.4"))
+    assert r.returncode == 2 and "other parameters" in r.stderr and "kdensity: 0.5 -> 0.4" in r.stderr
+    assert out.stat().st_mtime_ns == stamp
+    r = run(env, sporep_mpi("run", inputs[0], "-o", tmp_path / "d.h5", "--dry-run"))
+    assert r.returncode == 0 and "estimated cost per rank" in r.stderr
+    assert not (tmp_path / "d.h5").exists()
+    r = run(env, sporep_mpi("run", inputs[0], "-o", tmp_path / "x.h5", "--kdensity", "-1"))
+    assert r.returncode == 2 and "kdensity must be a number in [0.0127385, inf) 1/Å; got -1.0" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = info(env, tmp_path / "none.h5")
+    assert r.returncode == 3 and "no such store" in r.stderr
+
+
+def test_sigterm_to_mpiexec_stops_both_ranks_with_exit_code_5(subprocess_env, tmp_path, rng):
+    d = tmp_path / "many"
+    d.mkdir()
+    diamond = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
+                        [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75]])
+    for i in range(40):  # 8-atom cells without symmetry, ~0.25 s each here: the run takes ~5 s on 2 ranks
+        s = Structure(Lattice.cubic(5.43), ["Si"] * 8, diamond + rng.uniform(-0.01, 0.01, (8, 3)))
+        s.to(filename=str(d / f"si{i:03d}.json"))
+    out = tmp_path / "big.h5"
+    journal = tmp_path / "big.h5.journal"
+    cmd = sporep_mpi("run", d, "-o", out, "--kdensity", "0.08")
+    proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not all((journal / f"rank-{r}.h5").exists() for r in (0, 1)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # a few tasks in: the whole run takes seconds
+    proc.send_signal(signal.SIGTERM)  # mpiexec forwards it to both ranks
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, err
+    assert "STOPPED by a signal" in err and not out.exists() and journal.is_dir()
+    r = info(subprocess_env, out)
+    assert r.returncode == 0 and "not assembled yet" in r.stdout
