@@ -1,5 +1,6 @@
 """Shared fixtures: a seeded random generator and the location of shared reference data."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +33,12 @@ def qe_xml_dir() -> Path:
     if not QE_XML.is_dir():
         pytest.skip("shared/reference/qe-xml not available")
     return QE_XML
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """The environment for a `sporep-hpc` subprocess: this one without the variables of an enclosing MPI
+    job (PMI_, PMIX_, HYDRA_, MPIR_: a child would take them as its own rank), one OpenMP thread."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_"))}
+    env["OMP_NUM_THREADS"] = "1"
+    return env

@@ -92,10 +92,12 @@ def test_sigterm_to_mpiexec_stops_both_ranks_with_exit_code_5(subprocess_env, tm
         s.to(filename=str(d / f"si{i:03d}.json"))
     out = tmp_path / "big.h5"
     journal = tmp_path / "big.h5.journal"
-    cmd = sporep_mpi("run", d, "-o", out, "--kdensity", "0.08")
-    proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(sporep_mpi("run", d, "-o", out, "--kdensity", "0.08"), env=subprocess_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not all((journal / f"rank-{r}.h5").exists() for r in (0, 1)) and time.monotonic() < deadline:
+        if proc.poll() is not None:  # ended before it started: its stderr says why
+            pytest.fail(proc.communicate()[1])
         time.sleep(0.01)
     time.sleep(0.05)  # a few tasks in: the whole run takes seconds
     proc.send_signal(signal.SIGTERM)  # mpiexec forwards it to both ranks
