@@ -3,9 +3,10 @@
 `merge_stores` checks the inputs agree (schema major version, run parameters, fingerprint
 grids and attributes; the first difference is named), that ids are unique across them and
 that no row is pending, then writes the merged store through the store's own writer
-(`sporep_hpc.store.write_store`): with h5py built for MPI every rank reads one contiguous
-block of output rows from the inputs and the ranks write collectively; otherwise rank 0
-does all of it. The output is written under ``<output>.partial`` and renamed when complete.
+(`sporep_hpc.store.write_store_atomically`): with h5py built for MPI every rank reads one
+contiguous block of output rows from the inputs (`Store.read_rows`) and the ranks write
+collectively; otherwise rank 0 does all of it. The output is written under ``<output>.partial``
+(removed on failure) and renamed when complete.
 
 Post-processing groups of the inputs (/similarity, /models) describe those stores alone and are
 not copied (a warning says so). Row order: the inputs' rows one after the other, or, with the
@@ -17,11 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,15 @@ from ..store import (
     FingerprintMeta,
     StoreHeader,
     StructureResult,
-    from_fixed,
-    mpio_available,
-    open_h5,
     open_store,
-    write_store,
+    timestamp,
+    write_store_atomically,
+    writes_collectively,
 )
-from ..store.schema import SPECTRA_SCALARS
 from .agreement import all_call, root_call
 from .schedule import block_range
 
 log = logging.getLogger(__name__)
-
-#: Root attribute of a merged store: JSON list of {file, rows, created, n_ranks} of its inputs.
-MERGED_FROM = "merged_from"
 
 #: The parts of an input store a merge reads (validated by `read_summary`, `Store.require`).
 MERGED_PARTS = ("/", "structures", "spectra", "fingerprints")
@@ -127,7 +121,7 @@ def read_summary(path: str | Path) -> StoreSummary:
     """Ids, status, parameters and fingerprint grids of one store (StoreError if it is not one, or if
     anything a merge reads is missing or inconsistent)."""
     with open_store(path) as store:
-        store.require(*MERGED_PARTS)  # `_read_rows` then reads these parts directly
+        store.require(*MERGED_PARTS)  # `read_block` then reads these parts
         f = store.file
         fingerprints = {}
         for name in store.fingerprint_names:
@@ -266,89 +260,23 @@ def merge_plan(
     return [where[id] for id in order]
 
 
-def _read_rows(
-    path: str, rows: Sequence[int], indices: Sequence[int], names: Sequence[str]
-) -> list[StructureResult]:
-    """Rows `rows` of store `path` as StructureResults with global indices `indices`.
-
-    Reads each dataset once over the span of the requested rows.
-    """
-    if not rows:
-        return []
-    r0, r1 = min(rows), max(rows) + 1
-    with open_store(path) as store:
-        f = store.file
-
-        def span(key):
-            return f[key][r0:r1]
-
-        aoff, koff, boff = (
-            f[k][r0 : r1 + 1]
-            for k in ("structures/atoms_offset", "spectra/kpoints_offset", "spectra/bands_offset")
-        )
-        ids, formula, cell, status, error = (
-            span(f"structures/{k}") for k in ("id", "formula", "cell", "status", "error")
-        )
-        numbers = f["structures/numbers"][aoff[0] : aoff[-1]]
-        positions = f["structures/positions"][aoff[0] : aoff[-1]]
-        kpoints = f["spectra/kpoints"][koff[0] : koff[-1]]
-        weights = f["spectra/weights"][koff[0] : koff[-1]]
-        eigenvalues = f["spectra/eigenvalues"][boff[0] : boff[-1]]
-        n_bands = span("spectra/n_bands")
-        scalars = {name: span(f"spectra/{name}") for name in SPECTRA_SCALARS}
-        fps = {name: span(f"fingerprints/{name}/values") for name in names}
-        props = [b""] * (r1 - r0)  # per-structure properties (schema >= 1.2), raw JSON bytes
-        if "structures/properties" in f:
-            poff = f["structures/properties_offset"][r0 : r1 + 1]
-            raw = f["structures/properties"][poff[0] : poff[-1]].tobytes()
-            props = [raw[poff[j] - poff[0] : poff[j + 1] - poff[0]] for j in range(r1 - r0)]
-    out = []
-    for row, index in zip(rows, indices, strict=True):
-        j = row - r0
-        a = slice(aoff[j] - aoff[0], aoff[j + 1] - aoff[0])
-        k = slice(koff[j] - koff[0], koff[j + 1] - koff[0])
-        flat = eigenvalues[boff[j] - boff[0] : boff[j + 1] - boff[0]]
-        n_k, nb = k.stop - k.start, int(n_bands[j])
-        n_spin = flat.size // (n_k * nb) if n_k * nb else 1
-        out.append(
-            StructureResult(
-                index=int(index),
-                id=from_fixed(ids[j]),
-                status=int(status[j]),
-                error=from_fixed(error[j]),
-                formula=from_fixed(formula[j]),
-                cell=cell[j],
-                numbers=numbers[a],
-                positions=positions[a],
-                kpoints=kpoints[k],
-                weights=weights[k],
-                eigenvalues=flat.reshape(n_spin, n_k, nb),
-                fingerprints={name: fps[name][j] for name in names},
-                properties=props[j].decode("utf-8"),
-                **{name: float(scalars[name][j]) for name in SPECTRA_SCALARS},
-            )
-        )
-    return out
-
-
 def read_block(
     summaries: Sequence[StoreSummary], plan: Sequence[tuple[int, int]], lo: int, hi: int, names: Sequence[str]
 ) -> list[StructureResult]:
-    """Output rows [lo, hi) read from the inputs, in index order."""
-    by_input: dict[int, tuple[list[int], list[int]]] = {}
+    """Output rows [lo, hi) read from the inputs (`Store.read_rows`, once over the span of the rows
+    wanted from each input), in index order."""
+    by_input: dict[int, list[tuple[int, int]]] = {}
     for index in range(lo, hi):
         k, row = plan[index]
-        rows, indices = by_input.setdefault(k, ([], []))
-        rows.append(row)
-        indices.append(index)
+        by_input.setdefault(k, []).append((row, index))
     out: list[StructureResult] = []
     for k in sorted(by_input):
-        out.extend(_read_rows(summaries[k].path, *by_input[k], names))
+        wanted = by_input[k]
+        r0 = min(row for row, _ in wanted)
+        with open_store(summaries[k].path) as store:
+            span = store.read_rows(r0, max(row for row, _ in wanted) + 1, names)
+        out.extend(replace(span[row - r0], index=index) for row, index in wanted)
     return sorted(out, key=lambda r: r.index)
-
-
-
-
 
 
 def merge_stores(
@@ -385,7 +313,6 @@ def merge_stores(
     t0 = time.perf_counter()
     output = Path(output)
     inputs = [str(p) for p in inputs]
-    tmp = output.with_name(output.name + ".partial")
 
     def _prepare():
         if not inputs:
@@ -400,7 +327,7 @@ def merge_stores(
         summaries = [read_summary(p) for p in inputs]
         check_compatible(summaries)
         plan = merge_plan(summaries, order)
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = timestamp()
         return summaries, plan, created
 
     summaries, plan, created = root_call(comm, _prepare)
@@ -411,43 +338,34 @@ def merge_stores(
         for name in names
     }
     size = 1 if comm is None else comm.size
+    provenance = [
+        {"file": s.path, "rows": len(s.ids), "created": s.created, "n_ranks": s.n_ranks} for s in summaries
+    ]
     header = StoreHeader(
-        parameters_json=ref.parameters_json, created=created, n_ranks=size, version=__version__
+        parameters_json=ref.parameters_json,
+        created=created,
+        n_ranks=size,
+        version=__version__,
+        merged_from=json.dumps(provenance),
     )
     n = len(plan)
-    parallel = size > 1 and mpio_available()
+    parallel = writes_collectively(comm)
     if parallel:
         lo, hi = block_range(n, size, comm.rank)
-        rows = all_call(comm, lambda: read_block(summaries, plan, lo, hi, names))
-        write_store(tmp, rows, lo, n, header, meta, comm)
     else:
         if size > 1 and comm.rank == 0:
             log.info("h5py without MPI (or SPOREP_FORCE_SERIAL_HDF5=1): rank 0 merges alone")
-
-        def _serial():
-            write_store(tmp, read_block(summaries, plan, 0, n, names), 0, n, header, meta, None)
-
-        root_call(comm, _serial)
-
-    def _finish():
-        provenance = [
-            {"file": s.path, "rows": len(s.ids), "created": s.created, "n_ranks": s.n_ranks}
-            for s in summaries
-        ]
-        with open_h5(tmp, "r+") as f:
-            f.attrs[MERGED_FROM] = json.dumps(provenance)
-            status = f["structures/status"][()]
-        os.replace(tmp, output)
-        return int((status == STATUS_DONE).sum()), int((status == STATUS_FAILED).sum()), output.stat().st_size
-
-    n_done, n_failed, nbytes = root_call(comm, _finish)
+        lo, hi = (0, n) if comm is None or comm.rank == 0 else (n, n)
+    rows = all_call(comm, lambda: read_block(summaries, plan, lo, hi, names))
+    nbytes = write_store_atomically(output, rows, lo, n, header, meta, comm)
+    status = np.array([summaries[k].status[row] for k, row in plan], dtype=np.int8)
+    n_done, n_failed = int((status == STATUS_DONE).sum()), int((status == STATUS_FAILED).sum())
     return MergeReport(
         str(output), len(inputs), n, n_done, n_failed, time.perf_counter() - t0, nbytes, size, parallel
     )
 
 
 __all__ = [
-    "MERGED_FROM",
     "MergeReport",
     "StoreSummary",
     "check_compatible",

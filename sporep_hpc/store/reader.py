@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import fields
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +13,30 @@ import numpy as np
 
 from ..errors import StoreError
 from .h5 import open_h5
-from .schema import SCHEMA_VERSION, SPECTRA_SCALARS, STATUS_DONE, from_fixed
+from .schema import (
+    DATASETS,
+    SCHEMA_VERSION,
+    SPECTRA_SCALARS,
+    STATUS_DONE,
+    DatasetLayout,
+    StructureResult,
+    from_fixed,
+)
 from .validate import ALL_PARTS, StoreCheck
+
+#: The StructureResult fields a row is built from (n_atoms and n_bands follow from the arrays).
+_RESULT_FIELDS = frozenset(f.name for f in fields(StructureResult))
+
+
+def _decode(layout: DatasetLayout, value: Any) -> Any:
+    """One structure's value of a dataset as `StructureResult` holds it (inverse of the writer's encoding)."""
+    if layout.width:
+        return from_fixed(value)
+    if layout.dtype == "uint8":  # per-structure properties: UTF-8 JSON text
+        return value.tobytes().decode("utf-8")
+    if layout.shape == ("n",):
+        return float(value) if layout.kinds == "f" else int(value)
+    return value
 
 
 class Store:
@@ -142,9 +167,7 @@ class Store:
     def _properties_text(self, i: int) -> str:
         if not self.has_properties:  # stores before schema 1.2
             return ""
-        off = self._get("structures/properties_offset")
-        raw = self._dataset("structures/properties")[int(off[i]) : int(off[i + 1])]
-        return raw.tobytes().decode("utf-8")
+        return self._read(i, i + 1, ("structures/properties",))[0]["properties"]
 
     def properties(self, i: int) -> dict[str, Any]:
         """Per-structure properties of row `i` (e.g. ``{"electronic": "metallic", ...}`` for the
@@ -159,9 +182,7 @@ class Store:
     def _all_properties_text(self) -> list[str]:
         if not self.has_properties:
             return [""] * len(self)
-        off = self._get("structures/properties_offset")
-        raw = self._get("structures/properties").tobytes()
-        return [raw[a:b].decode("utf-8") for a, b in zip(off[:-1].tolist(), off[1:].tolist(), strict=True)]
+        return [row["properties"] for row in self._read(0, len(self), ("structures/properties",))]
 
     @property
     def has_properties(self) -> bool:
@@ -172,13 +193,8 @@ class Store:
 
     def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cell (3,3) Å, numbers (n,), positions (n,3) Å) of row `i`."""
-        off = self._get("structures/atoms_offset")
-        a, b = int(off[i]), int(off[i + 1])
-        return (
-            self._dataset("structures/cell")[i],
-            self._dataset("structures/numbers")[a:b],
-            self._dataset("structures/positions")[a:b],
-        )
+        row = self._read(i, i + 1, ("structures/cell", "structures/numbers", "structures/positions"))[0]
+        return row["cell"], row["numbers"], row["positions"]
 
     def structure(self, i: int):
         """Row `i` as a pymatgen Structure."""
@@ -187,26 +203,75 @@ class Store:
         cell, numbers, positions = self.atoms(i)
         return Structure(Lattice(cell), numbers.tolist(), positions, coords_are_cartesian=True)
 
+    # rows -----------------------------------------------------------------
+    def _read(self, lo: int, hi: int, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """Rows [lo, hi) of the datasets `keys` of `DATASETS` (validated first; absent ones of an
+        older schema skipped), one {field: value} per row, decoded with the table: each dataset is
+        read once over the span, ragged data through its offsets. With spectra/eigenvalues, the
+        weights and n_bands are read too and the eigenvalues come as (n_spin, n_k, n_bands)."""
+        keys = list(keys)
+        if "spectra/eigenvalues" in keys:
+            keys += [k for k in ("spectra/weights", "spectra/n_bands") if k not in keys]
+        self.require(*keys)
+        n = len(self)
+        if not 0 <= lo <= hi <= n:
+            raise StoreError(f"{self.path}: rows [{lo}, {hi}) are not rows of the store [0, {n})")
+        rows: list[dict[str, Any]] = [{} for _ in range(hi - lo)]
+        for key in keys:
+            layout = DATASETS[key]
+            if key not in self.file:  # allowed to be absent (validated): an older schema
+                continue
+            dset = self.file[key]
+            if layout.indexing == "row":
+                values = list(dset[lo:hi])
+            else:
+                off = self.file[f"{key.split('/')[0]}/{layout.indexing}"][lo : hi + 1].astype(np.int64)
+                flat = dset[off[0] : off[-1]]
+                values = [flat[a - off[0] : b - off[0]] for a, b in pairwise(off)]
+            for row, value in zip(rows, values, strict=True):
+                row[layout.field] = _decode(layout, value)
+        for row in rows:
+            if "eigenvalues" in row:
+                flat, n_k, n_bands = row["eigenvalues"], len(row["weights"]), int(row["n_bands"])
+                n_spin = flat.size // (n_k * n_bands) if n_k * n_bands else 1
+                row["eigenvalues"] = flat.reshape(n_spin, n_k, n_bands)
+        return rows
+
+    def read_rows(self, lo: int, hi: int, fingerprints: Sequence[str] | None = None) -> list[StructureResult]:
+        """Rows [lo, hi) as StructureResults (``index`` = row), every dataset of `schema.DATASETS`
+        read once over the span.
+
+        Parameters
+        ----------
+        lo, hi : int
+            First and past-the-last row.
+        fingerprints : sequence of str, optional
+            Fingerprints to include (default: every stored one; rows of failed structures are NaN).
+        """
+        names = self.fingerprint_names if fingerprints is None else list(fingerprints)
+        for name in names:
+            if name not in self.fingerprint_names:
+                valid = ", ".join(self.fingerprint_names) or "none"
+                raise StoreError(f"{self.path}: no fingerprint {name!r}; stored: {valid}")
+        self.require(*(f"fingerprints/{name}" for name in names))
+        rows = self._read(lo, hi, [key for key, layout in DATASETS.items() if layout.field])
+        values = {name: self.file[f"fingerprints/{name}/values"][lo:hi] for name in names}
+        return [
+            StructureResult(
+                index=lo + j,
+                fingerprints={name: values[name][j] for name in names},
+                **{k: v for k, v in row.items() if k in _RESULT_FIELDS},
+            )
+            for j, row in enumerate(rows)
+        ]
+
     # spectra --------------------------------------------------------------
     def spectrum(self, i: int) -> dict[str, Any]:
         """Row `i` of /spectra: kpoints (n_k,3), weights (n_k,), eigenvalues (n_spin,n_k,n_bands) eV, ..."""
         self.require("spectra")
-        koff = self._get("spectra/kpoints_offset")
-        boff = self._get("spectra/bands_offset")
-        ka, kb = int(koff[i]), int(koff[i + 1])
-        ba, bb = int(boff[i]), int(boff[i + 1])
-        n_bands = int(self._get("spectra/n_bands")[i])
-        n_k = kb - ka
-        flat = self.file["spectra/eigenvalues"][ba:bb]
-        n_spin = flat.size // (n_k * n_bands) if n_k * n_bands else 1
-        out = {
-            "kpoints": self.file["spectra/kpoints"][ka:kb],
-            "weights": self.file["spectra/weights"][ka:kb],
-            "eigenvalues": flat.reshape(n_spin, n_k, n_bands),
-        }
-        for name in SPECTRA_SCALARS:
-            out[name] = float(self._get(f"spectra/{name}")[i])
-        return out
+        keys = [key for key, layout in DATASETS.items() if key.startswith("spectra/") and layout.field]
+        row = self._read(i, i + 1, keys)[0]
+        return {k: row[k] for k in ("kpoints", "weights", "eigenvalues", *SPECTRA_SCALARS)}
 
     def band_structure(self, i: int):
         """Row `i` as a sporep_hpc.bands.BandStructure (StoreError for a failed row)."""

@@ -27,14 +27,17 @@ Readers accept any 1.x store; datasets added in a minor version may be absent.
 
 n_spin of structure i is ``(bands_offset[i+1]-bands_offset[i]) / (n_k * n_bands[i])``.
 
-`LAYOUT` and `GROUP_LAYOUT` give each dataset's shape and dtype; readers check what they read against
-them (`sporep_hpc.store.validate`) and refuse a damaged store with StoreError naming the dataset.
+`DATASETS` and `GROUP_LAYOUT` are this layout as a table (name, dtype, units, per-row or ragged and by
+which offsets): the writer creates and writes the datasets by looping over it, `Store.read_rows` decodes
+rows with it, and readers check what they read against it (`sporep_hpc.store.validate`), refusing a
+damaged store with StoreError naming the dataset.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -56,98 +59,136 @@ STATUS_FAILED = -1
 #: /spectra scalar columns (one float64 per structure, eV except n_electrons).
 SPECTRA_SCALARS = ("n_electrons", "fermi_energy", "vbm", "cbm", "band_gap")
 
-UNITS = {
-    "structures/cell": "angstrom",
-    "structures/positions": "angstrom",
-    "spectra/kpoints": "fractional (reciprocal lattice)",
-    "spectra/weights": "1 (sum 1 per structure)",
-    "spectra/eigenvalues": "eV",
-    "spectra/n_electrons": "electrons",
-    "spectra/fermi_energy": "eV",
-    "spectra/vbm": "eV",
-    "spectra/cbm": "eV",
-    "spectra/band_gap": "eV",
-}
-
-
 @dataclass(frozen=True)
 class DatasetLayout:
-    """Shape and dtype of one dataset of the store: what `sporep_hpc.store.validate` checks.
+    """One dataset of the store: what the writer creates, the reader decodes and validation checks.
 
     Attributes
     ----------
     shape : tuple of int or str
         One entry per axis: an int (fixed length), ``"n"`` (number of structures: rows of
-        /structures/id), ``"n+1"`` (row offsets), ``"features"`` (length of the ``energies`` dataset of
-        the same group), ``"m"`` or ``"m-1"`` (length of the ``index`` dataset of the same group),
-        ``"*"`` (any length), or the name of an offsets dataset of the same group whose last value is
-        the length (ragged data).
+        /structures/id; a per-row dataset), ``"n+1"`` (row offsets), ``"features"`` (length of the
+        ``energies`` dataset of the same group), ``"m"`` or ``"m-1"`` (length of the ``index`` dataset
+        of the same group), ``"*"`` (any length), or the name of an offsets dataset of the same group
+        whose last value is the length (ragged data: the rows of structure i are
+        ``offsets[i]:offsets[i+1]``).
     kinds : str
         Accepted numpy dtype kinds: ``"S"`` fixed-width bytes, ``"i"`` signed and ``"u"`` unsigned
         integers, ``"f"`` floats.
+    dtype : str
+        The dtype this version writes (``"S64"``: fixed-width bytes of that width).
+    units : str
+        Attribute ``units`` ("" for none).
+    field : str
+        The `StructureResult` attribute a /structures or /spectra dataset holds ("" for offsets,
+        which follow from the ragged datasets that name them).
     offsets : bool
         Row offsets: start at 0 and never decrease.
     since : str
         Schema version that added the dataset (older stores may lack it; newer ones must have it).
     optional : bool
         May be absent in any version.
+    attrs : tuple of (str, str)
+        Further attributes the writer sets.
     """
 
     shape: tuple
     kinds: str
+    dtype: str = ""
+    units: str = ""
+    field: str = ""
     offsets: bool = False
     since: str = "1.0"
     optional: bool = False
+    attrs: tuple = ()
+
+    @property
+    def indexing(self) -> str:
+        """``"row"`` (one entry per structure), ``"offsets"`` (n+1) or the offsets dataset of ragged data."""
+        first = self.shape[0]
+        return {"n": "row", "n+1": "offsets"}.get(first, first)
+
+    @property
+    def width(self) -> int:
+        """Width in bytes of a fixed-width string dataset (0 for the others)."""
+        return int(self.dtype[1:]) if self.dtype.startswith("S") else 0
 
 
-#: Every dataset of /structures and /spectra.
-LAYOUT = {
-    "structures/id": DatasetLayout(("n",), "S"),
-    "structures/formula": DatasetLayout(("n",), "S"),
-    "structures/n_atoms": DatasetLayout(("n",), "iu"),
-    "structures/cell": DatasetLayout(("n", 3, 3), "f"),
-    "structures/status": DatasetLayout(("n",), "i"),
-    "structures/error": DatasetLayout(("n",), "S"),
-    "structures/atoms_offset": DatasetLayout(("n+1",), "iu", offsets=True),
-    "structures/numbers": DatasetLayout(("atoms_offset",), "iu"),
-    "structures/positions": DatasetLayout(("atoms_offset", 3), "f"),
-    "structures/properties_offset": DatasetLayout(("n+1",), "iu", offsets=True, since="1.2"),
-    "structures/properties": DatasetLayout(("properties_offset",), "u", since="1.2"),
-    "spectra/kpoints_offset": DatasetLayout(("n+1",), "iu", offsets=True),
-    "spectra/kpoints": DatasetLayout(("kpoints_offset", 3), "f"),
-    "spectra/weights": DatasetLayout(("kpoints_offset",), "f"),
-    "spectra/bands_offset": DatasetLayout(("n+1",), "iu", offsets=True),
-    "spectra/n_bands": DatasetLayout(("n",), "iu"),
-    "spectra/eigenvalues": DatasetLayout(("bands_offset",), "f"),
-    **{f"spectra/{name}": DatasetLayout(("n",), "f") for name in SPECTRA_SCALARS},
+def _row(kinds: str, dtype: str, field: str, tail: tuple = (), units: str = "", **kw) -> DatasetLayout:
+    return DatasetLayout(("n", *tail), kinds, dtype, units, field, **kw)
+
+
+def _offsets(since: str = "1.0") -> DatasetLayout:
+    return DatasetLayout(("n+1",), "iu", "int64", offsets=True, since=since)
+
+
+#: Every dataset of /structures and /spectra, in the order the writer creates and writes them.
+DATASETS = {
+    "structures/id": _row("S", f"S{ID_WIDTH}", "id"),
+    "structures/formula": _row("S", f"S{FORMULA_WIDTH}", "formula"),
+    "structures/n_atoms": _row("iu", "int64", "n_atoms"),
+    "structures/cell": _row("f", "float64", "cell", (3, 3), "angstrom"),
+    "structures/status": _row("i", "int8", "status"),
+    "structures/error": _row("S", f"S{ERROR_WIDTH}", "error"),
+    "structures/atoms_offset": _offsets(),
+    "structures/numbers": DatasetLayout(("atoms_offset",), "iu", "int64", field="numbers"),
+    "structures/positions": DatasetLayout(("atoms_offset", 3), "f", "float64", "angstrom", "positions"),
+    "structures/properties_offset": _offsets(since="1.2"),
+    "structures/properties": DatasetLayout(
+        ("properties_offset",), "u", "uint8", field="properties", since="1.2",
+        attrs=(("encoding", "UTF-8 JSON text per structure (properties_offset)"),),
+    ),
+    "spectra/kpoints_offset": _offsets(),
+    "spectra/kpoints": DatasetLayout(
+        ("kpoints_offset", 3), "f", "float64", "fractional (reciprocal lattice)", "kpoints"
+    ),
+    "spectra/weights": DatasetLayout(
+        ("kpoints_offset",), "f", "float64", "1 (sum 1 per structure)", "weights"
+    ),
+    "spectra/bands_offset": _offsets(),
+    "spectra/n_bands": _row("iu", "int64", "n_bands"),
+    "spectra/eigenvalues": DatasetLayout(("bands_offset",), "f", "float64", "eV", "eigenvalues"),
+    **{
+        f"spectra/{name}": _row("f", "float64", name, units="electrons" if name == "n_electrons" else "eV")
+        for name in SPECTRA_SCALARS
+    },
 }
 
-#: Datasets of each named group under /fingerprints, /similarity, /models (store/analysis.py), /neighbours.
+#: Datasets of each named group under /fingerprints, /similarity, /models (store/groups.py), /neighbours
+#: (analysis/neighbours.py). Similarity distances are in eV for the Wasserstein metric, else 1.
 GROUP_LAYOUT = {
     "fingerprints": {
-        "energies": DatasetLayout(("features",), "f"),
-        "values": DatasetLayout(("n", "features"), "f"),
+        "energies": DatasetLayout(("features",), "f", "float64", "eV"),
+        "values": DatasetLayout(("n", "features"), "f", "float64", "states/eV/cell"),
     },
     "similarity": {
-        "index": DatasetLayout(("m",), "iu"),
-        "distance": DatasetLayout(("m", "m"), "f"),
-        "linkage": DatasetLayout(("m-1", 4), "f", optional=True),
+        "index": DatasetLayout(("m",), "iu", "int64"),
+        "distance": DatasetLayout(("m", "m"), "f", "float64"),
+        "linkage": DatasetLayout(("m-1", 4), "f", "float64", optional=True),
     },
     "models": {
-        "energies": DatasetLayout(("features",), "f"),
-        "model": DatasetLayout(("*",), "u"),
+        "energies": DatasetLayout(("features",), "f", "float64", "eV"),
+        "model": DatasetLayout(("*",), "u", "uint8"),
     },
-    "neighbours": {  # k nearest per row (analysis/neighbours.py)
-        "index": DatasetLayout(("n", "*"), "i"),
-        "distance": DatasetLayout(("n", "*"), "f"),
+    "neighbours": {  # k nearest per row
+        "index": DatasetLayout(("n", "*"), "i", "int64"),
+        "distance": DatasetLayout(("n", "*"), "f", "float64"),
     },
 }
 
 #: Groups every store has (/similarity and /models appear only after post-processing).
 REQUIRED_GROUPS = ("structures", "spectra", "fingerprints")
 
+#: Root attribute of a merged store: JSON list of {file, rows, created, n_ranks} of its inputs.
+MERGED_FROM = "merged_from"
+
 #: Root attributes a reader relies on (JSON object for ``parameters``).
 ROOT_ATTRS = ("schema_version", "parameters")
+
+
+def timestamp() -> str:
+    """The current UTC time as the store writes it (``created`` attributes): ``2026-01-31T12:00:00Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def to_fixed(text: str, width: int) -> bytes:

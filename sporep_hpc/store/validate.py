@@ -1,4 +1,4 @@
-"""Checking a store against its layout (`schema.LAYOUT`, `schema.GROUP_LAYOUT`) before reading it.
+"""Checking a store against its layout (`schema.DATASETS`, `schema.GROUP_LAYOUT`) before reading it.
 
 A reader names the parts of the store it uses; each dataset of those parts is checked once:
 
@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from ..errors import StoreError
-from .schema import GROUP_LAYOUT, LAYOUT, REQUIRED_GROUPS, ROOT_ATTRS, SCHEMA_VERSION
+from .schema import DATASETS, GROUP_LAYOUT, REQUIRED_GROUPS, ROOT_ATTRS, SCHEMA_VERSION
 
 __all__ = ["ALL_PARTS", "StoreCheck", "require"]
 
@@ -102,7 +102,7 @@ class StoreCheck:
         for part in parts:
             part = part.strip("/") or "/"
             top = part.split("/")[0]
-            if part == "/" or part in LAYOUT:
+            if part == "/" or part in DATASETS:
                 keys.append(part)
             elif part in REQUIRED_GROUPS and part in GROUP_LAYOUT:  # /fingerprints: every named group
                 keys.append(f"group:{part}")
@@ -111,7 +111,7 @@ class StoreCheck:
                 keys.extend(self._named_groups(part))
             elif part in REQUIRED_GROUPS:  # /structures, /spectra
                 keys.append(f"group:{part}")
-                keys.extend(k for k in LAYOUT if k.startswith(part + "/"))
+                keys.extend(k for k in DATASETS if k.startswith(part + "/"))
             elif top in GROUP_LAYOUT and part.count("/") == 1:  # a named group
                 keys.append(f"group:{part}")
                 keys.extend(f"{part}/{ds}" for ds in GROUP_LAYOUT[top])
@@ -170,7 +170,7 @@ class StoreCheck:
 
     def _check_dataset(self, key: str) -> list[str]:
         top, *_, name = key.split("/")
-        layout = GROUP_LAYOUT[top][name] if top in GROUP_LAYOUT else LAYOUT[key]
+        layout = GROUP_LAYOUT[top][name] if top in GROUP_LAYOUT else DATASETS[key]
         parent = key.rsplit("/", 1)[0]
         if not isinstance(self.file.get(parent), h5py.Group):
             return self._check(f"group:{parent}") or [f"/{parent}: not a group"]

@@ -2,29 +2,36 @@
 
 `write_store` is collective over `comm` (all ranks call it with identical `header`
 and `fingerprint_meta`); each rank passes the rows [lo, hi) it owns (possibly none).
-Sizes are allgathered, ragged offsets come from an exclusive scan, strings are
+The datasets are those of `schema.DATASETS`, created and written in its order by one
+loop: sizes are allgathered, ragged offsets come from an exclusive scan, strings are
 fixed width, nothing is compressed. With `comm` None (or one rank) it is a plain
 serial writer: that is the fallback path, where rank 0 passes every row.
+
+`write_store_atomically` is how `run` and `merge` write a store: a space check, the
+write into ``<store>.partial`` (collective, or on rank 0), removal of the partial file
+on any failure (agreed by every rank), and the rename into place.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import StoreError
-from .h5 import open_h5, write_rows
+from .h5 import mpio_available, open_h5, write_rows
 from .schema import (
-    ERROR_WIDTH,
-    FORMULA_WIDTH,
-    ID_WIDTH,
+    DATASETS,
+    GROUP_LAYOUT,
+    MERGED_FROM,
     SCHEMA_VERSION,
     SPECTRA_SCALARS,
-    UNITS,
+    DatasetLayout,
     StructureResult,
     to_fixed,
 )
@@ -55,17 +62,43 @@ class StoreHeader:
     n_ranks: int
     version: str
     inputs_digest: str = ""  # SHA-256 of the run's inputs (attribute of /structures when set)
+    merged_from: str = ""  # JSON list of the inputs of a merge (root attribute when set)
 
 
-def _sizes(rows: Sequence[StructureResult]) -> np.ndarray:
-    out = np.zeros((len(rows), 4), dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i] = (r.n_atoms, r.n_kpoints, r.eigenvalues.size, len(r.properties.encode("utf-8")))
-    return out
+def _encode(layout: DatasetLayout, value: Any) -> np.ndarray:
+    """One structure's value of a dataset as an array of the dataset's dtype."""
+    if layout.width:
+        return np.array(to_fixed(value, layout.width), dtype=layout.dtype)
+    if isinstance(value, str):  # per-structure properties: UTF-8 bytes
+        return np.frombuffer(value.encode("utf-8"), dtype=np.uint8)
+    return np.asarray(value, dtype=layout.dtype)
 
 
-def _offsets(sizes: np.ndarray, base: int) -> np.ndarray:
-    return base + np.concatenate(([0], np.cumsum(sizes)))[:-1]
+def _columns(rows: Sequence[StructureResult]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(data of every dataset of `DATASETS` that holds a field, in rows order; the per-row sizes of
+    the ragged data of each offsets dataset). StoreError when two datasets ragged by the same offsets
+    disagree on a row's size (e.g. positions and numbers)."""
+    data: dict[str, np.ndarray] = {}
+    sizes: dict[str, np.ndarray] = {}
+    for key, layout in DATASETS.items():
+        if not layout.field:
+            continue
+        tail = tuple(layout.shape[1:])
+        parts = [_encode(layout, getattr(r, layout.field)).reshape(-1, *tail) for r in rows]
+        if layout.indexing == "row":
+            data[key] = np.array(parts, dtype=layout.dtype).reshape(len(rows), *tail)
+            continue
+        offsets = f"{key.split('/')[0]}/{layout.indexing}"
+        counts = np.array([len(p) for p in parts], dtype=np.int64)
+        if offsets in sizes and not np.array_equal(sizes[offsets], counts):
+            i = int(np.flatnonzero(sizes[offsets] != counts)[0])
+            raise StoreError(
+                f"structure {rows[i].id!r}: {layout.field} has {counts[i]} rows but "
+                f"{sizes[offsets][i]} by the other data indexed by {offsets}"
+            )
+        sizes[offsets] = counts
+        data[key] = np.concatenate(parts) if parts else np.zeros((0, *tail), dtype=layout.dtype)
+    return data, sizes
 
 
 def _fingerprint_block(rows: Sequence[StructureResult], name: str, n_features: int) -> np.ndarray:
@@ -133,6 +166,7 @@ def write_store(
         for k, r in enumerate(rows):
             if r.index != lo + k:
                 raise StoreError(f"row {k} of this rank has index {r.index}, expected {lo + k}")
+        data, sizes = _columns(rows)
         fp_values = {n: _fingerprint_block(rows, n, len(fingerprint_meta[n].energies)) for n in names}
     except StoreError as exc:
         problem = str(exc)
@@ -140,12 +174,12 @@ def write_store(
         problem = next((p for p in comm.allgather(problem) if p), "")
     if problem:
         raise StoreError(f"cannot write {path}: {problem}")
-    sizes = _sizes(rows)
-    local = sizes.sum(axis=0) if len(rows) else np.zeros(4, dtype=np.int64)
+    offsets = [key for key, layout in DATASETS.items() if layout.indexing == "offsets"]
+    local = np.array([sizes[key].sum() for key in offsets], dtype=np.int64)
     if comm is not None and comm.size > 1:
         counts = np.array(comm.allgather((lo, len(rows), *local.tolist())), dtype=np.int64)
         base = comm.exscan(local.copy())  # collective on every rank; rank 0 gets None
-        base = np.zeros(4, dtype=np.int64) if comm.rank == 0 else base
+        base = np.zeros(len(offsets), dtype=np.int64) if comm.rank == 0 else base
         starts = np.concatenate(([0], np.cumsum(counts[:, 1])))[:-1]
         held = counts[:, 1] > 0
         if counts[:, 1].sum() != n_total or not np.array_equal(counts[held, 0], starts[held]):
@@ -155,22 +189,16 @@ def write_store(
     else:
         if len(rows) != n_total or lo != 0:
             raise StoreError(f"a serial write needs all {n_total} rows from 0; got {len(rows)} from {lo}")
-        base = np.zeros(4, dtype=np.int64)
+        base = np.zeros(len(offsets), dtype=np.int64)
         total = local
-    n_atoms_total, n_k_total, n_eig_total, n_prop_total = (int(x) for x in total)
-    atom_off = _offsets(sizes[:, 0], int(base[0]))
-    k_off = _offsets(sizes[:, 1], int(base[1]))
-    e_off = _offsets(sizes[:, 2], int(base[2]))
-    p_off = _offsets(sizes[:, 3], int(base[3]))
+    start = {key: int(b) for key, b in zip(offsets, base, strict=True)}  # this rank's first ragged row
+    length = {key: int(t) for key, t in zip(offsets, total, strict=True)}  # ragged rows in the store
     last = lo + len(rows) == n_total and len(rows) > 0
-
-    def cat(arrays, shape_tail, dtype):
-        if not arrays:
-            return np.zeros((0, *shape_tail), dtype=dtype)
-        return np.concatenate([np.asarray(a, dtype=dtype).reshape(-1, *shape_tail) for a in arrays])
-
-    def with_end(offsets, end):
-        return np.append(offsets, end) if last else offsets
+    for key in offsets:  # this rank's offsets: an exclusive scan of its sizes, the end on the last rank
+        ends = start[key] + np.cumsum(sizes[key])
+        data[key] = np.concatenate(([start[key]], ends if last else ends[:-1])).astype(np.int64)
+        if not rows:
+            data[key] = data[key][:0]
 
     with open_h5(path, "w", comm) as f:
         f.attrs["schema_version"] = SCHEMA_VERSION
@@ -178,85 +206,160 @@ def write_store(
         f.attrs["created"] = header.created
         f.attrs["parameters"] = header.parameters_json
         f.attrs["n_ranks"] = int(header.n_ranks)
-        n = n_total
-        g = f.create_group("structures")
+        if header.merged_from:
+            f.attrs[MERGED_FROM] = header.merged_from
+        for group in ("structures", "spectra", "fingerprints"):
+            f.create_group(group)
         if header.inputs_digest:
-            g.attrs["inputs_digest"] = header.inputs_digest
-        s = f.create_group("spectra")
-        fg = f.create_group("fingerprints")
-        dsets = {
-            "structures/id": g.create_dataset("id", (n,), dtype=f"S{ID_WIDTH}"),
-            "structures/formula": g.create_dataset("formula", (n,), dtype=f"S{FORMULA_WIDTH}"),
-            "structures/n_atoms": g.create_dataset("n_atoms", (n,), dtype=np.int64),
-            "structures/cell": g.create_dataset("cell", (n, 3, 3), dtype=np.float64),
-            "structures/status": g.create_dataset("status", (n,), dtype=np.int8),
-            "structures/error": g.create_dataset("error", (n,), dtype=f"S{ERROR_WIDTH}"),
-            "structures/atoms_offset": g.create_dataset("atoms_offset", (n + 1,), dtype=np.int64),
-            "structures/numbers": g.create_dataset("numbers", (n_atoms_total,), dtype=np.int64),
-            "structures/positions": g.create_dataset("positions", (n_atoms_total, 3), dtype=np.float64),
-            "structures/properties_offset": g.create_dataset(
-                "properties_offset", (n + 1,), dtype=np.int64
-            ),
-            "structures/properties": g.create_dataset("properties", (n_prop_total,), dtype=np.uint8),
-            "spectra/kpoints_offset": s.create_dataset("kpoints_offset", (n + 1,), dtype=np.int64),
-            "spectra/kpoints": s.create_dataset("kpoints", (n_k_total, 3), dtype=np.float64),
-            "spectra/weights": s.create_dataset("weights", (n_k_total,), dtype=np.float64),
-            "spectra/bands_offset": s.create_dataset("bands_offset", (n + 1,), dtype=np.int64),
-            "spectra/n_bands": s.create_dataset("n_bands", (n,), dtype=np.int64),
-            "spectra/eigenvalues": s.create_dataset("eigenvalues", (n_eig_total,), dtype=np.float64),
-        }
-        for name in SPECTRA_SCALARS:
-            dsets[f"spectra/{name}"] = s.create_dataset(name, (n,), dtype=np.float64)
-        for key, unit in UNITS.items():
-            dsets[key].attrs["units"] = unit
-        dsets["structures/properties"].attrs["encoding"] = "UTF-8 JSON text per structure (properties_offset)"
+            f["structures"].attrs["inputs_digest"] = header.inputs_digest
+        dsets = {}
+        for key, layout in DATASETS.items():
+            rows_on_disk = {"row": n_total, "offsets": n_total + 1}.get(layout.indexing)
+            if rows_on_disk is None:  # ragged
+                rows_on_disk = length[f"{key.split('/')[0]}/{layout.indexing}"]
+            dsets[key] = _create(f, key, layout, (rows_on_disk, *layout.shape[1:]))
         fp_dsets = {}
+        fp_layout = GROUP_LAYOUT["fingerprints"]
         for name in names:
             meta = fingerprint_meta[name]
             energies = np.asarray(meta.energies, dtype=np.float64)
-            grp = fg.create_group(name)
+            grp = f["fingerprints"].create_group(name)
             for key in sorted(meta.attrs):
                 value = meta.attrs[key]
                 grp.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-            e = grp.create_dataset("energies", (len(energies),), dtype=np.float64)
-            e.attrs["units"] = "eV"
-            v = grp.create_dataset("values", (n, len(energies)), dtype=np.float64)
-            v.attrs["units"] = "states/eV/cell"
+            e = _create(f, f"fingerprints/{name}/energies", fp_layout["energies"], (len(energies),))
+            v = _create(f, f"fingerprints/{name}/values", fp_layout["values"], (n_total, len(energies)))
             fp_dsets[name] = (e, v, energies)
 
-        def w(dset, start, data):  # write, then agree: a failure on any rank stops every rank here
-            agree(comm, path, lambda: write_rows(dset, start, data))
+        def w(dset, at, values):  # write, then agree: a failure on any rank stops every rank here
+            agree(comm, path, lambda: write_rows(dset, at, values))
 
-        ids = np.array([to_fixed(r.id, ID_WIDTH) for r in rows], dtype=f"S{ID_WIDTH}")
-        w(dsets["structures/id"], lo, ids)
-        w(
-            dsets["structures/formula"],
-            lo,
-            np.array([to_fixed(r.formula, FORMULA_WIDTH) for r in rows], dtype=f"S{FORMULA_WIDTH}"),
-        )
-        w(dsets["structures/n_atoms"], lo, sizes[:, 0])
-        w(dsets["structures/cell"], lo, cat([r.cell for r in rows], (3, 3), np.float64))
-        w(dsets["structures/status"], lo, np.array([r.status for r in rows], dtype=np.int8))
-        w(
-            dsets["structures/error"],
-            lo,
-            np.array([to_fixed(r.error, ERROR_WIDTH) for r in rows], dtype=f"S{ERROR_WIDTH}"),
-        )
-        w(dsets["structures/atoms_offset"], lo, with_end(atom_off, n_atoms_total))
-        w(dsets["structures/numbers"], int(base[0]), cat([r.numbers for r in rows], (), np.int64))
-        w(dsets["structures/positions"], int(base[0]), cat([r.positions for r in rows], (3,), np.float64))
-        w(dsets["structures/properties_offset"], lo, with_end(p_off, n_prop_total))
-        props = b"".join(r.properties.encode("utf-8") for r in rows)
-        w(dsets["structures/properties"], int(base[3]), np.frombuffer(props, dtype=np.uint8))
-        w(dsets["spectra/kpoints_offset"], lo, with_end(k_off, n_k_total))
-        w(dsets["spectra/kpoints"], int(base[1]), cat([r.kpoints for r in rows], (3,), np.float64))
-        w(dsets["spectra/weights"], int(base[1]), cat([r.weights for r in rows], (), np.float64))
-        w(dsets["spectra/bands_offset"], lo, with_end(e_off, n_eig_total))
-        w(dsets["spectra/n_bands"], lo, np.array([r.n_bands for r in rows], dtype=np.int64))
-        w(dsets["spectra/eigenvalues"], int(base[2]), cat([r.eigenvalues for r in rows], (), np.float64))
-        for name in SPECTRA_SCALARS:
-            w(dsets[f"spectra/{name}"], lo, np.array([getattr(r, name) for r in rows], dtype=np.float64))
+        for key, layout in DATASETS.items():
+            ragged = layout.indexing not in ("row", "offsets")
+            w(dsets[key], start[f"{key.split('/')[0]}/{layout.indexing}"] if ragged else lo, data[key])
         for name in names:
             e, v, energies = fp_dsets[name]
             w(e, 0, energies if (comm is None or comm.rank == 0) else energies[:0])
             w(v, lo, fp_values[name])
+
+
+def _create(f: Any, key: str, layout: DatasetLayout, shape: tuple) -> Any:
+    """Dataset `key` of `layout`'s dtype with its attributes (units, ...)."""
+    dset = f.create_dataset(key, shape, dtype=layout.dtype)
+    if layout.units:
+        dset.attrs["units"] = layout.units
+    for name, value in layout.attrs:
+        dset.attrs[name] = value
+    return dset
+
+
+def writes_collectively(comm: Any) -> bool:
+    """True when the ranks of `comm` write a store together (mpio); else rank 0 writes every row."""
+    return comm is not None and comm.size > 1 and mpio_available()
+
+
+def partial_path(path: Any) -> Path:
+    """``<path>.partial``: where a store is written before it is renamed into place."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def store_bytes(rows: Sequence[StructureResult]) -> int:
+    """Bytes these rows take in the store (datasets only; HDF5's metadata is small beside them)."""
+    strings = sum(layout.width for layout in DATASETS.values())
+    total = 0
+    for r in rows:
+        floats = r.eigenvalues.size + 4 * r.n_kpoints + 4 * r.n_atoms + 9 + len(SPECTRA_SCALARS)
+        floats += sum(np.size(v) for v in r.fingerprints.values())
+        total += 8 * floats + len(r.properties.encode("utf-8")) + strings + 40
+    return total
+
+
+def check_space(path: Path, needed: int) -> None:
+    """StoreError if the file system of `path` has less than `needed` bytes (plus 5 % and 1 MiB) free."""
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return  # cannot tell: the write itself will say
+    free = fs.f_bavail * fs.f_frsize
+    if free < needed * 1.05 + (1 << 20):
+        raise StoreError(
+            f"not enough space for the store {path}: it needs about {needed / 1e6:.1f} MB and "
+            f"{free / 1e6:.1f} MB are free"
+        )
+
+
+def _together(comm: Any, fn: Callable[[], Any], *, root_only: bool = False) -> Any:
+    """`fn`'s value on rank 0, run on every rank of `comm` (or on rank 0 alone); a StoreError or OSError
+    on any rank is raised as the same StoreError on every rank, marked ``agreed`` (no rank is left
+    waiting in a collective; the CLI exits with code 3 instead of aborting the job)."""
+    rank = 0 if comm is None else comm.rank
+    value, problem = None, ""
+    if rank == 0 or not root_only:
+        try:
+            value = fn()
+        except (StoreError, OSError) as exc:
+            problem = str(exc)
+    if comm is not None and comm.size > 1:
+        problem = next((p for p in comm.allgather(problem) if p), "")
+        value = comm.bcast(value, root=0)
+    if problem:
+        error = StoreError(problem)
+        error.agreed = True
+        raise error
+    return value
+
+
+def write_store_atomically(
+    path: Any,
+    rows: Sequence[StructureResult],
+    lo: int,
+    n_total: int,
+    header: StoreHeader,
+    fingerprint_meta: Mapping[str, FingerprintMeta],
+    comm: Any = None,
+) -> int:
+    """Write the store `path` whole or not at all (collective over `comm`); return its size in bytes.
+
+    The store is written as `partial_path(path)` (a partial file of an earlier attempt is removed
+    first) after checking the file system has room for it, then renamed to `path` (replacing it).
+    With `writes_collectively(comm)` every rank passes its block of rows [lo, lo + len(rows)) and
+    the ranks write together (`write_store`); otherwise rank 0 passes every row (lo 0) and writes
+    alone, and the rows of the other ranks are ignored.
+
+    Raises
+    ------
+    StoreError
+        On every rank (``agreed``) when there is not enough space or any write fails (full disk,
+        quota, permission): the partial file is then removed and `path` is left as it was.
+    """
+    path = Path(path)
+    tmp = partial_path(path)
+    parallel = writes_collectively(comm)
+    needed = store_bytes(rows) if parallel or comm is None or comm.rank == 0 else 0
+    if comm is not None and comm.size > 1:
+        needed = sum(comm.allgather(needed))
+
+    def _prepare() -> None:
+        tmp.unlink(missing_ok=True)
+        check_space(tmp, needed)
+
+    try:
+        _together(comm, _prepare, root_only=True)
+        if parallel:
+            _together(comm, lambda: write_store(tmp, rows, lo, n_total, header, fingerprint_meta, comm))
+        else:
+            _together(
+                comm,
+                lambda: write_store(tmp, rows, 0, n_total, header, fingerprint_meta, None),
+                root_only=True,
+            )
+    except StoreError:
+        _together(comm, lambda: tmp.unlink(missing_ok=True), root_only=True)
+        raise
+
+    def _rename() -> int:
+        os.replace(tmp, path)
+        return path.stat().st_size
+
+    return _together(comm, _rename, root_only=True)

@@ -17,13 +17,14 @@ import pytest
 from mpi4py import MPI
 from pymatgen.core import Lattice, Structure
 
-import sporep_hpc.parallel.merge as merge_module
+import sporep_hpc.store.writer as writer_module
 from sporep_hpc.config import build_config
 from sporep_hpc.errors import StoreError
 from sporep_hpc.jobs import read_list
 from sporep_hpc.parallel.driver import run
-from sporep_hpc.parallel.merge import MERGED_FROM, merge_stores
+from sporep_hpc.parallel.merge import merge_stores
 from sporep_hpc.parallel.split import expected_ids, split_list
+from sporep_hpc.store.schema import MERGED_FROM
 
 pytestmark = pytest.mark.mpi
 
@@ -131,9 +132,9 @@ def test_collective_and_serial_paths_with_more_ranks_than_rows(comm, single, sha
     """Two one-row stores on up to 3 ranks (a rank owns no row); rank 0 alone (h5py without MPI) agrees."""
     a, b, reference = single / "si.h5", single / "c1.h5", single / "ref.h5"
     report = merge_stores([a, b], shared_tmp_path / "parallel.h5", comm)
-    assert report.parallel == (comm.size > 1 and merge_module.mpio_available())
+    assert report.parallel == (comm.size > 1 and writer_module.mpio_available())
     assert (report.n_rows, report.n_done, report.n_failed) == (2, 2, 0)
-    monkeypatch.setattr(merge_module, "mpio_available", lambda: False)
+    monkeypatch.setattr(writer_module, "mpio_available", lambda: False)
     assert not merge_stores([a, b], shared_tmp_path / "serial.h5", comm).parallel
     if comm.rank == 0:
         _assert_same_store(shared_tmp_path / "parallel.h5", reference)
@@ -153,7 +154,7 @@ def test_refusals_name_the_problem(comm, single, shared_tmp_path):
     a, b, c = single / "si.h5", single / "nacl.h5", single / "nacl-k025.h5"
     _expect_error_on_every_rank(
         comm,
-        r"different parameters: kdensity is 0.3 in .*si.h5 but 0.25 in .*nacl-k025.h5",
+        r"different parameters: kdensity: 0.3 -> 0.25 \(from .*si.h5 to .*nacl-k025.h5\)",
         lambda: merge_stores([a, c], database / "x.h5", comm),
     )
     _on_root(comm, lambda: shutil.copy(a, database / "a2.h5"))
