@@ -1,5 +1,6 @@
 """References shared by the tests, independent of the code under test: smearing closed forms in
-numpy/scipy, and the brute-force optimal makespan of a task assignment.
+numpy/scipy, the brute-force optimal makespan of a task assignment, crystal structures written out by
+hand, PySCF cells with our primitives, malformed input files, and store comparison.
 
 δ(x) and θ(x) follow DESIGN.md §3 (x = (ε_ref − ε)/σ; Methfessel & Paxton PRB 40, 3616 (1989); Marzari et al.
 PRL 82, 3296 (1999)); Hermite polynomials come from numpy, not from our recurrence.
@@ -278,3 +279,99 @@ def assert_same_store(a, b):
             np.testing.assert_allclose(x, y, rtol=0, atol=1e-12, equal_nan=True, err_msg=key)
         else:
             np.testing.assert_array_equal(x, y, err_msg=key)
+
+
+# ---------------------------------------------------------------------------- crystals (Å)
+GENERAL_K = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.13, -0.27, 0.31], [0.41, 0.22, -0.05]])
+"""k-points (reciprocal-lattice units) off every symmetry element: Γ, a zone-boundary point, two general."""
+
+DIAMOND = [
+    [0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
+    [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75],
+]  # fmt: skip
+"""Fractional positions of the 8 atoms of the conventional cubic diamond cell."""
+
+
+def si_conventional(a: float = 5.43) -> Structure:
+    """Silicon's conventional cubic cell (8 atoms, lattice constant `a` Å)."""
+    return Structure(Lattice.cubic(a), ["Si"] * 8, DIAMOND)
+
+
+def fcc(a: float, species: list[str], frac: list[list[float]]) -> Structure:
+    """An fcc primitive cell of cubic lattice constant `a` Å with atoms at `frac` (primitive-cell units)."""
+    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), species, frac)
+
+
+def zincblende(a: float, x: str, y: str) -> Structure:
+    return fcc(a, [x, y], [[0, 0, 0], [0.25, 0.25, 0.25]])
+
+
+def rocksalt(a: float, x: str, y: str) -> Structure:
+    return fcc(a, [x, y], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def si_diamond() -> Structure:
+    return zincblende(5.431, "Si", "Si")
+
+
+def batio3_cubic() -> Structure:
+    return Structure(Lattice.cubic(4.00), ["Ba", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def rutile_tio2() -> Structure:
+    u = 0.3049
+    return Structure(Lattice.tetragonal(4.594, 2.959), ["Ti", "Ti", "O", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [u, u, 0], [1 - u, 1 - u, 0], [0.5 + u, 0.5 - u, 0.5],
+                      [0.5 - u, 0.5 + u, 0.5]])
+
+
+def ceo2_fluorite() -> Structure:
+    return fcc(5.411, ["Ce", "O", "O"], [[0, 0, 0], [0.25, 0.25, 0.25], [0.75, 0.75, 0.75]])
+
+
+def triclinic() -> Structure:
+    """Four atoms of four elements in a cell with no symmetry."""
+    lat = Lattice.from_parameters(3.9, 4.4, 5.1, 77.0, 96.0, 104.0)
+    return Structure(lat, ["Al", "P", "N", "H"],
+                     [[0.05, 0.1, 0.02], [0.52, 0.43, 0.47], [0.21, 0.77, 0.64], [0.81, 0.33, 0.86]])
+
+
+# ---------------------------------------------------------------------------- PySCF (libcint)
+BOHR_ANGSTROM = 0.529177210903  # Å per Bohr, CODATA 2018 (written here, not taken from the code under test)
+
+
+def pyscf_atoms(structure: Structure) -> list[tuple[str, np.ndarray]]:
+    """(symbol, Cartesian position in Bohr) of every site, PySCF's `atom` format."""
+    return [(site.specie.symbol, xyz) for site, xyz in zip(structure, structure.cart_coords / BOHR_ANGSTROM,
+                                                           strict=True)]
+
+
+def pyscf_cell(structure: Structure, basis, precision: float = 1e-13):
+    """A PySCF Cell with the same lattice, Cartesian positions (Bohr) and primitives as ours.
+
+    `precision` (PySCF's lattice-sum threshold) defaults tighter than ours (1e-12), so a difference
+    measures our truncation, not PySCF's.
+    """
+    from pyscf.pbc import gto  # heavy optional dependency: only the tests that compare with PySCF load it
+
+    symbols = [site.specie.symbol for site in structure]
+    cell = gto.Cell()
+    cell.a = structure.lattice.matrix / BOHR_ANGSTROM
+    cell.unit = "B"
+    cell.atom = pyscf_atoms(structure)
+    cell.basis = basis.to_pyscf(symbols)
+    cell.spin = sum(site.specie.Z for site in structure) % 2
+    cell.precision = precision
+    cell.verbose = 0
+    cell.build()
+    return cell
+
+
+def pyscf_matrices(structure: Structure, kpoints: np.ndarray, basis) -> tuple[np.ndarray, np.ndarray]:
+    """PySCF's S(k) and T(k) (n_k, n_ao, n_ao; Hartree) at `kpoints` (reciprocal-lattice units)."""
+    cell = pyscf_cell(structure, basis)
+    kabs = cell.get_abs_kpts(kpoints)
+    s = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kabs))
+    t = np.asarray(cell.pbc_intor("int1e_kin", hermi=1, kpts=kabs))
+    return s, t

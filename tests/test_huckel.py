@@ -18,11 +18,23 @@ import math
 import numpy as np
 import pytest
 import scipy.linalg
+from _references import (
+    GENERAL_K,
+    batio3_cubic,
+    ceo2_fluorite,
+    fcc,
+    pyscf_atoms,
+    pyscf_cell,
+    rocksalt,
+    si_diamond,
+    triclinic,
+    zincblende,
+)
 from numpy.testing import assert_allclose
 from pymatgen.core import Lattice, Structure
 from scipy.optimize import minimize_scalar
 
-from sporep_hpc.basis import atomic_number, load_basis
+from sporep_hpc.basis import load_basis
 from sporep_hpc.errors import InputError, ParameterError
 from sporep_hpc.examples.cnt import nanotube
 from sporep_hpc.huckel import (
@@ -34,42 +46,14 @@ from sporep_hpc.huckel import (
     orbital_energy,
     provenance,
 )
-from sporep_hpc.operators import BOHR_ANGSTROM, operator_matrices, operator_spectrum, spectrum_with_stats
+from sporep_hpc.operators import operator_matrices, operator_spectrum, spectrum_with_stats
 
 TOL_HA = 1e-8  # Hartree, DESIGN.md §3 (the matrices and eigenvalues against PySCF + scipy)
 DEGENERATE_EV = 1e-9  # eV: a symmetry-enforced degeneracy holds to rounding (lattice sums ~1e-12 Ha)
-GENERAL_K = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.13, -0.27, 0.31], [0.41, 0.22, -0.05]])
 L_LETTERS = "spdf"
 
 
 # ----------------------------------------------------------------------------- structures (Å)
-def fcc(a: float, species: list[str], frac: list[list[float]]) -> Structure:
-    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), species, frac)
-
-
-def zincblende(a: float, x: str, y: str) -> Structure:
-    return fcc(a, [x, y], [[0, 0, 0], [0.25, 0.25, 0.25]])
-
-
-def rocksalt(a: float, x: str, y: str) -> Structure:
-    return fcc(a, [x, y], [[0, 0, 0], [0.5, 0.5, 0.5]])
-
-
-def batio3_cubic() -> Structure:
-    return Structure(Lattice.cubic(4.00), ["Ba", "Ti", "O", "O", "O"],
-                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-
-
-def ceo2_fluorite() -> Structure:
-    return fcc(5.411, ["Ce", "O", "O"], [[0, 0, 0], [0.25, 0.25, 0.25], [0.75, 0.75, 0.75]])
-
-
-def triclinic() -> Structure:
-    lat = Lattice.from_parameters(3.9, 4.4, 5.1, 77.0, 96.0, 104.0)
-    return Structure(lat, ["Al", "P", "N", "H"],
-                     [[0.05, 0.1, 0.02], [0.52, 0.43, 0.47], [0.21, 0.77, 0.64], [0.81, 0.33, 0.86]])
-
-
 def honeycomb(x: str, y: str, a: float) -> Structure:
     """Graphene-like sheet, 12 Å of vacuum; K = (1/3, 1/3, 0) in reciprocal-lattice units (γ = 120°)."""
     return Structure(Lattice.hexagonal(a, 12.0), [x, y], [[1 / 3, 2 / 3, 0.5], [2 / 3, 1 / 3, 0.5]])
@@ -85,7 +69,7 @@ def ch4_in_box(box: float) -> Structure:
 
 
 STRUCTURES = {
-    "Si": lambda: zincblende(5.431, "Si", "Si"),
+    "Si": si_diamond,
     "triclinic": triclinic,
     "BaTiO3": batio3_cubic,  # d on Ti, Ba 6s from the NIST fill
     "CeO2": ceo2_fluorite,  # f and d on Ce
@@ -98,11 +82,6 @@ def basis():
 
 
 # ----------------------------------------------------------------------------- PySCF references
-def _pyscf_atoms(structure: Structure) -> list:
-    return [(site.specie.symbol, xyz) for site, xyz in zip(structure, structure.cart_coords / BOHR_ANGSTROM,
-                                                           strict=True)]
-
-
 def _onsite_from_labels(labels) -> np.ndarray:
     """h per PySCF AO (Hartree) from PySCF's own AO labels (atom, symbol, shell such as '3p', component)."""
     h = [orbital_energy(sym, L_LETTERS.index(shell[-1])) for _, sym, shell, _ in labels]
@@ -111,18 +90,7 @@ def _onsite_from_labels(labels) -> np.ndarray:
 
 def pyscf_overlap(structure: Structure, kpoints: np.ndarray, basis) -> tuple[np.ndarray, np.ndarray]:
     """PySCF S(k) (n_k, n, n) with the same primitives and positions as ours, and h per AO (Hartree)."""
-    from pyscf.pbc import gto
-
-    symbols = [site.specie.symbol for site in structure]
-    cell = gto.Cell()
-    cell.a = structure.lattice.matrix / BOHR_ANGSTROM
-    cell.unit = "B"
-    cell.atom = _pyscf_atoms(structure)
-    cell.basis = basis.to_pyscf(symbols)
-    cell.spin = sum(atomic_number(s) for s in symbols) % 2
-    cell.precision = 1e-13  # tighter than ours (1e-12): the difference measures our truncation
-    cell.verbose = 0
-    cell.build()
+    cell = pyscf_cell(structure, basis)
     s = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=cell.get_abs_kpts(kpoints)))
     return s, _onsite_from_labels(cell.ao_labels(fmt=False))
 
@@ -228,7 +196,7 @@ def test_methane_in_growing_boxes_converges_to_the_molecule(basis):
     assert np.max(np.abs(spectra[7.0] - big)) > 1e-4  # the small box is visibly perturbed (the test can fail)
     # the molecule itself, from PySCF's molecular overlap and the same table
     st = ch4_in_box(16.0)
-    mol = gto.M(atom=_pyscf_atoms(st), unit="B", basis=basis.to_pyscf(["C", "H"]), verbose=0)
+    mol = gto.M(atom=pyscf_atoms(st), unit="B", basis=basis.to_pyscf(["C", "H"]), verbose=0)
     s = mol.intor("int1e_ovlp")
     h = _onsite_from_labels(mol.ao_labels(fmt=False))
     ref = scipy.linalg.eigh(huckel_reference(s, h), s, eigvals_only=True) * HARTREE_EV

@@ -14,80 +14,22 @@ import pytest
 from numpy.testing import assert_allclose
 
 pytest.importorskip("pyscf")
+from _references import (
+    GENERAL_K,
+    batio3_cubic,
+    ceo2_fluorite,
+    pyscf_matrices,
+    rutile_tio2,
+    si_diamond,
+    triclinic,
+)
 from pymatgen.core import Lattice, Structure
 
-from sporep_hpc.basis import atomic_number, load_basis
+from sporep_hpc.basis import load_basis
+from sporep_hpc.examples.cnt import nanotube
 from sporep_hpc.operators import BOHR_ANGSTROM, _cart_to_sph, operator_matrices
 
 TOL = 1e-8  # Hartree (DESIGN.md §3); the overlap is dimensionless and held to the same number
-
-GENERAL_K = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.13, -0.27, 0.31], [0.41, 0.22, -0.05]])
-
-
-# ----------------------------------------------------------------------------- structures (Å)
-def si_diamond() -> Structure:
-    a = 5.431
-    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Si", "Si"],
-                     [[0, 0, 0], [0.25, 0.25, 0.25]])
-
-
-def batio3_cubic() -> Structure:
-    return Structure(Lattice.cubic(4.00), ["Ba", "Ti", "O", "O", "O"],
-                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-
-
-def rutile_tio2() -> Structure:
-    u = 0.3049
-    return Structure(Lattice.tetragonal(4.594, 2.959), ["Ti", "Ti", "O", "O", "O", "O"],
-                     [[0, 0, 0], [0.5, 0.5, 0.5], [u, u, 0], [1 - u, 1 - u, 0], [0.5 + u, 0.5 - u, 0.5],
-                      [0.5 - u, 0.5 + u, 0.5]])
-
-
-def ceo2_fluorite() -> Structure:
-    a = 5.411
-    return Structure(Lattice([[0, a / 2, a / 2], [a / 2, 0, a / 2], [a / 2, a / 2, 0]]), ["Ce", "O", "O"],
-                     [[0, 0, 0], [0.25, 0.25, 0.25], [0.75, 0.75, 0.75]])
-
-
-def triclinic() -> Structure:
-    lat = Lattice.from_parameters(3.9, 4.4, 5.1, 77.0, 96.0, 104.0)
-    return Structure(lat, ["Al", "P", "N", "H"],
-                     [[0.05, 0.1, 0.02], [0.52, 0.43, 0.47], [0.21, 0.77, 0.64], [0.81, 0.33, 0.86]])
-
-
-def _rolled_tube(n: int, m: int, bond: float = 1.42, vacuum: float = 8.0) -> Structure:
-    """Fallback (n, m) nanotube from the standard roll-up construction (used if examples.cnt is absent)."""
-    a1 = bond * math.sqrt(3) * np.array([1.0, 0.0])
-    a2 = bond * math.sqrt(3) * np.array([0.5, math.sqrt(3) / 2])
-    ch = n * a1 + m * a2
-    d_r = math.gcd(2 * n + m, 2 * m + n)
-    t = ((2 * m + n) // d_r) * a1 - ((2 * n + m) // d_r) * a2
-    lc, lt = np.linalg.norm(ch), np.linalg.norm(t)
-    basis = [np.zeros(2), (a1 + a2) / 3.0]
-    frac = []
-    big = 2 * (n + m + 5)
-    for i in range(-big, big):
-        for j in range(-big, big):
-            for b in basis:
-                r = i * a1 + j * a2 + b
-                u, v = r @ ch / lc**2, r @ t / lt**2
-                if -1e-9 <= u < 1 - 1e-9 and -1e-9 <= v < 1 - 1e-9:
-                    frac.append((u, v))
-    radius = lc / (2 * math.pi)
-    box = 2 * radius + vacuum
-    coords = [[box / 2 + radius * math.cos(2 * math.pi * u), box / 2 + radius * math.sin(2 * math.pi * u),
-               v * lt] for u, v in frac]
-    return Structure(Lattice.from_parameters(box, box, lt, 90, 90, 90), ["C"] * len(coords), coords,
-                     coords_are_cartesian=True)
-
-
-def nanotube(n: int, m: int) -> Structure:
-    try:
-        from sporep_hpc.examples.cnt import nanotube as make
-    except ImportError:
-        return _rolled_tube(n, m)
-    return make(n, m, vacuum=8.0)
-
 
 STRUCTURES = {
     "Si": si_diamond,
@@ -96,32 +38,6 @@ STRUCTURES = {
     "CeO2": ceo2_fluorite,
     "triclinic": triclinic,
 }
-
-
-# ----------------------------------------------------------------------------- PySCF reference
-def pyscf_cell(structure: Structure, basis, precision: float = 1e-13):
-    """A PySCF Cell with the same lattice, Cartesian positions (Bohr) and primitives as ours."""
-    from pyscf.pbc import gto
-
-    symbols = [site.specie.symbol for site in structure]
-    cell = gto.Cell()
-    cell.a = structure.lattice.matrix / BOHR_ANGSTROM
-    cell.unit = "B"
-    cell.atom = [(s, xyz) for s, xyz in zip(symbols, structure.cart_coords / BOHR_ANGSTROM, strict=True)]
-    cell.basis = basis.to_pyscf(symbols)
-    cell.spin = sum(atomic_number(s) for s in symbols) % 2
-    cell.precision = precision
-    cell.verbose = 0
-    cell.build()
-    return cell
-
-
-def pyscf_matrices(structure: Structure, kpoints: np.ndarray, basis) -> tuple[np.ndarray, np.ndarray]:
-    cell = pyscf_cell(structure, basis)
-    kabs = cell.get_abs_kpts(kpoints)
-    s = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kabs))
-    t = np.asarray(cell.pbc_intor("int1e_kin", hermi=1, kpts=kabs))
-    return s, t
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +71,7 @@ def test_matrices_match_pyscf(name, basis):
 
 @pytest.mark.parametrize("chirality", [(6, 6), (10, 0)])
 def test_nanotube_matrices_match_pyscf(chirality, basis):
-    structure = nanotube(*chirality)
+    structure = nanotube(*chirality, vacuum=8.0)
     k = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.37]])  # along the tube axis (c)
     s, t = operator_matrices(structure, k, basis=basis)
     s_ref, t_ref = pyscf_matrices(structure, k, basis)

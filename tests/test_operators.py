@@ -17,14 +17,14 @@ from scipy.spatial.transform import Rotation
 
 from sporep_hpc.basis import load_basis
 from sporep_hpc.errors import InputError, ParameterError, SporepError
+from sporep_hpc.examples.cnt import nanotube
 from sporep_hpc.operators import HARTREE_EV, SpectrumStats, operator_spectrum, spectrum_with_stats
 
 pytest.importorskip("pyscf")
-from test_integrals import (
+from _references import (
     GENERAL_K,
     batio3_cubic,
     ceo2_fluorite,
-    nanotube,
     pyscf_matrices,
     rutile_tio2,
     si_diamond,
@@ -57,7 +57,7 @@ def test_kinetic_and_overlap_spectra_match_pyscf(make, basis):
 
 @pytest.mark.parametrize("chirality", [(6, 6), (10, 0)])
 def test_nanotube_spectrum_matches_pyscf(chirality, basis):
-    st = nanotube(*chirality)
+    st = nanotube(*chirality, vacuum=8.0)
     k = np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.21]])  # a time-reversal-invariant and a general k
     s_ref, t_ref = pyscf_matrices(st, k, basis)
     ref = np.array([scipy.linalg.eigh(t_ref[i], s_ref[i], eigvals_only=True) for i in range(2)])
