@@ -197,7 +197,7 @@ def test_property_labels_read_from_the_store_first(tmp_path, rng):
 
 def test_store_round_trip(tmp_path, rng):
     from sporep_hpc.fingerprints import FingerprintSpec, Window
-    from sporep_hpc.store.analysis import load_model
+    from sporep_hpc.store.groups import load_model
 
     x, labels, _ = _two_class_data(rng, n=40, f=20)
     spec = FingerprintSpec("fp", (Window("zero", 0.0, 10.0, 20, "gaussian", 0.5),))
@@ -276,7 +276,7 @@ def test_skops_round_trip_gives_identical_predictions(tmp_path, rng):
     import h5py
     import skops.io
 
-    from sporep_hpc.store.analysis import TRUSTED_MODEL_TYPES, load_model
+    from sporep_hpc.store.groups import TRUSTED_MODEL_TYPES, load_model
 
     path, other, res = _trained(tmp_path, rng)
     with h5py.File(path, "r") as f:

@@ -66,7 +66,7 @@ def test_demo_pipeline_reduced(tmp_path, monkeypatch, capsys):
     from scipy.spatial.distance import cdist
 
     from sporep_hpc.store import open_store
-    from sporep_hpc.store.analysis import read_similarity
+    from sporep_hpc.store.groups import read_similarity
 
     with open_store(store) as s:
         values, _, _ = s.fingerprints("kinetic")

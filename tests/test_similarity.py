@@ -199,7 +199,7 @@ def make_store(path, values, energies, ids=None, failed=(), attrs=None, name="ki
 
 @pytest.mark.parametrize("metric", sim.METRICS)
 def test_compute_similarity_store(tmp_path, dos_like, metric):
-    from sporep_hpc.store.analysis import read_similarity
+    from sporep_hpc.store.groups import read_similarity
 
     e, x = dos_like
     path = make_store(tmp_path / "s.h5", x, e, failed=(7,))
@@ -230,7 +230,7 @@ def test_compute_similarity_errors(tmp_path, dos_like):
 
 
 def test_no_linkage_beyond_max(tmp_path, dos_like):
-    from sporep_hpc.store.analysis import read_similarity
+    from sporep_hpc.store.groups import read_similarity
 
     e, x = dos_like
     path = make_store(tmp_path / "s.h5", x[:6], e)

@@ -5,14 +5,16 @@ References are the synthetic rows written, read back independently with plain h5
 
 import itertools
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import h5py
 import numpy as np
 import pytest
 
+import sporep_hpc.store.writer as writer_module
 from sporep_hpc.errors import StoreError
 from sporep_hpc.store import (
+    DATASETS,
     SCHEMA_VERSION,
     STATUS_DONE,
     STATUS_FAILED,
@@ -23,12 +25,15 @@ from sporep_hpc.store import (
     mpio_available,
     open_h5,
     open_store,
+    partial_path,
     read_band_structures,
     to_dataframe,
     to_fixed,
     write_rows,
     write_store,
+    write_store_atomically,
 )
+from sporep_hpc.store.schema import GROUP_LAYOUT
 
 N_FEAT = 7
 
@@ -55,13 +60,15 @@ def make_rows(rng, n=5, failed=(2,)):
     return rows
 
 
+HEADER = StoreHeader('{"kdensity": 0.15}', "2026-01-01T00:00:00Z", 1, "0.1.0")
+META = {
+    "fp": FingerprintMeta(np.linspace(-1, 1, N_FEAT), {"reference": "vbm", "spec": "{}"}),
+    "zz": FingerprintMeta(np.linspace(0, 1, 3), {"reference": "zero", "spec": "{}"}),
+}
+
+
 def write(path, rows):
-    header = StoreHeader('{"kdensity": 0.15}', "2026-01-01T00:00:00Z", 1, "0.1.0")
-    meta = {
-        "fp": FingerprintMeta(np.linspace(-1, 1, N_FEAT), {"reference": "vbm", "spec": "{}"}),
-        "zz": FingerprintMeta(np.linspace(0, 1, 3), {"reference": "zero", "spec": "{}"}),
-    }
-    write_store(path, rows, 0, len(rows), header, meta)
+    write_store(path, rows, 0, len(rows), HEADER, META)
 
 
 def test_schema_matches_design(tmp_path, rng):
@@ -209,3 +216,110 @@ def test_properties_round_trip_and_old_stores(tmp_path, rng):
         assert not store.has_properties
         assert store.properties(0) == {} and store.all_properties() == [{}] * 5
     assert list(to_dataframe(path)["properties"]) == [""] * 5
+
+
+def _datasets(path):
+    """{name: h5py dataset} of every dataset in the file at `path` (read with plain h5py)."""
+    found = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: found.update({name: (obj.dtype, dict(obj.attrs))})
+                     if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def test_every_dataset_written_is_in_the_table_and_back(tmp_path, rng):
+    path = tmp_path / "s.h5"
+    write(path, make_rows(rng))
+    written = _datasets(path)
+    table = dict(DATASETS)
+    for name in META:
+        table.update({f"fingerprints/{name}/{ds}": lay for ds, lay in GROUP_LAYOUT["fingerprints"].items()})
+    assert sorted(written) == sorted(table)
+    for key, (dtype, attrs) in written.items():
+        layout = table[key]
+        assert dtype == np.dtype(layout.dtype), key
+        assert dtype.kind in layout.kinds, key
+        assert attrs.get("units", "") == layout.units, key
+        assert {k: v for k, v in attrs.items() if k != "units"} == dict(layout.attrs), key
+    # the units the design names (DESIGN §5), independent of the table
+    assert written["spectra/eigenvalues"][1]["units"] == "eV"
+    assert written["structures/cell"][1]["units"] == "angstrom"
+    assert written["spectra/n_electrons"][1]["units"] == "electrons"
+    assert written["fingerprints/fp/values"][1]["units"] == "states/eV/cell"
+
+
+def _assert_same_row(got, want, names):
+    for f in fields(StructureResult):
+        a, b = getattr(got, f.name), getattr(want, f.name)
+        if f.name == "fingerprints":
+            assert sorted(a) == sorted(names), want.id
+            for name in names:
+                expected = b.get(name, np.full(len(META[name].energies), np.nan))
+                np.testing.assert_array_equal(a[name], expected)  # NaN rows of failed structures equal
+        elif isinstance(b, np.ndarray):
+            np.testing.assert_array_equal(a, b, err_msg=f"{want.id}: {f.name}")
+            assert a.shape == b.shape, (want.id, f.name)
+        elif isinstance(b, float) and np.isnan(b):
+            assert np.isnan(a), (want.id, f.name)
+        else:
+            assert a == b, (want.id, f.name)
+
+
+def test_read_rows_returns_what_was_written(tmp_path, rng):
+    rows = make_rows(rng, n=6, failed=(2,))
+    texts = ['{"a":1}', "", "", '{"label":"\u00e9t\u00e9"}', "", '{"z":[1,2]}']
+    rows = [replace(r, properties=t) for r, t in zip(rows, texts, strict=True)]
+    path = tmp_path / "s.h5"
+    write(path, rows)
+    with open_store(path) as store:
+        for got, want in zip(store.read_rows(0, 6), rows, strict=True):
+            _assert_same_row(got, want, ["fp", "zz"])
+        span = store.read_rows(1, 4, fingerprints=["zz"])  # a span not starting at row 0
+        assert [r.index for r in span] == [1, 2, 3]
+        for got, want in zip(span, rows[1:4], strict=True):
+            _assert_same_row(got, want, ["zz"])
+        assert store.read_rows(3, 3) == []
+        with pytest.raises(StoreError, match=r"rows \[4, 9\) are not rows of the store \[0, 6\)"):
+            store.read_rows(4, 9)
+        with pytest.raises(StoreError, match="no fingerprint 'nope'"):
+            store.read_rows(0, 1, fingerprints=["nope"])
+    # written again from what was read: the same file content
+    with open_store(path) as store:
+        again = store.read_rows(0, 6)
+    write(tmp_path / "again.h5", again)
+    with h5py.File(path, "r") as a, h5py.File(tmp_path / "again.h5", "r") as b:
+        for key in _datasets(path):
+            assert a[key][()].tobytes() == b[key][()].tobytes(), key
+
+
+def test_write_store_atomically_renames_or_leaves_nothing(tmp_path, rng, monkeypatch):
+    rows = make_rows(rng)
+    path = tmp_path / "s.h5"
+    partial = partial_path(path)
+    partial.write_bytes(b"left by an earlier attempt")
+    size = write_store_atomically(path, rows, 0, len(rows), HEADER, META)
+    assert size == path.stat().st_size and not partial.exists()
+    with open_store(path) as store:
+        assert store.ids == [r.id for r in rows]
+    before = path.read_bytes()
+
+    def failing(dset, start, data):  # an I/O error in the middle of the write (after some datasets)
+        if dset.name == "/spectra/eigenvalues":
+            raise OSError(28, "No space left on device")
+        write_rows(dset, start, data)
+
+    monkeypatch.setattr(writer_module, "write_rows", failing)
+    with pytest.raises(StoreError, match="No space left on device") as info:
+        write_store_atomically(path, rows, 0, len(rows), HEADER, META)
+    assert info.value.agreed
+    assert not partial.exists()
+    assert path.read_bytes() == before  # the store in place is untouched
+    monkeypatch.undo()
+
+    class Full:  # statvfs of a file system with 1 MiB free
+        f_bavail, f_frsize = 256, 4096
+
+    monkeypatch.setattr(writer_module.os, "statvfs", lambda _: Full())
+    with pytest.raises(StoreError, match="not enough space for the store"):
+        write_store_atomically(tmp_path / "t.h5", rows, 0, len(rows), HEADER, META)
+    assert not (tmp_path / "t.h5").exists() and not partial_path(tmp_path / "t.h5").exists()

@@ -567,7 +567,7 @@ def classify_store(
         Write the model into the store.
     """
     from ..store import STATUS_DONE, open_store
-    from ..store import analysis as store_analysis
+    from ..store import groups as store_groups
 
     config = config or ClassifierConfig()
     with open_store(path) as store:
@@ -592,7 +592,7 @@ def classify_store(
         values[usable], [labelled[i] for i in usable], energies, config, ids=[ids[i] for i in usable]
     )
     if save:
-        store_analysis.save_model(
+        store_groups.save_model(
             path,
             name or fingerprint,
             result.estimator.estimator,
@@ -690,9 +690,9 @@ def predict_store(
     """
     from ..fingerprints import FingerprintSpec
     from ..store import STATUS_DONE, open_store
-    from ..store import analysis as store_analysis
+    from ..store import groups as store_groups
 
-    record = store_analysis.load_model(model_store, model, trust_pickle=trust_pickle)
+    record = store_groups.load_model(model_store, model, trust_pickle=trust_pickle)
     est = _labelled(record, model_store)
     fp_name = fingerprint or record.attrs["fingerprint"]
     with open_store(path) as store:

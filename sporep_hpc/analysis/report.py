@@ -105,7 +105,7 @@ def _section_tubes(distance, ids, metric) -> list[str]:
 
 
 def _section_model(path, name) -> list[str]:
-    from ..store.analysis import MODEL_FORMAT, load_model, model_names
+    from ..store.groups import MODEL_FORMAT, load_model, model_names
 
     names = model_names(path)
     if not names:
@@ -147,7 +147,7 @@ def store_report(path, *, similarity: str | None = None, model: str | None = Non
     plots : path, optional
         Directory whose PNG files are listed.
     """
-    from ..store.analysis import read_similarity, similarity_names
+    from ..store.groups import read_similarity, similarity_names
 
     lines = _section_store(path)
     sims = similarity_names(path)

@@ -422,7 +422,7 @@ def compute_similarity(
     """Distance matrix of a stored fingerprint, written to /similarity/<name> with its clustering.
 
     Every rank of `comm` calls this. Each rank reads the fingerprints, computes its tiles
-    (`tile_grid`) and the tiles are written collectively (`store.analysis.write_similarity`), never
+    (`tile_grid`) and the tiles are written collectively (`store.groups.write_similarity`), never
     holding the N × N matrix. Rank 0 then reads the matrix back for the linkage when n <= max_linkage.
 
     Parameters
@@ -445,7 +445,7 @@ def compute_similarity(
         OpenMP threads per rank.
     """
     from ..store import STATUS_DONE, open_store
-    from ..store import analysis as store_analysis
+    from ..store import groups as store_groups
 
     check_choice("metric", metric, METRICS)
     check_choice("linkage_method", linkage_method, LINKAGE_METHODS)
@@ -472,7 +472,7 @@ def compute_similarity(
         "tile": int(tile),
         "fingerprint_attrs": {k: v if isinstance(v, (str, int, float)) else str(v) for k, v in attrs.items()},
     }
-    store_analysis.write_similarity(
+    store_groups.write_similarity(
         path, name, tiles, n=tiles.n, rounds=tiles.rounds, index=index, attrs=group_attrs, tile=int(tile),
         comm=comm,
     )
@@ -481,9 +481,9 @@ def compute_similarity(
         problem = ""
         if comm is None or comm.rank == 0:
             try:
-                record = store_analysis.read_similarity(path, name)
+                record = store_groups.read_similarity(path, name)
                 linkage = cluster(record.distance, linkage_method)
-                store_analysis.write_linkage(path, name, linkage, linkage_method)
+                store_groups.write_linkage(path, name, linkage, linkage_method)
             except (SporepError, OSError, ValueError) as exc:
                 problem = str(exc)
         if comm is not None:  # every rank learns the outcome: none waits for a failed rank 0

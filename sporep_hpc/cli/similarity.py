@@ -90,7 +90,7 @@ def similarity_figures(path, name: str, out_dir, groups=None) -> list[Path]:
     from .. import plots
     from ..analysis.similarity import window_offsets_from_attrs
     from ..store import open_store
-    from ..store.analysis import read_similarity
+    from ..store.groups import read_similarity
 
     out_dir = Path(out_dir)
     rec = read_similarity(path, name)
@@ -146,7 +146,7 @@ def example_groups(ids) -> list[str] | None:
 
 def similarity_command(args) -> int:
     from ..analysis.similarity import compute_similarity
-    from ..store.analysis import read_similarity
+    from ..store.groups import read_similarity
     from . import import_mpi, setup_logging
 
     comm = import_mpi().COMM_WORLD

@@ -26,11 +26,11 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from .schema import timestamp
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class StoreLock:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "start": _process_start(os.getpid()),
-            "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "started": timestamp(),
             "command": self.command,
         }
         for _ in range(3):

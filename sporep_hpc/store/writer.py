@@ -217,7 +217,7 @@ def write_store(
             rows_on_disk = {"row": n_total, "offsets": n_total + 1}.get(layout.indexing)
             if rows_on_disk is None:  # ragged
                 rows_on_disk = length[f"{key.split('/')[0]}/{layout.indexing}"]
-            dsets[key] = _create(f, key, layout, (rows_on_disk, *layout.shape[1:]))
+            dsets[key] = create_dataset(f, key, layout, shape=(rows_on_disk, *layout.shape[1:]))
         fp_dsets = {}
         fp_layout = GROUP_LAYOUT["fingerprints"]
         for name in names:
@@ -227,8 +227,8 @@ def write_store(
             for key in sorted(meta.attrs):
                 value = meta.attrs[key]
                 grp.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-            e = _create(f, f"fingerprints/{name}/energies", fp_layout["energies"], (len(energies),))
-            v = _create(f, f"fingerprints/{name}/values", fp_layout["values"], (n_total, len(energies)))
+            e = create_dataset(grp, "energies", fp_layout["energies"], shape=(len(energies),))
+            v = create_dataset(grp, "values", fp_layout["values"], shape=(n_total, len(energies)))
             fp_dsets[name] = (e, v, energies)
 
         def w(dset, at, values):  # write, then agree: a failure on any rank stops every rank here
@@ -243,9 +243,10 @@ def write_store(
             w(v, lo, fp_values[name])
 
 
-def _create(f: Any, key: str, layout: DatasetLayout, shape: tuple) -> Any:
-    """Dataset `key` of `layout`'s dtype with its attributes (units, ...)."""
-    dset = f.create_dataset(key, shape, dtype=layout.dtype)
+def create_dataset(parent: Any, key: str, layout: DatasetLayout, **kwargs: Any) -> Any:
+    """Dataset `key` of h5py group `parent`, of `layout`'s dtype, with its attributes (units, ...);
+    `kwargs` go to h5py (shape, data, chunks)."""
+    dset = parent.create_dataset(key, dtype=layout.dtype, **kwargs)
     if layout.units:
         dset.attrs["units"] = layout.units
     for name, value in layout.attrs:

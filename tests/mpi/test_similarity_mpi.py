@@ -49,7 +49,7 @@ def test_in_memory_matrix_rank_invariant(comm, metric, n, tile):
 def test_store_rank_invariant(comm, shared_tmp_path, monkeypatch, metric, force_serial):
     from scipy.spatial.distance import cdist
 
-    from sporep_hpc.store.analysis import read_similarity
+    from sporep_hpc.store.groups import read_similarity
 
     if force_serial:
         monkeypatch.setenv("SPOREP_FORCE_SERIAL_HDF5", "1")
@@ -66,7 +66,7 @@ def test_store_rank_invariant(comm, shared_tmp_path, monkeypatch, metric, force_
 
 
 def test_more_ranks_than_tiles(comm, shared_tmp_path):
-    from sporep_hpc.store.analysis import read_similarity
+    from sporep_hpc.store.groups import read_similarity
 
     e, x = _data(3)
     path = _store(comm, shared_tmp_path / "few.h5", x, e)

@@ -1,4 +1,5 @@
-"""Post-processing groups of a store: /similarity/<name> and /models/<name> (DESIGN §5).
+"""Groups post-processing adds to a store: /similarity/<name> and /models/<name> (DESIGN §5); their
+datasets are those of `schema.GROUP_LAYOUT` (dtype, units).
 
 ```
 /similarity/<name>/   distance (n, n) float64, chunked tile × tile, attrs: metric, fingerprint, tile,
@@ -18,7 +19,6 @@ which writes them. Dataset creation and attributes are done by every rank with t
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import zipfile
 from collections.abc import Iterable
@@ -31,7 +31,12 @@ import numpy as np
 
 from ..errors import StoreError
 from .h5 import mpio_available, open_h5
+from .schema import GROUP_LAYOUT, from_fixed, timestamp
 from .validate import require
+from .writer import create_dataset
+
+_SIMILARITY = GROUP_LAYOUT["similarity"]
+_MODELS = GROUP_LAYOUT["models"]
 
 __all__ = [
     "TRUSTED_MODEL_TYPES",
@@ -45,10 +50,6 @@ __all__ = [
     "write_linkage",
     "write_similarity",
 ]
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _attr(value: Any) -> Any:
@@ -135,7 +136,7 @@ def write_similarity(
     size = 1 if comm is None else comm.size
     parallel = size > 1 and mpio_available()
     writer = parallel or (comm is None or comm.rank == 0)
-    created = _now() if comm is None else comm.bcast(_now(), root=0)
+    created = timestamp() if comm is None else comm.bcast(timestamp(), root=0)
     f = dset = None
     failure: Exception | None = None
     try:
@@ -150,9 +151,9 @@ def write_similarity(
                 g.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
             g.attrs["created"] = created
             chunk = (min(n, tile), min(n, tile)) if n > 0 else None
-            dset = g.create_dataset("distance", shape=(n, n), dtype="f8", chunks=chunk)
+            dset = create_dataset(g, "distance", _SIMILARITY["distance"], shape=(n, n), chunks=chunk)
             dset.attrs["units"] = "eV" if attrs.get("metric") == "wasserstein" else "1"
-            g.create_dataset("index", data=np.asarray(index, dtype=np.int64))
+            create_dataset(g, "index", _SIMILARITY["index"], data=index)
     except (StoreError, OSError, KeyError, ValueError) as exc:
         failure = exc
     # every rank agrees before the write rounds (no rank left waiting in a collective)
@@ -197,7 +198,7 @@ def write_linkage(path: Any, name: str, linkage: np.ndarray, method: str) -> Non
         g = f[key]
         if "linkage" in g:
             del g["linkage"]
-        d = g.create_dataset("linkage", data=np.asarray(linkage, dtype=np.float64))
+        d = create_dataset(g, "linkage", _SIMILARITY["linkage"], data=linkage)
         d.attrs["method"] = method
 
 
@@ -235,8 +236,6 @@ def similarity_names(path: Any) -> list[str]:
 
 def read_similarity(path: Any, name: str, *, load_matrix: bool = True) -> SimilarityRecord:
     """Read /similarity/<name> (the whole matrix when `load_matrix`; use h5py slicing for huge ones)."""
-    from .schema import from_fixed
-
     path = Path(path)
     _require_store(path)
     with open_h5(path, "r") as f:
@@ -344,14 +343,13 @@ def save_model(path: Any, name: str, estimator: Any, energies: np.ndarray, attrs
         if name in grp:
             del grp[name]
         g = grp.create_group(name)
-        g.create_dataset("model", data=blob)
-        e = g.create_dataset("energies", data=np.asarray(energies, dtype=np.float64))
-        e.attrs["units"] = "eV"
+        create_dataset(g, "model", _MODELS["model"], data=blob)
+        create_dataset(g, "energies", _MODELS["energies"], data=energies)
         for key, value in attrs.items():
             g.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
         g.attrs["format"] = MODEL_FORMAT
         g.attrs["skops_version"] = skops.__version__
-        g.attrs["created"] = _now()
+        g.attrs["created"] = timestamp()
 
 
 def model_names(path: Any) -> list[str]:
