@@ -8,6 +8,11 @@ Two groups, kept apart on purpose:
 - `ExecutionOptions` decide *how* (schedule, threads, restart policy): they never change
   the result and are not compared on restart.
 
+Each setting is declared once (`sporep_hpc.params.Param`: type, default, range or choices, unit, help),
+beside the code that uses it, and listed here in `RUN_PARAMETERS` and `EXECUTION_OPTIONS`: the
+dataclasses' checks, the options of ``sporep-hpc run``, the TOML keys and the parameter diffs all come
+from these two tables.
+
 A TOML file holds either flat keys or the tables ``[parameters]`` and ``[execution]``;
 command-line flags override it. Unknown keys are an error naming the valid ones.
 """
@@ -18,29 +23,22 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._validation import check_choice, check_interval
+from ._validation import check_interval
 from .errors import ParameterError
-from .huckel import K_DEFAULT
-from .huckel import check_parameters as check_huckel
-from .kpoints import MAX_KPOINTS
+from .kpoints import KDENSITY, KDENSITY_MIN, KGRID_ROUNDING, MAX_ATOMIC_VOLUME, MAX_KPOINTS
+from .operators import BASIS, EXP_TO_DISCARD, HUCKEL_K, HUCKEL_WEIGHTED, LINDEP, OPERATOR, PRECISION
+from .params import Param, diff_texts
+from .structures import MAX_ATOMS, MIN_DISTANCE
 
-OPERATORS = ("kinetic", "overlap", "huckel")
-KGRID_ROUNDING = ("ceil", "round")
+#: Schedules of `sporep_hpc.parallel.driver` (declared here, below `parallel/`, so that the run's
+#: configuration and `sporep_hpc.jobs` can offer them without importing MPI code).
 SCHEDULES = ("dynamic", "static")
 RESTART_POLICIES = ("auto", "fresh")
 
-#: Volume per atom of the most open elemental crystal, rounded up (bcc Cs: 117 Å³), Å³.
-MAX_ATOMIC_VOLUME = 120.0
-#: Smallest kdensity, 1/Å: below it even a 1-atom cell of MAX_ATOMIC_VOLUME needs more than
-#: MAX_KPOINTS grid points ((2π)³ / (V kdensity³) points), so every structure would fail (about 0.0127).
-KDENSITY_MIN = 2.0 * math.pi / (MAX_ATOMIC_VOLUME * MAX_KPOINTS) ** (1.0 / 3.0)
-#: Smallest lattice-sum threshold: 10⁻³⁰ of the largest primitive overlap is far below what double
-#: precision resolves, and the screening radius (hence the memory) grows as √ln(1/precision).
-PRECISION_MIN = 1e-30
 #: Smallest memory budget per rank, bytes: below it not even the smallest structure fits.
 MIN_MEMORY = 16 * 2**20
 #: Units of `parse_bytes`: SI (kB, MB, GB, TB) and binary (K, M, G, T, KiB, MiB, GiB, TiB, as SLURM's --mem).
@@ -51,78 +49,124 @@ BYTE_UNITS = {
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
+def _fingerprint_names(value: Any) -> tuple[str, ...]:
+    """Preset names from a tuple/list or comma-separated text: non-empty, no repeats."""
+    names = value
+    if isinstance(names, str):
+        names = tuple(n.strip() for n in names.split(",") if n.strip())
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = ()
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ParameterError(f"fingerprints must be a non-empty list of preset names; got {value!r}")
+    if len(set(names)) != len(names):
+        raise ParameterError(f"fingerprints must not repeat a name; got {list(names)}")
+    return names
+
+
+def _memory_budget(value: Any) -> int:
+    size = parse_bytes("max_memory", value)
+    if size < MIN_MEMORY:
+        raise ParameterError(f"max_memory must be at least {format_bytes(MIN_MEMORY)}; got {value!r}")
+    return size
+
+
+FINGERPRINTS = Param("fingerprints", ("kinetic",), "comma-separated fingerprint presets", kind=str,
+                     parse=_fingerprint_names, metavar="NAME[,NAME...]")
+
+#: What a run computes, in the order of `RunParameters`' fields (stored with the results).
+RUN_PARAMETERS: tuple[Param, ...] = (
+    OPERATOR, BASIS, KDENSITY, KGRID_ROUNDING, EXP_TO_DISCARD, PRECISION, LINDEP, FINGERPRINTS, MAX_ATOMS,
+    MIN_DISTANCE, HUCKEL_K, HUCKEL_WEIGHTED,
+)
+
+#: Run parameters that change the spectra, hence the fingerprints (all but the fingerprint presets, which
+#: are compared through their specifications, and the limits deciding which structures are computed):
+#: a classification model refuses a store made with other values.
+SPECTRUM_PARAMETERS = tuple(
+    p.name for p in RUN_PARAMETERS if p.name not in (FINGERPRINTS.name, MAX_ATOMS.name, MIN_DISTANCE.name)
+)
+
+#: How a run is executed, in the order of `ExecutionOptions`' fields (never changes its results).
+EXECUTION_OPTIONS: tuple[Param, ...] = (
+    Param("schedule", "dynamic", "dynamic (RMA counter) or static (greedy LPT)", kind=str, choices=SCHEDULES),
+    Param("threads", None, "threads per rank (default: OMP_NUM_THREADS, else cores / ranks per node)",
+          kind=int, low=1, closed="left", optional=True),
+    Param("restart", "auto", "auto: resume from the journal (nothing to do if the store is up to date); "
+          "fresh: recompute, replacing the journal and the store", kind=str, choices=RESTART_POLICIES),
+    Param("progress_interval", 10.0, "seconds between progress lines", low=0.0, closed="neither", unit="s"),
+    Param("keep_journal", False, "keep <store>.journal/ after a successful assembly", kind=bool),
+    Param("split_kpoints", True, "never split a big structure into k-point chunks", kind=bool,
+          flag="--no-split"),
+    Param("max_memory", None, "memory budget per rank, bytes or with a unit (4GiB, 500MB); a structure "
+          "estimated to need more fails, parameters too big for any structure are refused (default: the "
+          "node's available memory / ranks on the node)", kind=str, optional=True, parse=_memory_budget,
+          metavar="SIZE"),
+)
+
+
+_EXEC = {p.name: p for p in EXECUTION_OPTIONS}
+
+
+def _check_fields(instance: Any, table: tuple[Param, ...]) -> None:
+    """Check and normalise every field of a frozen dataclass with its declaration."""
+    for p in table:
+        object.__setattr__(instance, p.name, p.check(getattr(instance, p.name)))
+
+
 @dataclass(frozen=True)
 class RunParameters:
     """What a run computes (stored with the results; compared on restart).
 
+    One field per declaration of `RUN_PARAMETERS`, in that order; the types, ranges, choices and
+    units are those of the declarations (``sporep-hpc run --help`` lists them).
+
     Attributes
     ----------
     operator : str
-        Operator whose generalised spectrum is computed: ``"kinetic"``, ``"huckel"`` (extended Hückel,
-        DESIGN.md §8.3) or ``"overlap"``.
+        Operator whose generalised spectrum is computed (`sporep_hpc.operators.OPERATOR`; ``"huckel"``:
+        extended Hückel, DESIGN.md §8.3).
     basis : str
         Gaussian basis name (``"ano-valence"`` or any basis_set_exchange name).
     kdensity : float
-        Monkhorst-Pack spacing, Å⁻¹, in [KDENSITY_MIN, inf) (KDENSITY_MIN ≈ 0.0127: a smaller spacing
-        gives even a 1-atom cell more than MAX_KPOINTS points).
+        Monkhorst-Pack spacing, Å⁻¹ (`sporep_hpc.kpoints.KDENSITY`: at least KDENSITY_MIN ≈ 0.0127, below
+        which even a 1-atom cell gets more than MAX_KPOINTS points).
     kgrid_rounding : str
-        n_i = ceil(|b_i| / kdensity) (``"ceil"``, guarantees the spacing) or round (``"round"``,
-        the original study's operator grids); DESIGN §3.
+        n_i = ceil(|b_i| / kdensity) (``"ceil"``) or round (``"round"``, the original study's grids).
     exp_to_discard : float
-        Primitives with smaller exponents are dropped, Bohr⁻², in [0, inf).
+        Primitives with smaller exponents are dropped, Bohr⁻².
     precision : float
-        Lattice-sum truncation threshold, in [PRECISION_MIN, 1e-3] (the operators refuse larger
-        values; smaller ones only widen the lattice sums far beyond double precision).
+        Lattice-sum truncation threshold (`sporep_hpc.operators.PRECISION`).
     lindep : float
-        Overlap eigenvalues below this are dropped (canonical orthogonalisation), in (0, 1).
+        Overlap eigenvalues below this are dropped (canonical orthogonalisation).
     fingerprints : tuple of str
-        Fingerprint preset names (sporep_hpc.fingerprints.PRESETS); at least one.
+        Fingerprint preset names (sporep_hpc.fingerprints.PRESETS); at least one, no repeats.
     max_atoms : int
-        Structures with more atoms are marked failed, in [1, inf).
+        Structures with more atoms are marked failed.
     min_distance : float
-        Structures with two atoms closer than this are marked failed, Å, in [0, inf).
+        Structures with two atoms closer than this are marked failed, Å.
     huckel_k : float
-        Wolfsberg-Helmholz constant K of the ``"huckel"`` operator, in (1, inf); default 1.75.
+        Wolfsberg-Helmholz constant K of the ``"huckel"`` operator.
     huckel_weighted : bool
         ``"huckel"`` with the weighted formula of Ammeter et al. (1978) instead of the plain K.
     """
 
-    operator: str = "kinetic"
-    basis: str = "ano-valence"
-    kdensity: float = 0.15
-    kgrid_rounding: str = "ceil"
-    exp_to_discard: float = 0.1
-    precision: float = 1e-12
-    lindep: float = 1e-8
-    fingerprints: tuple[str, ...] = ("kinetic",)
-    max_atoms: int = 200
-    min_distance: float = 0.5
-    huckel_k: float = K_DEFAULT
-    huckel_weighted: bool = False
+    operator: str = OPERATOR.default
+    basis: str = BASIS.default
+    kdensity: float = KDENSITY.default
+    kgrid_rounding: str = KGRID_ROUNDING.default
+    exp_to_discard: float = EXP_TO_DISCARD.default
+    precision: float = PRECISION.default
+    lindep: float = LINDEP.default
+    fingerprints: tuple[str, ...] = FINGERPRINTS.default
+    max_atoms: int = MAX_ATOMS.default
+    min_distance: float = MIN_DISTANCE.default
+    huckel_k: float = HUCKEL_K.default
+    huckel_weighted: bool = HUCKEL_WEIGHTED.default
 
     def __post_init__(self):
-        check_choice("operator", self.operator, OPERATORS)
-        if not isinstance(self.basis, str) or not self.basis:
-            raise ParameterError(f"basis must be a non-empty basis name; got {self.basis!r}")
-        check_interval("kdensity", self.kdensity, KDENSITY_MIN, None, closed="left", unit="1/Å")
-        check_choice("kgrid_rounding", self.kgrid_rounding, KGRID_ROUNDING)
-        check_interval("exp_to_discard", self.exp_to_discard, 0.0, None, closed="left", unit="1/Bohr^2")
-        check_interval("precision", self.precision, PRECISION_MIN, 1e-3)
-        check_interval("lindep", self.lindep, 0.0, 1.0, closed="neither")
-        check_interval("max_atoms", self.max_atoms, 1, None, closed="left", integer=True)
-        check_interval("min_distance", self.min_distance, 0.0, None, closed="left", unit="Å")
-        check_huckel(self.huckel_k, self.huckel_weighted)
-        names = self.fingerprints
-        if isinstance(names, str):
-            names = tuple(n.strip() for n in names.split(",") if n.strip())
-        names = tuple(names)
-        if not names or not all(isinstance(n, str) and n for n in names):
-            raise ParameterError(
-                f"fingerprints must be a non-empty list of preset names; got {self.fingerprints!r}"
-            )
-        if len(set(names)) != len(names):
-            raise ParameterError(f"fingerprints must not repeat a name; got {list(names)}")
-        object.__setattr__(self, "fingerprints", names)
+        _check_fields(self, RUN_PARAMETERS)
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) of these parameters."""
@@ -131,9 +175,7 @@ class RunParameters:
     @classmethod
     def from_json(cls, text: str) -> RunParameters:
         """Inverse of `to_json`."""
-        data = json.loads(text)
-        data["fingerprints"] = tuple(data["fingerprints"])
-        return cls(**data)
+        return cls(**json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -164,30 +206,16 @@ class ExecutionOptions:
         (`default_max_memory`).
     """
 
-    schedule: str = "dynamic"
-    threads: int | None = None
-    restart: str = "auto"
-    progress_interval: float = 10.0
-    keep_journal: bool = False
-    split_kpoints: bool = True
-    max_memory: int | str | None = None
+    schedule: str = _EXEC["schedule"].default
+    threads: int | None = _EXEC["threads"].default
+    restart: str = _EXEC["restart"].default
+    progress_interval: float = _EXEC["progress_interval"].default
+    keep_journal: bool = _EXEC["keep_journal"].default
+    split_kpoints: bool = _EXEC["split_kpoints"].default
+    max_memory: int | str | None = _EXEC["max_memory"].default
 
     def __post_init__(self):
-        check_choice("schedule", self.schedule, SCHEDULES)
-        if self.threads is not None:
-            check_interval("threads", self.threads, 1, None, closed="left", integer=True)
-        check_choice("restart", self.restart, RESTART_POLICIES)
-        check_interval("progress_interval", self.progress_interval, 0.0, None, closed="neither", unit="s")
-        for name in ("keep_journal", "split_kpoints"):
-            if not isinstance(getattr(self, name), bool):
-                raise ParameterError(f"{name} must be true or false; got {getattr(self, name)!r}")
-        if self.max_memory is not None:
-            value = parse_bytes("max_memory", self.max_memory)
-            if value < MIN_MEMORY:
-                raise ParameterError(
-                    f"max_memory must be at least {format_bytes(MIN_MEMORY)}; got {self.max_memory!r}"
-                )
-            object.__setattr__(self, "max_memory", value)
+        _check_fields(self, EXECUTION_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -273,8 +301,8 @@ def default_max_memory(ranks_on_node: int) -> int | None:
     return None if total is None else max(MIN_MEMORY, total // ranks_on_node)
 
 
-_PARAM_KEYS = tuple(f.name for f in fields(RunParameters))
-_EXEC_KEYS = tuple(f.name for f in fields(ExecutionOptions))
+_PARAM_KEYS = tuple(p.name for p in RUN_PARAMETERS)
+_EXEC_KEYS = tuple(p.name for p in EXECUTION_OPTIONS)
 
 
 def _toml_module():
@@ -333,14 +361,18 @@ def build_config(
 
 
 def diff_parameters(old: RunParameters, new: RunParameters) -> list[str]:
-    """Human-readable list ``name: old -> new`` of the parameters that differ."""
-    a, b = asdict(old), asdict(new)
-    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+    """``name: old -> new`` for each parameter that differs (`sporep_hpc.params.differences`)."""
+    return diff_texts(asdict(old), asdict(new))
 
 
 __all__ = [
+    "EXECUTION_OPTIONS",
     "KDENSITY_MIN",
+    "MAX_ATOMIC_VOLUME",
     "MAX_KPOINTS",
+    "RUN_PARAMETERS",
+    "SCHEDULES",
+    "SPECTRUM_PARAMETERS",
     "ExecutionOptions",
     "RunConfig",
     "RunParameters",
@@ -348,6 +380,7 @@ __all__ = [
     "build_config",
     "default_max_memory",
     "diff_parameters",
+    "diff_texts",
     "format_bytes",
     "load_toml",
     "parse_bytes",

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from ._validation import check_choice, check_interval
+from .config import SCHEDULES
 from .errors import ParameterError
 
 TEMPLATES: dict[str, str] = {
@@ -36,7 +37,6 @@ TEMPLATES: dict[str, str] = {
     "analysis": "merge chunk stores (optional), similarity matrix and clustering, classification",
 }
 LAUNCHERS = ("srun", "mpirun", "mpiexec")
-SCHEDULES = ("static", "dynamic")
 METRICS = ("euclidean", "cosine", "tanimoto", "wasserstein")
 CHUNK_FORMAT = "chunk-{:04d}.txt"
 """Name of chunk i of a split list; the array template computes the same name in bash."""

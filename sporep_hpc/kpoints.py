@@ -22,47 +22,40 @@ import numpy as np
 
 from ._validation import check_choice, check_interval
 from .errors import InputError, ParameterError
+from .params import Param
+from .structures import as_cell, as_lattice
 
 #: Most points of one structure's Monkhorst-Pack grid (a finer one is refused: the grid alone would
 #: take tens of MB, its matrices gigabytes).
 MAX_KPOINTS = 10**6
 
-__all__ = ["MAX_KPOINTS", "ROUNDING_MODES", "full_grid", "irreducible_kpoints", "monkhorst_pack_grid"]
+__all__ = [
+    "KDENSITY",
+    "KDENSITY_MIN",
+    "KGRID_ROUNDING",
+    "MAX_ATOMIC_VOLUME",
+    "MAX_KPOINTS",
+    "ROUNDING_MODES",
+    "full_grid",
+    "irreducible_kpoints",
+    "monkhorst_pack_grid",
+]
 
 ROUNDING_MODES = ("ceil", "round")
+#: Volume per atom of the most open elemental crystal, rounded up (bcc Cs: 117 Å³), Å³.
+MAX_ATOMIC_VOLUME = 120.0
+#: Smallest kdensity of a run, 1/Å: below it even a 1-atom cell of MAX_ATOMIC_VOLUME needs more than
+#: MAX_KPOINTS grid points ((2π)³ / (V kdensity³) points), so every structure would fail (about 0.0127).
+KDENSITY_MIN = 2.0 * math.pi / (MAX_ATOMIC_VOLUME * MAX_KPOINTS) ** (1.0 / 3.0)
 
-
-def _as_lattice(lattice_matrix: Any) -> np.ndarray:
-    """Coerce a lattice to a (3, 3) float64 array with the lattice vectors as rows (Å)."""
-    lat = np.ascontiguousarray(lattice_matrix, dtype=np.float64)
-    if lat.shape != (3, 3):
-        raise InputError(f"lattice must be a (3, 3) array (lattice vectors as rows); got shape {lat.shape}")
-    if not np.all(np.isfinite(lat)):
-        raise InputError("lattice contains non-finite entries")
-    volume = float(np.linalg.det(lat))
-    if abs(volume) < 1e-8:
-        raise InputError(f"lattice is singular (volume {volume:.3g} Å³)")
-    return lat
-
-
-def _as_cell(structure: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coerce a pymatgen Structure to spglib's (lattice rows Å, fractional positions, atomic numbers)."""
-    try:
-        lattice = structure.lattice.matrix
-        positions = structure.frac_coords
-        numbers = structure.atomic_numbers
-    except AttributeError as exc:
-        raise InputError(f"expected a pymatgen Structure, got {type(structure).__name__}") from exc
-    except (ValueError, TypeError) as exc:  # disordered sites have no single atomic number
-        raise InputError(f"structure cannot be symmetrised: {exc}") from exc
-    lat = _as_lattice(lattice)
-    pos = np.ascontiguousarray(positions, dtype=np.float64)
-    num = np.ascontiguousarray(numbers, dtype=np.intc)
-    if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] != num.shape[0] or pos.shape[0] == 0:
-        raise InputError(f"positions must be a non-empty (n_atoms, 3) array; got shape {pos.shape}")
-    if not np.all(np.isfinite(pos)):  # spglib crashes (segfault) on NaN positions
-        raise InputError("structure has non-finite atomic positions")
-    return lat, pos, num
+#: Run parameters of the grid (listed in `sporep_hpc.config.RUN_PARAMETERS`). The functions below accept
+#: any positive spacing (a big cell may use a smaller one); a run refuses spacings too fine for any cell.
+KDENSITY = Param("kdensity", 0.15, "Monkhorst-Pack k-point spacing", low=KDENSITY_MIN, closed="left",
+                 unit="1/Å")
+KGRID_ROUNDING = Param(
+    "kgrid_rounding", "ceil", "n_i = ceil(|b_i| / kdensity) (guarantees the spacing) or round (the original "
+    "study's grids)", kind=str, choices=ROUNDING_MODES,
+)
 
 
 def _label(structure: Any) -> str:
@@ -123,7 +116,7 @@ def monkhorst_pack_grid(lattice_matrix: Any, kdensity: float, rounding: str = "c
     """
     check_interval("kdensity", kdensity, 0.0, None, closed="neither", unit="1/Å")
     check_choice("rounding", rounding, ROUNDING_MODES)
-    lat = _as_lattice(lattice_matrix)
+    lat = as_lattice(lattice_matrix)
     return _grid_impl(lat, float(kdensity), rounding, "the lattice")
 
 
@@ -219,7 +212,8 @@ def irreducible_kpoints(
         raise ParameterError("give exactly one of kdensity and grid")
     check_interval("symprec", symprec, 0.0, None, closed="neither", unit="Å")
     check_choice("rounding", rounding, ROUNDING_MODES)
-    lat, pos, num = _as_cell(structure)
+    cell = as_cell(structure)
+    lat, pos, num = cell.lattice, cell.frac, cell.numbers
     if grid is None:
         check_interval("kdensity", kdensity, 0.0, None, closed="neither", unit="1/Å")
         mesh = _grid_impl(lat, float(kdensity), rounding, f"structure {_label(structure)!r}")

@@ -43,18 +43,21 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ._ext import load
-from ._validation import check_choice, check_interval
+from ._validation import check_choice
 from .bands import BandStructure
 from .basis import DEFAULT_BASIS, BasisSet, load_basis
 from .errors import InputError, ParameterError
-from .huckel import HARTREE_EV, K_DEFAULT, check_parameters, coupling_matrix, orbital_energy
-from .kpoints import irreducible_kpoints
+from .huckel import HARTREE_EV, K_DEFAULT, coupling_matrix, orbital_energy
+from .kpoints import KDENSITY, KGRID_ROUNDING, irreducible_kpoints
+from .params import Param
+from .structures import as_cell
 from .threads import resolve_threads
 
 __all__ = [
     "BOHR_ANGSTROM",
     "HARTREE_EV",
     "OPERATORS",
+    "PRECISION_MIN",
     "SpectrumStats",
     "operator_matrices",
     "operator_spectrum",
@@ -63,6 +66,24 @@ __all__ = [
 
 BOHR_ANGSTROM = 0.529177210903  # CODATA 2018
 OPERATORS = ("kinetic", "overlap", "huckel")
+#: Smallest lattice-sum threshold: 10⁻³⁰ of the largest primitive overlap is far below what double
+#: precision resolves, and the screening radius (hence the memory) grows as √ln(1/precision).
+PRECISION_MIN = 1e-30
+
+#: Run parameters of the spectrum, checked here (`_check_common`) with the same declarations the run's
+#: configuration uses (`sporep_hpc.config.RUN_PARAMETERS`): what a run accepts, these functions accept.
+OPERATOR = Param("operator", "kinetic", "operator whose generalised spectrum is computed", kind=str,
+                 choices=OPERATORS)
+BASIS = Param("basis", DEFAULT_BASIS, "Gaussian basis (ano-valence or a basis_set_exchange name)", kind=str)
+EXP_TO_DISCARD = Param("exp_to_discard", 0.1, "primitives with smaller exponents are dropped", low=0.0,
+                       closed="left", unit="1/Bohr^2")
+PRECISION = Param("precision", 1e-12, "lattice-sum screening threshold", low=PRECISION_MIN, high=1e-3)
+LINDEP = Param("lindep", 1e-8, "overlap eigenvalues below this are dropped (canonical orthogonalisation)",
+               low=0.0, high=1.0, closed="neither")
+HUCKEL_K = Param("huckel_k", K_DEFAULT, "Wolfsberg-Helmholz constant K of the huckel operator", low=1.0,
+                 closed="neither")
+HUCKEL_WEIGHTED = Param("huckel_weighted", False, "huckel operator with the weighted formula of Ammeter et "
+                        "al. (1978)", kind=bool)
 _PHASED_BYTES = 256 * 2**20  # k-point chunks keep the phased matrices below this (the blocks are extra)
 
 
@@ -133,25 +154,14 @@ class _Cell:
 
 
 def _as_cell(structure: Any) -> _Cell:
-    """Coerce a pymatgen Structure (Å) into a `_Cell` (Bohr); InputError if it cannot be used."""
+    """A structure (Å, checked by `sporep_hpc.structures.as_cell`) as a `_Cell` (Bohr) with its symbols."""
+    cell = as_cell(structure)
     try:
-        lattice = np.array(structure.lattice.matrix, dtype=np.float64)
-        coords = np.array(structure.cart_coords, dtype=np.float64).reshape(-1, 3)
-        ordered = structure.is_ordered
-        species = [site.specie for site in structure] if ordered else []
-    except AttributeError as exc:
+        symbols = tuple(getattr(site.specie, "symbol", str(site.specie)) for site in structure)
+    except (AttributeError, TypeError) as exc:
         raise InputError(f"structure must be a pymatgen Structure; got {type(structure).__name__}") from exc
-    if not ordered:
-        raise InputError("structure: partial occupancy (disordered sites) is not supported")
-    if len(coords) == 0:
-        raise InputError("structure has no atoms")
-    symbols = tuple(getattr(sp, "symbol", str(sp)) for sp in species)
     label = "".join(f"{e}{n if n > 1 else ''}" for e, n in Counter(symbols).items())  # e.g. 'BaTiO3'
-    if lattice.shape != (3, 3) or not np.all(np.isfinite(lattice)) or abs(np.linalg.det(lattice)) < 1e-8:
-        raise InputError(f"structure {label!r}: degenerate or non-finite lattice")
-    if not np.all(np.isfinite(coords)):
-        raise InputError(f"structure {label!r}: non-finite atom positions")
-    return _Cell(lattice / BOHR_ANGSTROM, coords / BOHR_ANGSTROM, symbols, label)
+    return _Cell(cell.lattice / BOHR_ANGSTROM, cell.cart / BOHR_ANGSTROM, symbols, label)
 
 
 def _as_kpoints(kpoints: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -474,24 +484,23 @@ def _blas_single_thread():
 
 
 # ----------------------------------------------------------------------------- public API
-def _check_common(operator: str, precision: float, lindep: float, huckel_k: float, huckel_weighted: bool,
-                  operators: tuple[str, ...] = OPERATORS) -> None:
-    check_choice("operator", operator, operators)
-    check_interval("precision", precision, 0.0, 1e-3, closed="right")
-    check_interval("lindep", lindep, 0.0, 1.0, closed="left")
-    check_parameters(huckel_k, huckel_weighted)
+def _check_common(operator: str, precision: float, huckel_k: float, huckel_weighted: bool) -> None:
+    OPERATOR.check(operator)
+    PRECISION.check(precision)
+    HUCKEL_K.check(huckel_k)
+    HUCKEL_WEIGHTED.check(huckel_weighted)
 
 
 def operator_matrices(
     structure: Any,
     kpoints: Any,
-    basis: str | BasisSet = DEFAULT_BASIS,
-    exp_to_discard: float = 0.1,
-    precision: float = 1e-12,
+    basis: str | BasisSet = BASIS.default,
+    exp_to_discard: float = EXP_TO_DISCARD.default,
+    precision: float = PRECISION.default,
     n_threads: int | None = None,
-    operator: str = "kinetic",
-    huckel_k: float = K_DEFAULT,
-    huckel_weighted: bool = False,
+    operator: str = OPERATOR.default,
+    huckel_k: float = HUCKEL_K.default,
+    huckel_weighted: bool = HUCKEL_WEIGHTED.default,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Overlap and operator matrices at the given k-points (for checks against other codes).
 
@@ -510,7 +519,8 @@ def operator_matrices(
     matrix : ndarray of shape (n_k, n_ao, n_ao), complex128, Hartree
         The kinetic T(k) or the extended-Hückel H(k).
     """
-    _check_common(operator, precision, 0.0, huckel_k, huckel_weighted, ("kinetic", "huckel"))
+    _check_common(operator, precision, huckel_k, huckel_weighted)
+    check_choice("operator", operator, ("kinetic", "huckel"))
     cell = _as_cell(structure)
     k, _ = _as_kpoints(kpoints, None)
     bs = basis if isinstance(basis, BasisSet) else load_basis(basis, exp_to_discard)
@@ -552,21 +562,22 @@ class SpectrumStats:
 
 def spectrum_with_stats(
     structure: Any,
-    operator: str = "kinetic",
-    basis: str | BasisSet = DEFAULT_BASIS,
+    operator: str = OPERATOR.default,
+    basis: str | BasisSet = BASIS.default,
     kpoints: Any = None,
     weights: Any = None,
-    kdensity: float = 0.15,
-    exp_to_discard: float = 0.1,
-    precision: float = 1e-12,
-    lindep: float = 1e-8,
+    kdensity: float = KDENSITY.default,
+    exp_to_discard: float = EXP_TO_DISCARD.default,
+    precision: float = PRECISION.default,
+    lindep: float = LINDEP.default,
     n_threads: int | None = None,
-    kgrid_rounding: str = "ceil",
-    huckel_k: float = K_DEFAULT,
-    huckel_weighted: bool = False,
+    kgrid_rounding: str = KGRID_ROUNDING.default,
+    huckel_k: float = HUCKEL_K.default,
+    huckel_weighted: bool = HUCKEL_WEIGHTED.default,
 ) -> tuple[BandStructure, SpectrumStats]:
     """`operator_spectrum` and its `SpectrumStats` (same arguments): (BandStructure, SpectrumStats)."""
-    _check_common(operator, precision, lindep, huckel_k, huckel_weighted)
+    _check_common(operator, precision, huckel_k, huckel_weighted)
+    LINDEP.check(lindep)
     cell = _as_cell(structure)
     bs = basis if isinstance(basis, BasisSet) else load_basis(basis, exp_to_discard)
     if kpoints is None:
@@ -643,18 +654,18 @@ def _spectrum_impl(rs: _Blocks, k: np.ndarray, lindep: float, n_threads: int):
 
 def operator_spectrum(
     structure: Any,
-    operator: str = "kinetic",
-    basis: str | BasisSet = DEFAULT_BASIS,
+    operator: str = OPERATOR.default,
+    basis: str | BasisSet = BASIS.default,
     kpoints: Any = None,
     weights: Any = None,
-    kdensity: float = 0.15,
-    exp_to_discard: float = 0.1,
-    precision: float = 1e-12,
-    lindep: float = 1e-8,
+    kdensity: float = KDENSITY.default,
+    exp_to_discard: float = EXP_TO_DISCARD.default,
+    precision: float = PRECISION.default,
+    lindep: float = LINDEP.default,
     n_threads: int | None = None,
-    kgrid_rounding: str = "ceil",
-    huckel_k: float = K_DEFAULT,
-    huckel_weighted: bool = False,
+    kgrid_rounding: str = KGRID_ROUNDING.default,
+    huckel_k: float = HUCKEL_K.default,
+    huckel_weighted: bool = HUCKEL_WEIGHTED.default,
 ) -> BandStructure:
     """Spectrum of the kinetic, extended-Hückel (or overlap) operator of a crystal in a Gaussian basis.
 
@@ -675,12 +686,12 @@ def operator_spectrum(
     weights : array_like of shape (n_k,), optional
         Default with explicit kpoints: uniform.
     kdensity : float, Å⁻¹
-        k-point spacing when `kpoints` is None.
+        k-point spacing when `kpoints` is None (default: the run's, `sporep_hpc.kpoints.KDENSITY`).
     exp_to_discard : float, Bohr⁻²
         Primitives with smaller exponents are dropped (basis loading).
-    precision : float in (0, 1e-3]
+    precision : float in [1e-30, 1e-3] (`PRECISION`)
         Screening threshold of the lattice sums (bound on a neglected primitive-pair contribution).
-    lindep : float in [0, 1)
+    lindep : float in (0, 1) (`LINDEP`)
         Overlap eigenvalues below this are dropped (canonical orthogonalisation); the missing
         eigenvalues are NaN at the top of each k-point's list.
     n_threads : int, optional

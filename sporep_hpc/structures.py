@@ -13,14 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_interval
 from .errors import InputError
+from .params import Param
 
 log = logging.getLogger(__name__)
 
 
+#: Run parameters checked here (`check_structure`); listed in `sporep_hpc.config.RUN_PARAMETERS`.
+MAX_ATOMS = Param("max_atoms", 200, "structures with more atoms fail", kind=int, low=1, closed="left")
 #: Closest allowed distance between two atoms (periodic images included), Å.
-MIN_DISTANCE = 0.5
+MIN_DISTANCE = Param("min_distance", 0.5, "structures with two atoms closer than this fail",
+                     low=0.0, closed="left", unit="Å")
 
 
 #: Smallest allowed cell volume relative to the product of the lattice vector lengths.
@@ -102,13 +105,80 @@ def properties_json(properties: Any) -> str:
     return json.dumps(properties, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """A structure as checked arrays (`as_cell`): what kpoints (spglib) and operators (kernels) use.
+
+    Attributes
+    ----------
+    lattice : ndarray of shape (3, 3), float64, Å
+        Lattice vectors as rows; finite, |det| >= 1e-8 Å³.
+    frac : ndarray of shape (n_atoms, 3), float64
+        Fractional coordinates, finite; n_atoms >= 1.
+    cart : ndarray of shape (n_atoms, 3), float64, Å
+        Cartesian positions (the structure's own, else frac @ lattice).
+    numbers : ndarray of shape (n_atoms,), intc
+        Atomic numbers.
+    """
+
+    lattice: np.ndarray
+    frac: np.ndarray
+    cart: np.ndarray
+    numbers: np.ndarray
+
+
+def as_lattice(lattice_matrix: Any) -> np.ndarray:
+    """A lattice as a checked (3, 3) float64 array, vectors as rows (Å): finite, |det| >= 1e-8 Å³."""
+    lattice = np.ascontiguousarray(lattice_matrix, dtype=np.float64)
+    if lattice.shape != (3, 3):
+        raise InputError(f"lattice must be a (3, 3) array, vectors as rows; got shape {lattice.shape}")
+    if not np.all(np.isfinite(lattice)):
+        raise InputError("lattice contains non-finite entries")
+    volume = float(np.linalg.det(lattice))
+    if abs(volume) < 1e-8:
+        raise InputError(f"lattice is singular (volume {volume:.3g} Å³)")
+    return lattice
+
+
+def as_cell(structure: Any) -> Cell:
+    """The one coercion of a structure (pymatgen Structure or anything with ``lattice.matrix``,
+    ``frac_coords`` and ``atomic_numbers``) into checked arrays.
+
+    Raises
+    ------
+    InputError
+        Not a structure, disordered, no atoms, a non-finite or singular lattice, non-finite positions
+        (spglib crashes on NaN positions; the kernels would return garbage).
+    """
+    if getattr(structure, "is_ordered", True) is False:
+        raise InputError("structure: partial occupancy (disordered sites) is not supported")
+    try:
+        lattice = structure.lattice.matrix
+        frac = np.array(structure.frac_coords, dtype=np.float64)
+        numbers = np.ascontiguousarray(structure.atomic_numbers, dtype=np.intc)
+        cart = getattr(structure, "cart_coords", None)
+    except AttributeError as exc:
+        raise InputError(f"structure must be a pymatgen Structure; got {type(structure).__name__}") from exc
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"structure cannot be used: {exc}") from exc
+    lattice = as_lattice(lattice)
+    if frac.ndim != 2 or frac.shape[1] != 3 or frac.shape[0] != numbers.shape[0] or frac.shape[0] == 0:
+        raise InputError(f"structure has no atoms or positions of shape {frac.shape} (need (n_atoms, 3))")
+    if not np.all(np.isfinite(frac)):
+        raise InputError("structure has non-finite atomic positions")
+    cart = frac @ lattice if cart is None else np.array(cart, dtype=np.float64).reshape(-1, 3)
+    if cart.shape != frac.shape or not np.all(np.isfinite(cart)):
+        raise InputError("structure has non-finite atomic positions")
+    return Cell(lattice, np.ascontiguousarray(frac), np.ascontiguousarray(cart), numbers)
+
+
 def as_structure(obj: Any) -> Any:
     """A pymatgen Structure from a CompactStructure (anything else is returned unchanged)."""
     return obj.to_structure() if isinstance(obj, CompactStructure) else obj
 
 
 def check_structure(
-    structure: Any, name: str, *, max_atoms: int | None = None, min_distance: float = MIN_DISTANCE
+    structure: Any, name: str, *, max_atoms: int | None = None, min_distance: float = MIN_DISTANCE.default
 ) -> None:
     """Raise InputError (naming the structure) unless `structure` can be computed.
 
@@ -121,8 +191,8 @@ def check_structure(
     basis is known, the k-point count where the grid is made (sporep_hpc.kpoints).
     """
     if max_atoms is not None:
-        check_interval("max_atoms", max_atoms, 1, None, closed="left", integer=True)
-    check_interval("min_distance", min_distance, 0.0, None, closed="left", unit="Å")
+        MAX_ATOMS.check(max_atoms)
+    MIN_DISTANCE.check(min_distance)
     prefix = f"structure {name!r}"
     n_atoms = len(structure)
     if n_atoms == 0:

@@ -7,15 +7,16 @@ import os
 from ._validation import check_interval
 
 
-def resolve_threads(n_threads: int | None = None) -> int:
-    """Number of OpenMP threads a kernel should use.
+def resolve_threads(n_threads: int | None = None, *, fallback: int = 1) -> int:
+    """Number of OpenMP threads a kernel (or a rank) should use.
 
-    An explicit `n_threads` wins; otherwise ``OMP_NUM_THREADS`` (which the MPI
-    driver sets per rank so that ranks x threads <= cores); otherwise 1.
+    An explicit `n_threads` wins; otherwise ``OMP_NUM_THREADS`` (its first entry; the MPI
+    driver sets it per rank so that ranks x threads <= cores); otherwise `fallback`
+    (`sporep-hpc run`: `threads_per_rank`).
     """
     if n_threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        n_threads = int(env) if env.isdigit() and int(env) > 0 else 1
+        n_threads = int(env) if env.isdigit() and int(env) > 0 else fallback
     check_interval("n_threads", n_threads, 1, None, integer=True)
     return int(n_threads)
 

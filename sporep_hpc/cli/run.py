@@ -1,7 +1,8 @@
 """`sporep-hpc run`: compute spectra and fingerprints of many structures into one HDF5 store.
 
 Launch under MPI as ``mpiexec -n N sporep-hpc run ...`` (or ``python -m mpi4py -m sporep_hpc run``).
-Threads per rank are fixed here, before numpy/BLAS are imported.
+Threads per rank are fixed here, before the kernels run (BLAS, loaded with numpy by the parsers, is
+limited through threadpoolctl). The options are made from the declarations of `sporep_hpc.config`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 import os
 import sys
 
-from ..threads import threads_per_rank
+from ..config import EXECUTION_OPTIONS, RUN_PARAMETERS, build_config, load_toml
+from ..threads import resolve_threads, threads_per_rank
 
 log = logging.getLogger("sporep_hpc")
 
@@ -54,48 +56,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="the HDF5 store to write")
     p.add_argument("--config", help="TOML file with run settings (flags override it)")
     g = p.add_argument_group("parameters (stored with the results; a restart must keep them)")
-    g.add_argument("--operator", help="kinetic (default) or overlap")
-    g.add_argument("--basis", help="Gaussian basis (default ano-valence)")
-    g.add_argument("--kdensity", type=float, help="k-point spacing in 1/Å (default 0.15)")
-    g.add_argument("--kgrid-rounding", dest="kgrid_rounding", help="ceil (default) or round (original study)")
-    g.add_argument("--exp-to-discard", type=float, dest="exp_to_discard", help="Bohr^-2 (default 0.1)")
-    g.add_argument("--precision", type=float, help="lattice-sum threshold (default 1e-12)")
-    g.add_argument("--lindep", type=float, help="overlap eigenvalue cut-off (default 1e-8)")
-    g.add_argument("--fingerprints", help="comma-separated fingerprint presets (default kinetic)")
-    g.add_argument("--max-atoms", type=int, dest="max_atoms", help="larger structures fail (default 200)")
-    g.add_argument("--min-distance", type=float, dest="min_distance", help="Å (default 0.5)")
+    for param in RUN_PARAMETERS:
+        param.add_argument(g)
     e = p.add_argument_group("execution (never changes the results)")
-    e.add_argument("--schedule", help="dynamic (RMA counter, default) or static (LPT)")
-    e.add_argument("--threads", type=int, help="threads per rank (default: cores / ranks per node)")
-    e.add_argument(
-        "--restart",
-        help="auto (resume from the journal; nothing to do if the store is up to date; default) or fresh "
-        "(recompute, replacing the journal and the store)",
-    )
-    e.add_argument("--progress-interval", type=float, dest="progress_interval", help="seconds (default 10)")
-    e.add_argument("--keep-journal", action="store_true", default=None, dest="keep_journal")
-    e.add_argument(
-        "--no-split", action="store_false", default=None, dest="split_kpoints",
-        help="never split a big structure into k-point chunks",
-    )
-    e.add_argument(
-        "--max-memory", dest="max_memory",
-        help="memory budget per rank, bytes or with a unit (4GiB, 500MB); a structure estimated to need "
-        "more fails, parameters too big for any structure are refused (default: the node's available "
-        "memory / ranks on the node)",
-    )
+    for param in EXECUTION_OPTIONS:
+        param.add_argument(e)
     e.add_argument("--dry-run", action="store_true", help="print the task plan and exit")
     p.set_defaults(run=run_command)
 
 
 def _overrides(args) -> dict:
-    keys = (
-        "operator", "basis", "kdensity", "kgrid_rounding", "exp_to_discard", "precision", "lindep",
-        "fingerprints",
-        "max_atoms", "min_distance", "schedule", "threads", "restart", "progress_interval", "keep_journal",
-        "split_kpoints", "max_memory",
-    )
-    return {k: getattr(args, k) for k in keys}
+    return {p.name: getattr(args, p.name) for p in RUN_PARAMETERS + EXECUTION_OPTIONS}
 
 
 def set_thread_environment(n_threads: int) -> None:
@@ -146,7 +117,6 @@ def _exit_now(exc, MPI) -> None:
 
 
 def run_command(args) -> int:
-    from ..config import build_config, load_toml
     from . import import_mpi, setup_logging
 
     MPI = import_mpi()
@@ -164,10 +134,7 @@ def run_command(args) -> int:
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     ranks_on_node = node.size
     node.Free()
-    n_threads = config.execution.threads
-    if n_threads is None:
-        env = os.environ.get("OMP_NUM_THREADS", "").strip()
-        n_threads = int(env) if env.isdigit() and int(env) > 0 else threads_per_rank(ranks_on_node)
+    n_threads = resolve_threads(config.execution.threads, fallback=threads_per_rank(ranks_on_node))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if ranks_on_node * n_threads > cores and comm.rank == 0:
         log.warning("%d ranks x %d threads on %d cores: oversubscribed", ranks_on_node, n_threads, cores)

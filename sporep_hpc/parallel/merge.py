@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import StoreError
+from ..params import differences
 from ..store import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -147,28 +148,6 @@ def read_summary(path: str | Path) -> StoreSummary:
         )
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
-    """Dotted path of the first difference between two JSON values (None if equal)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            path = f"{where}.{key}" if where else str(key)
-            if key not in a or key not in b:
-                return path
-            found = _first_difference(a[key], b[key], path)
-            if found is not None:
-                return found
-        return None
-    return None if a == b else (where or "<root>")
-
-
-def _lookup(data: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        if not isinstance(data, dict) or key not in data:
-            return "<absent>"
-        data = data[key]
-    return data
-
-
 def check_compatible(summaries: Sequence[StoreSummary]) -> None:
     """Raise StoreError unless all stores can be merged: same schema major version, parameters, fingerprints.
 
@@ -186,14 +165,10 @@ def check_compatible(summaries: Sequence[StoreSummary]) -> None:
                 f"cannot merge: schema_version {ref.schema_version} in {ref.path} "
                 f"but {s.schema_version} in {s.path}"
             )
-        params = json.loads(s.parameters_json)
-        diff = _first_difference(ref_params, params)
-        if diff is not None:
+        diff = differences(ref_params, json.loads(s.parameters_json))
+        if diff:
             raise StoreError(
-                f"cannot merge stores made with different parameters: {diff} is "
-                f"{json.dumps(_lookup(ref_params, diff))} in {ref.path} but "
-                f"{json.dumps(_lookup(params, diff))} "
-                f"in {s.path}"
+                f"cannot merge stores made with different parameters: {diff[0]} (from {ref.path} to {s.path})"
             )
         if sorted(s.fingerprints) != sorted(ref.fingerprints):
             raise StoreError(
@@ -207,12 +182,10 @@ def check_compatible(summaries: Sequence[StoreSummary]) -> None:
                     f"cannot merge: fingerprint {name!r} has different energy grids in {ref.path} "
                     f"and {s.path}"
                 )
-            diff = _first_difference(attrs, other_attrs)
-            if diff is not None:
+            diff = differences(attrs, other_attrs)
+            if diff:
                 raise StoreError(
-                    f"cannot merge: fingerprint {name!r} attribute {diff} is "
-                    f"{attrs.get(diff, '<absent>')!r} in {ref.path} but "
-                    f"{other_attrs.get(diff, '<absent>')!r} in {s.path}"
+                    f"cannot merge: fingerprint {name!r} attribute {diff[0]} (from {ref.path} to {s.path})"
                 )
 
 
