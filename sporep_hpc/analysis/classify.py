@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_choice, check_interval
+from ..config import SPECTRUM_PARAMETERS
 from ..errors import InputError, ParameterError, StoreError
+from ..params import differences
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +50,6 @@ __all__ = [
 ]
 
 BALANCING = ("auto", "balanced-rf", "class-weight", "none")
-#: Run parameters that change the spectra, hence the fingerprints: a model refuses other values.
-SPECTRUM_PARAMETERS = (
-    "operator",
-    "basis",
-    "kdensity",
-    "kgrid_rounding",
-    "exp_to_discard",
-    "precision",
-    "lindep",
-)
 PROPERTY_PREFIX = "property:"
 
 
@@ -618,16 +610,12 @@ def _spectrum_parameters(parameters: Mapping[str, Any]) -> dict:
 
 def _check_parameters(model: Mapping[str, Any], here: Mapping[str, Any], name: str, path) -> None:
     """ParameterError unless the spectrum parameters agree (floats to 1e-12 relative)."""
-    for key in SPECTRUM_PARAMETERS:
-        a, b = model.get(key), here.get(key)
-        if isinstance(a, float) and isinstance(b, float):
-            same = math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
-        else:
-            same = a == b
-        if not same:
-            raise ParameterError(
-                f"model {name!r} was trained on fingerprints made with {key}={a!r}; {path} has {key}={b!r}"
-            )
+    diff = differences(model, here, keys=SPECTRUM_PARAMETERS, rel_tol=1e-12)
+    if diff:
+        raise ParameterError(
+            f"model {name!r} was trained on fingerprints made with other parameters than those of {path}: "
+            f"{diff[0]}"
+        )
 
 
 @dataclass(frozen=True)
