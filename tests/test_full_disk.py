@@ -15,17 +15,17 @@ import pytest
 from _references import structures
 from pymatgen.core import Lattice, Structure
 
+from sporep_hpc.parallel.journal import JOURNAL_HEADROOM, journal_dir
 from sporep_hpc.store import STATUS_DONE, open_store
 
 MPIEXEC = shutil.which("mpiexec")
 TIMEOUT = 240  # s per launch: a hang fails the test instead of blocking the suite
 
 
-@pytest.fixture
-def inputs(tmp_path):
-    """20 small crystals: their journal takes about 290 kB and their store about 210 kB."""
-    d = tmp_path / "inputs"
-    d.mkdir()
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """20 small crystals."""
+    d = tmp_path_factory.mktemp("inputs")
     for name, s in structures().items():
         if name != "close":
             s.to(filename=str(d / f"{name}.json"))
@@ -33,6 +33,22 @@ def inputs(tmp_path):
         s = Structure(Lattice.cubic(5.0 + 0.05 * k), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
         s.to(filename=str(d / f"nacl{k:02d}.json"))
     return d
+
+
+@pytest.fixture(scope="module")
+def sizes(inputs, tmp_path_factory):
+    """(journal bytes, store bytes) of a run over `inputs` on a disk with room (the journal kept)."""
+    if MPIEXEC is None:
+        pytest.skip("needs mpiexec")
+    out = tmp_path_factory.mktemp("room") / "store.h5"
+    r = sporep_run(1, inputs, out, "--keep-journal")
+    assert r.returncode == 0, r.stderr
+    journal = sum(f.stat().st_size for f in journal_dir(out).iterdir())
+    return journal, out.stat().st_size
+
+
+def kib(n: float) -> str:
+    return f"{int(n) // 1024 + 1}k"
 
 
 @pytest.fixture
@@ -57,24 +73,24 @@ def small_disk(tmp_path):
         subprocess.run(["umount", str(where)], check=True)
 
 
-def sporep_run(n_ranks, inputs, output):
+def sporep_run(n_ranks, inputs, output, *more):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_"))}
     env["OMP_NUM_THREADS"] = "1"
     command = [MPIEXEC, "-n", str(n_ranks), sys.executable, "-m", "sporep_hpc", "run", str(inputs),
-               "-o", str(output), "--kdensity", "0.5", "--schedule", "static"]
+               "-o", str(output), "--kdensity", "0.5", "--schedule", "static", *more]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize("n_ranks", [1, 2, 3])
-def test_journal_fills_the_disk_then_resumes(small_disk, inputs, n_ranks):
-    disk = small_disk("400k")  # room for part of the journal only
+def test_journal_fills_the_disk_then_resumes(small_disk, inputs, sizes, n_ranks):
+    disk = small_disk(kib(sizes[0] / 2 + JOURNAL_HEADROOM))  # room for part of the journal only
     out = disk / "store.h5"
     r = sporep_run(n_ranks, inputs, out)
     assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
     assert "No space left on device" in r.stderr and "rerun the same command to resume" in r.stderr
     assert not out.exists() and not (disk / "store.h5.lock").exists()
-    small_disk("4m")
+    small_disk(kib(4 * sum(sizes) + (4 << 20)))
     r = sporep_run(n_ranks, inputs, out)
     assert r.returncode == 0, r.stderr
     assert "from journal" in r.stderr
@@ -83,8 +99,8 @@ def test_journal_fills_the_disk_then_resumes(small_disk, inputs, n_ranks):
     assert not (disk / "store.h5.journal").exists()
 
 
-def test_store_does_not_fit_then_resumes(small_disk, inputs):
-    disk = small_disk("600k")  # the journal fits, the store beside it does not
+def test_store_does_not_fit_then_resumes(small_disk, inputs, sizes):
+    disk = small_disk(kib(1.2 * sizes[0] + 2 * JOURNAL_HEADROOM))  # the journal fits, the store does not
     out = disk / "store.h5"
     r = sporep_run(2, inputs, out)
     assert r.returncode == 3, r.stderr
@@ -92,7 +108,7 @@ def test_store_does_not_fit_then_resumes(small_disk, inputs):
     assert "rerun the same command" in r.stderr
     assert not out.exists() and not (disk / "store.h5.partial").exists()
     assert (disk / "store.h5.journal").is_dir()
-    small_disk("4m")
+    small_disk(kib(4 * sum(sizes) + (4 << 20)))
     r = sporep_run(2, inputs, out)
     assert r.returncode == 0, r.stderr
     with open_store(out) as store:

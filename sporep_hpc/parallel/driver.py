@@ -1,36 +1,37 @@
-"""The MPI driver of `sporep-hpc run`: plan, self-schedule, journal, assemble.
+"""The MPI driver of `sporep-hpc run`: named phases, collective over the communicator it is given.
 
-`run` is collective over the communicator it is given (no hidden COMM_WORLD):
+`run` takes the store's lock (rank 0), then runs these phases on every rank, in order:
 
-1. rank 0 lists the input files (names only); every rank reads a block of them; allgather
-   (ids checked unique);
-2. every rank plans a block of structures (validation, n_ao, n_k, cost); allgather;
-3. rank 0 prepares the journal (parameters checked); the shards are scanned, one rank each;
-   an entry is reused only if it records the current input digest of its structure (rank 0
-   hashes every input and broadcasts the digests; the choice is then made alike on every rank);
-4. tasks not in the journal run largest first, handed out by an RMA counter
-   (``schedule="dynamic"``) or by a greedy LPT assignment (``"static"``); every rank
-   computes and appends each result to its own shard, flushed per task. Structures costing
-   more than a rank's share run as k-point chunks, joined afterwards in k order;
-5. each shard is read by one rank and its rows sent to the rank owning them (alltoall);
-   the ranks write the store collectively (mpio), each a contiguous block of rows, or rank 0
-   alone when h5py lacks MPI; temporary name, then rename.
+1. check: parameters no structure could satisfy (basis, fingerprints, memory budget) are refused;
+2. resolve: rank 0 lists the input units (names only), every rank reads a block; allgather (ids
+   checked unique);
+3. decide: rank 0 hashes the inputs and looks at an existing store (`restart.check_existing_store`):
+   up to date (nothing to do), resume, or refuse; the decision is broadcast;
+4. plan: every rank validates and costs a block of structures; allgather;
+5. prepare: rank 0 prepares the journal; the shards are scanned, one rank each; an entry is reused
+   only if it records the current input digest of its structure;
+6. compute: tasks not in the journal run largest first, handed out by an RMA counter
+   (``schedule="dynamic"``) or by a greedy LPT assignment (``"static"``); every rank computes and
+   appends each result to its own shard, flushed per task. Structures costing more than a rank's
+   share run as k-point chunks, joined afterwards in k order;
+7. assemble: each shard is read by one rank and its rows sent to the rank owning them (alltoall);
+   the ranks write the store collectively (mpio), each a contiguous block of rows, or rank 0 alone
+   when h5py lacks MPI; temporary name, then rename.
 
-Every collective is reached by every rank in the same order; a failure on one rank
-is agreed on (allgather) before the next collective step.
+Every collective is reached by every rank in the same order; a failure on one rank is agreed on
+(allgather) before the next collective step.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..basis import load_basis
 from ..config import RunConfig
-from ..errors import SporepError, StoreError
+from ..errors import InputError, StoreError
 from ..inputs.digests import input_digests
 from ..inputs.records import InputRecord, check_unique_ids, compact_record
 from ..inputs.resolve import expand_unit, input_units
@@ -48,7 +50,6 @@ from ..store import (
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_PENDING,
-    FingerprintMeta,
     StoreHeader,
     StructureResult,
     failed_result,
@@ -73,6 +74,7 @@ from .journal import (
 )
 from .plan import OVER_BUDGET, PlanEntry, Task, check_memory_budget, make_tasks, memory_budget, plan_records
 from .progress import Progress, RunReport, plan_table, summary_table
+from .restart import check_existing_store
 from .schedule import TaskCounter, block_range, largest_first, lpt_assign
 
 log = logging.getLogger("sporep_hpc.run")
@@ -187,76 +189,159 @@ def run(
             comm.Barrier()  # when run returns or raises on any rank, the store is unlocked
 
 
+@dataclass
+class _Run:
+    """What the phases of one run share; identical on every rank (filled in phase by phase)."""
+
+    comm: Any
+    output: Path
+    config: RunConfig
+    n_threads: int
+    t_start: float = field(default_factory=time.perf_counter)
+    fingerprints: FingerprintSet | None = None
+    budget: int | None = None  # bytes per rank
+    records: list[InputRecord] = field(default_factory=list)
+    digest: str = ""  # of the whole run's inputs (store, journal)
+    record_digests: list[str] = field(default_factory=list)  # of each record (journal entries)
+    plan: list[PlanEntry] = field(default_factory=list)
+
+    @property
+    def params(self) -> Any:
+        return self.config.parameters
+
+    @property
+    def jdir(self) -> Path:
+        return journal_dir(self.output)
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """{structure id: input digest} of the planned (not failed) structures."""
+        return {e.id: self.record_digests[e.index] for e in self.plan if e.kind != "failed"}
+
+    def report(self, **fields: Any) -> RunReport:
+        """A RunReport with this run's size, ranks, threads and wall time so far."""
+        return RunReport(n_total=len(self.records), wall_time=time.perf_counter() - self.t_start,
+                         n_ranks=self.comm.size, threads=self.n_threads, **fields)
+
+
 def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry_run: bool, stop: StopFlag,
          on_task_done) -> RunReport:
-    """`run` with the store's lock held (see there)."""
-    t_start = time.perf_counter()
-    params = config.parameters
-    execution = config.execution
-    inputs = list(inputs)
+    """`run` with the store's lock held: its phases, in order, on every rank."""
+    run = _Run(comm, output, config, n_threads)
+    _check(run)
+    _resolve(run, list(inputs))
+    existing = _decide(run, dry_run)
+    if existing is not None:  # complete and up to date: nothing to do
+        return _up_to_date(run, existing)
+    _plan(run)
+    if dry_run:
+        return _dry_run(run)
+    tasks, to_combine, n_skipped = _prepare(run)
+    t_setup = time.perf_counter() - run.t_start
+    busy, stopped = _compute(run, tasks, to_combine, stop, on_task_done)
+    all_times = comm.allgather(busy.as_tuple())
+    timing = {
+        "phase_times": {p: sum(t[k] for t in all_times) for k, p in enumerate(PHASES)},
+        "busy_times": [sum(t) for t in all_times],
+        "t_setup": t_setup,
+    }
+    if stopped:
+        report = run.report(n_done=0, n_failed=0, n_skipped=n_skipped, stopped=True, **timing)
+        if comm.rank == 0:
+            log.warning("%s", summary_table(report))
+        return report
+    t_io = time.perf_counter()
+    failures, pending = _assemble(run)
+    report = run.report(
+        n_done=len(run.records) - len(failures) - len(pending), n_failed=len(failures),
+        n_pending=len(pending), n_skipped=n_skipped, failures=failures + pending, store=str(output),
+        t_assembly=time.perf_counter() - t_io, **timing,
+    )
+    if comm.rank == 0:
+        log.info("%s", summary_table(report))
+    return report
 
-    # validation before any work: fingerprints and basis name raise ParameterError on every rank alike
-    def _check_parameters():
-        from ..basis import load_basis
 
+def _check(run: _Run) -> None:
+    """Phase 1: parameters that no structure could satisfy are refused before any work (every rank)."""
+    params, execution = run.params, run.config.execution
+
+    def _fingerprints():
         load_basis(params.basis, params.exp_to_discard)
         return FingerprintSet.from_parameters(params)
 
-    fingerprints = all_call(comm, _check_parameters)
-    budget = memory_budget(comm, execution.max_memory)  # bytes per rank, the same on every rank
-    all_call(comm, lambda: check_memory_budget(params, fingerprints, budget))
-    records = _resolve(comm, inputs)
-    n = len(records)
-    if n == 0:
-        raise _no_inputs(inputs)
-    jdir = journal_dir(output)
-    parameters_json = store_parameters_json(params, fingerprints)
+    run.fingerprints = all_call(run.comm, _fingerprints)
+    run.budget = memory_budget(run.comm, execution.max_memory)  # the same on every rank
+    all_call(run.comm, lambda: check_memory_budget(params, run.fingerprints, run.budget))
 
-    def _decide():  # rank 0 alone reads the existing store; every rank gets the same decision
-        digest, each = input_digests(records)
+
+def _resolve(run: _Run, inputs: list[str]) -> None:
+    """Phase 2: input records, read in parallel: rank 0 lists the units, each rank reads a block."""
+    comm = run.comm
+    units = root_call(comm, lambda: input_units(inputs))
+    lo, hi = block_range(len(units), comm.size, comm.rank)
+    mine = all_call(comm, lambda: [[compact_record(r) for r in expand_unit(u)] for u in units[lo:hi]])
+    run.records = [r for block in comm.allgather(mine) for unit in block for r in unit]
+    all_call(comm, lambda: check_unique_ids(run.records))
+    if not run.records:
+        shown = ", ".join(map(str, inputs)) or "the (empty) input list"
+        raise InputError(f"no structures found in {shown}")
+
+
+def _decide(run: _Run, dry_run: bool) -> list[tuple[str, str]] | None:
+    """Phase 3: input digests, and what to do about an existing store (rank 0 reads it, all get the
+    decision): the failures of a complete, up-to-date store, or None to compute."""
+    parameters_json = run.fingerprints.parameters_json(run.params)
+
+    def _digests_and_decision():
+        digest, each = input_digests(run.records)
         if dry_run:
             return digest, each, None
-        existing = check_existing_store(output, jdir, params, parameters_json, digest, execution.restart)
-        return digest, each, existing
+        restart = run.config.execution.restart
+        return digest, each, check_existing_store(run.output, run.jdir, run.params, parameters_json, digest,
+                                                  restart)
 
-    # digest: of the whole run (store, journal); record_digests[i]: of record i (journal entries)
-    digest, record_digests, existing = root_call(comm, _decide)
-    if existing is not None:  # complete and up to date: nothing to do
-        n_failed = len(existing)
-        report = RunReport(
-            n, n - n_failed, n_failed, n, existing, time.perf_counter() - t_start, {}, [], False,
-            str(output), comm.size, n_threads, up_to_date=True,
-        )
-        if comm.rank == 0:
-            log.info(
-                "%s is complete and up to date (same parameters, same inputs): nothing to compute; "
-                "use --restart fresh to recompute it", output,
-            )
-            log.info("%s", summary_table(report))
-        return report
+    run.digest, run.record_digests, existing = root_call(run.comm, _digests_and_decision)
+    return existing
 
-    lo, hi = block_range(n, comm.size, comm.rank)
-    local_plan = all_call(comm, lambda: plan_records(records, params, lo, hi, max_memory=budget))
-    plan: list[PlanEntry] = [e for block in comm.allgather(local_plan) for e in block]
 
-    if dry_run:
-        costs = [e.cost for e in plan]
-        assignment = lpt_assign(costs, comm.size)
-        per_rank = [sum(costs[i] for i in tasks) for tasks in assignment]
-        if comm.rank == 0:
-            log.info("%s", plan_table(plan, per_rank, n_threads))
-        n_failed = sum(e.kind == "failed" for e in plan)
-        return RunReport(
-            n, 0, n_failed, 0, [(e.id, e.error) for e in plan if e.kind == "failed"],
-            time.perf_counter() - t_start, {}, [], False, "", comm.size, n_threads,
-        )
+def _up_to_date(run: _Run, failures: list[tuple[str, str]]) -> RunReport:
+    n = len(run.records)
+    report = run.report(n_done=n - len(failures), n_failed=len(failures), n_skipped=n, failures=failures,
+                        store=str(run.output), up_to_date=True)
+    if run.comm.rank == 0:
+        log.info("%s is complete and up to date (same parameters, same inputs): nothing to compute; "
+                 "use --restart fresh to recompute it", run.output)
+        log.info("%s", summary_table(report))
+    return report
 
-    def _prepare():
-        return prepare_journal(jdir, params, execution.restart, digest)
 
-    note = root_call(comm, _prepare)
-    digests = {e.id: record_digests[e.index] for e in plan if e.kind != "failed"}
-    refs, stale = _scan_all(comm, jdir, digests, set_aside=True)
+def _plan(run: _Run) -> None:
+    """Phase 4: validation and cost of every record, a block per rank; every rank gets the whole plan."""
+    comm = run.comm
+    lo, hi = block_range(len(run.records), comm.size, comm.rank)
+    local = all_call(comm, lambda: plan_records(run.records, run.params, lo, hi, max_memory=run.budget))
+    run.plan = [e for block in comm.allgather(local) for e in block]
+
+
+def _dry_run(run: _Run) -> RunReport:
+    costs = [e.cost for e in run.plan]
+    per_rank = [sum(costs[i] for i in tasks) for tasks in lpt_assign(costs, run.comm.size)]
+    if run.comm.rank == 0:
+        log.info("%s", plan_table(run.plan, per_rank, run.n_threads))
+    failed = [(e.id, e.error) for e in run.plan if e.kind == "failed"]
+    return run.report(n_done=0, n_failed=len(failed), n_skipped=0, failures=failed)
+
+
+def _prepare(run: _Run) -> tuple[list[Task], list[tuple[int, int]], int]:
+    """Phase 5: the journal (created, or checked and scanned), and the tasks still to run.
+
+    Returns the tasks, the (index, n_chunks) of structures split into k-point chunks, and the number
+    of structures taken from the journal.
+    """
+    comm, plan, execution = run.comm, run.plan, run.config.execution
+    note = root_call(comm, lambda: prepare_journal(run.jdir, run.params, execution.restart, run.digest))
+    refs, stale = _scan_all(comm, run.jdir, run.digests, set_aside=True)
     if stale and comm.rank == 0:
         log.info(
             "%d journal entries are stale (their structure's input changed since, or they were written "
@@ -265,34 +350,40 @@ def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry
         )
     journaled = {id: ref.status for id, ref in refs.items() if not ref.retry}
     tasks, to_combine = make_tasks(plan, journaled, comm.size, execution.split_kpoints)
-    n_todo = sum(e.kind != "failed" and e.id not in journaled for e in plan)
     n_skipped = sum(e.kind != "failed" and e.id in journaled for e in plan)
     if comm.rank == 0:
+        n_todo = sum(e.kind != "failed" and e.id not in journaled for e in plan)
         log.info(
             "%s; %d structures: %d to compute (%d tasks, %d structures split by k-points), %d from the "
             "journal, %d failed validation; %d ranks x %d threads, %s schedule",
-            note, n, n_todo, len(tasks), len(to_combine), n_skipped, sum(e.kind == "failed" for e in plan),
-            comm.size, n_threads, execution.schedule,
+            note, len(plan), n_todo, len(tasks), len(to_combine), n_skipped,
+            sum(e.kind == "failed" for e in plan), comm.size, run.n_threads, execution.schedule,
         )
-    params_json = params.to_json()
-    t_setup = time.perf_counter() - t_start
-    costs = [t.cost for t in tasks]
-    order = largest_first(costs)
+    return tasks, to_combine, n_skipped
 
-    shard = all_call(comm, lambda: JournalShard(jdir, comm.rank, params_json))
+
+def _compute(run: _Run, tasks: list[Task], to_combine: list[tuple[int, int]], stop: StopFlag,
+             on_task_done) -> tuple[TaskTimes, bool]:
+    """Phase 6: the tasks, largest first, each journaled by the rank that ran it; then the k-point
+    chunks of split structures joined. Returns this rank's busy time and whether a signal stopped the
+    run. A journal write error on any rank is agreed on by all (StoreError) before anything else."""
+    comm, params, execution = run.comm, run.params, run.config.execution
+    params_json = params.to_json()
+    costs = [t.cost for t in tasks]
+    shard = all_call(comm, lambda: JournalShard(run.jdir, comm.rank, params_json))
     journal_error: list[str] = []  # the first journal write error of this rank
 
     def compute(task: Task) -> tuple[StructureResult, TaskTimes]:
         """Run one task and journal it (flushed). A journal write error stops this rank's loop (the
         error is agreed on after the loop): the entry was not completed, so the journal stays valid."""
-        record = records[task.index]
+        record = run.records[task.index]
         if task.n_chunks == 1:
-            result, times = compute_record(task.index, record, params, fingerprints, n_threads)
+            result, times = compute_record(task.index, record, params, run.fingerprints, run.n_threads)
         else:
-            result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, n_threads)
+            result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, run.n_threads)
         t0 = time.perf_counter()
         try:
-            shard.append(result, times, record_digests[task.index])
+            shard.append(result, times, run.record_digests[task.index])
         except (OSError, RuntimeError, ValueError, StoreError) as exc:  # h5py's errors on a full disk
             journal_error.append(f"rank {comm.rank} could not write its journal shard {shard.path}: {exc}")
             stop.set()
@@ -302,43 +393,15 @@ def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry
 
     try:
         loop = _loop_static if execution.schedule == "static" else _loop_dynamic
-        interval = execution.progress_interval
-        busy, stopped = loop(comm, tasks, costs, order, compute, stop, on_task_done, interval)
+        busy, stopped = loop(comm, tasks, costs, largest_first(costs), compute, stop, on_task_done,
+                             execution.progress_interval)
     finally:
         shard.close()
-    _agree_journal_writes(comm, journal_error[:1], jdir)
+    _agree_journal_writes(comm, journal_error[:1], run.jdir)
     stopped = comm.allreduce(stopped or stop.requested)
     if to_combine and not stopped:
-        busy = busy + _combine(
-            to_combine, jdir, records, record_digests, digests, fingerprints, params_json, comm, n_threads
-        )
-    all_times = comm.allgather(busy.as_tuple())
-    phase_times = {p: sum(t[k] for t in all_times) for k, p in enumerate(PHASES)}
-    busy_times = [sum(t) for t in all_times]
-
-    if stopped:
-        report = RunReport(n, 0, 0, n_skipped, [], time.perf_counter() - t_start, phase_times, busy_times,
-                           True, "", comm.size, n_threads, t_setup)
-        if comm.rank == 0:
-            log.warning("%s", summary_table(report))
-        return report
-
-    t_io = time.perf_counter()
-    failures, pending = _assemble(
-        output, jdir, records, plan, parameters_json, digest, digests, fingerprints, comm,
-        execution.keep_journal,
-    )
-    t_assembly = time.perf_counter() - t_io
-    n_failed = len(failures)
-    report = RunReport(
-        n, n - n_failed - len(pending), n_failed, n_skipped, failures + pending,
-        time.perf_counter() - t_start, phase_times, busy_times, False, str(output), comm.size, n_threads,
-        t_setup, t_assembly,
-        n_pending=len(pending),
-    )
-    if comm.rank == 0:
-        log.info("%s", summary_table(report))
-    return report
+        busy = busy + _combine(run, to_combine, params_json)
+    return busy, stopped
 
 
 def _loop_dynamic(comm, tasks, costs, order, compute, stop, on_task_done, interval) -> tuple[TaskTimes, bool]:
@@ -444,11 +507,10 @@ def _exchange_rows(
     return {r.index: r for batch in comm.alltoall(outgoing) for r in batch}
 
 
-def _combine(
-    to_combine, jdir, records, record_digests, digests, fingerprints, params_json, comm, n_threads
-) -> TaskTimes:
+def _combine(run: _Run, to_combine: list[tuple[int, int]], params_json: str) -> TaskTimes:
     """Join the k-point chunks of split structures (block-distributed over the ranks) into full entries."""
-    refs, _ = _scan_all(comm, jdir, digests)
+    comm, jdir = run.comm, run.jdir
+    refs, _ = _scan_all(comm, jdir, run.digests)
     lo, hi = block_range(len(to_combine), comm.size, comm.rank)
     spent = TaskTimes()
 
@@ -458,12 +520,12 @@ def _combine(
             return
         with JournalShard(jdir, comm.rank, params_json) as shard:
             for index, m in to_combine[lo:hi]:
-                record = records[index]
+                record = run.records[index]
                 wanted = {j: refs[chunk_id(record.id, j, m)] for j in range(m)}
                 parts = [p for _, (p, _) in sorted(load_entries(wanted).items())]
-                result, times = finish(index, record, parts, fingerprints, n_threads)
+                result, times = finish(index, record, parts, run.fingerprints, run.n_threads)
                 t0 = time.perf_counter()
-                shard.append(result, times, record_digests[index])
+                shard.append(result, times, run.record_digests[index])
                 spent = spent + times + TaskTimes(io=time.perf_counter() - t0)
                 if result.status != STATUS_DONE:
                     log.warning("%s", result.error)
@@ -485,133 +547,6 @@ def _agree_journal_writes(comm: Any, errors: list[str], jdir: Path) -> None:
         )
         error.agreed = True
         raise error
-
-
-def _resolve(comm: Any, inputs: Sequence[str]) -> list[InputRecord]:
-    """Input records, read in parallel: rank 0 lists the files, each rank reads a block, allgather."""
-    units = root_call(comm, lambda: input_units(inputs))
-    lo, hi = block_range(len(units), comm.size, comm.rank)
-    mine = all_call(comm, lambda: [[compact_record(r) for r in expand_unit(u)] for u in units[lo:hi]])
-    records = [r for block in comm.allgather(mine) for unit in block for r in unit]
-    all_call(comm, lambda: check_unique_ids(records))
-    return records
-
-
-def _no_inputs(inputs: Sequence[str]) -> SporepError:
-    from ..errors import InputError
-
-    return InputError(f"no structures found in {', '.join(map(str, inputs)) or 'the (empty) input list'}")
-
-
-def store_parameters_json(params: Any, fingerprints: FingerprintSet) -> str:
-    """The root ``parameters`` attribute: run parameters plus the full fingerprint specifications."""
-    data = asdict(params)
-    data["fingerprint_specs"] = {name: json.loads(s.to_json()) for name, s in fingerprints.specs.items()}
-    return json.dumps(data, sort_keys=True)
-
-
-def fingerprint_meta(fingerprints: FingerprintSet) -> dict[str, FingerprintMeta]:
-    """Store metadata (energies, attrs) of each fingerprint."""
-    out = {}
-    for name, spec in fingerprints.specs.items():
-        windows = json.loads(spec.to_json())["windows"]
-        attrs = {
-            "spec": spec.to_json(),  # the full specification (FingerprintSpec.from_json)
-            "reference": "+".join(w["reference"] for w in windows),  # e.g. "vbm+cbm"
-            # [e_min (eV), e_max (eV), n_energies] per window
-            "window": json.dumps([[w["e_min"], w["e_max"], w["n_energies"]] for w in windows]),
-            "smearing": json.dumps([{k: w[k] for k in ("smearing", "width", "order")} for w in windows]),
-        }
-        out[name] = FingerprintMeta(energies=spec.energies, attrs=attrs)
-    return out
-
-
-def _parameter_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """``name: old -> new`` for every differing key of two parameter dicts (nested dicts recursed)."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(_parameter_changes(a, b, f"{prefix}{key}."))
-        elif a != b and not (isinstance(a, list) and isinstance(b, (list, tuple)) and a == list(b)):
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
-
-
-def check_existing_store(
-    output: Path, jdir: Path, params: Any, parameters_json: str, digest: str, restart: str
-) -> list[tuple[str, str]] | None:
-    """What to do about an existing `output` (rank 0 only, serial).
-
-    Returns
-    -------
-    None
-        Compute: there is no store, or ``restart="fresh"``, or `jdir` is the journal of a run with
-        these very parameters and inputs (an interrupted ``--restart fresh`` run, resumed).
-    list of (id, reason)
-        The store is complete and was made with the same parameters and inputs: nothing to do.
-        The list holds its failed structures.
-
-    A store with the same parameters and inputs but pending rows (structures the machinery lost: a
-    missing journal entry, an internal error) is resumed: only those rows are computed again.
-
-    Raises
-    ------
-    ParameterError
-        The store was made with other parameters (the differences are listed).
-    StoreError
-        `output` is a directory or not a sporep-hpc store (never overwritten, not even with
-        ``restart="fresh"``), or a store made from other inputs.
-    """
-    from ..errors import ParameterError
-    from ..store import STATUS_FAILED as FAILED
-    from ..store import open_store
-
-    if output.is_dir():
-        raise StoreError(f"output {output} is a directory; give the store's file name")
-    if not output.exists():
-        return None
-    fresh = "rerun with --restart fresh to replace it, or choose another output"
-    try:
-        with open_store(output) as store:
-            stored_json = store.attrs.get("parameters", "{}")
-            stored_digest = store.inputs_digest
-            ids, status, errors = store.ids, store.status.copy(), store.errors
-    except (SporepError, OSError, KeyError) as exc:
-        raise StoreError(
-            f"{output} exists and is not a readable sporep-hpc store ({exc}); it is never overwritten "
-            "(not even with --restart fresh): remove it yourself or choose another output"
-        ) from exc
-    if restart == "fresh":
-        return None
-    try:
-        changes = _parameter_changes(json.loads(stored_json), json.loads(parameters_json))
-    except ValueError:
-        changes = ["parameters: unreadable in the store"]
-    if not changes and stored_digest == digest:
-        pending = int(np.sum(status == STATUS_PENDING))
-        if not pending:
-            return [(id, errors[i]) for i, id in enumerate(ids) if status[i] == FAILED]
-        log.info("%s has %d structure(s) not computed by an earlier run (lost or interrupted, not failed for "
-                 "a reason of their own): computing them", output, pending)
-        return None
-    from .journal import journal_matches
-
-    if journal_matches(jdir, params, digest):
-        log.info("%s exists but the journal %s belongs to a run with these parameters and inputs: "
-                 "resuming it (the store will be replaced)", output, jdir)
-        return None
-    if changes:
-        raise ParameterError(
-            f"the store {output} was made with other parameters ({'; '.join(changes)}); {fresh}"
-        )
-    if stored_digest is None:
-        why = "does not record its inputs (written by an older version, or merged)"
-    elif stored_digest != digest:
-        why = "was made from other inputs (structures, properties or band files differ)"
-    else:
-        why = "is incomplete (pending rows)"
-    raise StoreError(f"the store {output} {why}; {fresh}")
 
 
 def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry]):
@@ -662,10 +597,8 @@ def _check_space(path: Path, needed: int) -> None:
         )
 
 
-def _assemble(
-    output, jdir, records, plan, parameters_json, digest, digests, fingerprints, comm, keep_journal
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Write the store from the journal (mpio on all ranks, or rank 0 alone); return the (id, reason)
+def _assemble(run: _Run) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Phase 7: write the store from the journal (mpio on all ranks, or rank 0 alone); return the (id, reason)
     of the failed rows and of the pending ones. Only current entries (`digests`, see `merge_refs`)
     are used.
 
@@ -674,17 +607,18 @@ def _assemble(
     and the journal kept: StoreError (exit code 3), and a rerun with room finishes the store. The
     journal is also kept when rows are pending, so that the next run computes only those.
     """
+    comm, output, jdir, plan, records = run.comm, run.output, run.jdir, run.plan, run.records
     n = len(plan)
     tmp = output.with_name(output.name + ".partial")
-    refs, _ = _scan_all(comm, jdir, digests)
+    refs, _ = _scan_all(comm, jdir, run.digests)
     header = StoreHeader(
-        parameters_json=parameters_json,
+        parameters_json=run.fingerprints.parameters_json(run.params),
         created=comm.bcast(_utc_now() if comm.rank == 0 else None, root=0),
         n_ranks=comm.size,
         version=__version__,
-        inputs_digest=digest,
+        inputs_digest=run.digest,
     )
-    meta = fingerprint_meta(fingerprints)
+    meta = run.fingerprints.store_meta()
     parallel = comm.size > 1 and mpio_available()
     if parallel:
         blocks = [block_range(n, comm.size, r) for r in range(comm.size)]
@@ -726,7 +660,7 @@ def _assemble(
         if pending:
             log.warning("%d structure(s) pending (not computed by this run, see the summary): the journal "
                         "%s is kept; rerun the same command to compute them", len(pending), jdir)
-        elif not keep_journal:
+        elif not run.config.execution.keep_journal:
             remove_journal(jdir)
 
     root_call(comm, _finish)
