@@ -24,6 +24,7 @@ from sporep_hpc.jobs import read_list
 from sporep_hpc.parallel.driver import run
 from sporep_hpc.parallel.merge import merge_stores
 from sporep_hpc.parallel.split import expected_ids, split_list
+from sporep_hpc.store import partial_path, write_rows
 from sporep_hpc.store.schema import MERGED_FROM
 
 pytestmark = pytest.mark.mpi
@@ -149,12 +150,39 @@ def _expect_error_on_every_rank(comm, match, fn):
     assert len(set(messages)) == 1, messages
 
 
+def test_failed_write_leaves_no_partial_file(comm, single, shared_tmp_path, monkeypatch):
+    """An I/O error reported by one rank after a write (the last rank when the ranks write together,
+    else rank 0, which writes alone): every rank raises the same StoreError, no ``<output>.partial`` is
+    left and the output in place is untouched."""
+    a, b = single / "si.h5", single / "c1.h5"
+    out = shared_tmp_path / "failed.h5"
+    merge_stores([a], out, comm)
+    before = comm.bcast(out.read_bytes() if comm.rank == 0 else None, root=0)
+    failing_rank = comm.size - 1 if writer_module.writes_collectively(comm) else 0  # a rank that writes
+
+    def failing(dset, start, data):  # after the (collective) write: no rank is left inside it
+        write_rows(dset, start, data)
+        if dset.name == "/spectra/eigenvalues" and comm.rank == failing_rank:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(writer_module, "write_rows", failing)
+    where = f"rank {failing_rank}: " if comm.size > 1 and writer_module.writes_collectively(comm) else ""
+    _expect_error_on_every_rank(
+        comm, f"cannot write .*failed.h5.partial: {where}.*Input/output error",
+        lambda: merge_stores([a, b], out, comm, force=True),
+    )
+    comm.Barrier()
+    assert not partial_path(out).exists()
+    assert out.read_bytes() == before
+    comm.Barrier()
+
+
 def test_refusals_name_the_problem(comm, single, shared_tmp_path):
     database = shared_tmp_path
     a, b, c = single / "si.h5", single / "nacl.h5", single / "nacl-k025.h5"
     _expect_error_on_every_rank(
         comm,
-        r"different parameters: kdensity: 0.3 -> 0.25 \(from .*si.h5 to .*nacl-k025.h5\)",
+        r"different parameters: kdensity is 0.3 in .*si.h5 but 0.25 in .*nacl-k025.h5",
         lambda: merge_stores([a, c], database / "x.h5", comm),
     )
     _on_root(comm, lambda: shutil.copy(a, database / "a2.h5"))
