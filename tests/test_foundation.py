@@ -29,7 +29,7 @@ LAYERS = [
     {"store", "config"},
     {"inputs", "pipeline"},
     {"parallel", "jobs"},
-    {"analysis"},
+    {"analysis", "featurizer"},
     {"plots"},
     {"cli", "__main__", "__init__"},
 ]
