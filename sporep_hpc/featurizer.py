@@ -165,13 +165,13 @@ def _outcomes(inputs: Sequence[tuple[int, Any, str, str]], params: RunParameters
     (name, spec), = fingerprints.specs.items()
     records = {i: item for i, item, _, _ in inputs if isinstance(item, InputRecord)}
     plans = {i: submit(plan_record, i, record, params) for i, record in records.items()}
-    runs = {
-        i: submit(compute_record, i, records[i], params, fingerprints, 1)
-        for i, plan in plans.items() if plan.result().kind != "failed"
-    }
     bands = {
         i: submit(fingerprint, item, spec, n_threads=1)
         for i, item, _, _ in inputs if isinstance(item, BandStructure)
+    }
+    runs = {  # each submitted as soon as its plan is back
+        i: submit(compute_record, i, records[i], params, fingerprints, 1)
+        for i, plan in plans.items() if plan.result().kind != "failed"
     }
     out = []
     for i, item, error, id in inputs:
