@@ -23,7 +23,8 @@ fingerprint minus one.
 
 With --query FILE..., the fingerprints of the given structure files, directories, band files or
 stores are computed with the store's own parameters (kdensity, basis, fingerprint windows...) and the
-k nearest stored structures of each are printed; the store is not modified.
+k nearest stored structures of each are printed (k at most the number of stored structures with a
+fingerprint); the store is not modified. Put STORE before --query, which takes every name after it.
 
 Metrics: euclidean, cosine, tanimoto (1 - T, pymatgen's index) and wasserstein (eV, per window).
 
