@@ -258,6 +258,17 @@ def structures():
     }
 
 
+def write_mixed_corpus(directory, max_atoms: int = 40) -> tuple[dict[str, str], list[str]]:
+    """The malformed corpus, the unusual good files and three plain crystals (si, cu, graphite) in one
+    directory: ({bad id: expected fragment of its failure reason}, [good ids])."""
+    bad = write_malformed_corpus(directory, max_atoms=max_atoms)
+    good = write_unusual_good_corpus(directory)
+    for name in ("si", "cu", "graphite"):
+        structures()[name].to(filename=str(directory / f"{name}.json"))
+        good.append(name)
+    return bad, good
+
+
 def datasets(path):
     """({path: array} of every dataset, root attributes but created/n_ranks) of an HDF5 store."""
     out = {}

@@ -11,15 +11,16 @@ structures failed, 5 stopped by SIGTERM with the journal consistent. `sporep-hpc
 command and runs without mpiexec.
 """
 
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from pymatgen.core import Lattice, Structure
+from _references import si_conventional, structures, write_mixed_corpus
+from pymatgen.core import Structure
 
 MPIEXEC = shutil.which("mpiexec")
 pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found")
@@ -41,9 +42,8 @@ def info(env: dict, store) -> subprocess.CompletedProcess:
 
 def test_run_exit_codes_at_two_ranks(subprocess_env, tmp_path):
     env = subprocess_env
-    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
     for name in ("si", "si2"):
-        si.to(filename=str(tmp_path / f"{name}.json"))
+        structures()["si"].to(filename=str(tmp_path / f"{name}.json"))
     (tmp_path / "broken.json").write_text("[")
     inputs = [tmp_path / "si.json", tmp_path / "si2.json", tmp_path / "broken.json"]
 
@@ -82,13 +82,30 @@ def test_run_exit_codes_at_two_ranks(subprocess_env, tmp_path):
     assert r.returncode == 3 and "no such store" in r.stderr
 
 
+def test_malformed_corpus_exit_code_4_without_traceback_at_two_ranks(subprocess_env, tmp_path):
+    # issue 12.5: every hostile file a failed row, the good ones done, exit code 4, no traceback
+    d = tmp_path / "corpus"
+    bad, good = write_mixed_corpus(d, max_atoms=40)
+    r = run(subprocess_env, sporep_mpi("run", d, "-o", tmp_path / "cli.h5", "--kdensity", "0.5",
+                                       "--max-atoms", "40"))
+    assert r.returncode == 4, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert re.search(rf"failed\s+{len(bad)}\n", r.stderr), r.stderr[-3000:]
+    r = info(subprocess_env, tmp_path / "cli.h5")
+    assert f"structures {len(bad) + len(good)}: {len(good)} done, {len(bad)} failed" in r.stdout, r.stdout
+    # absurd sizes: refused at parse time, exit 2, naming the parameter
+    for flag, value, name in (("--kdensity", "1e-300", "kdensity"), ("--kdensity", "0.001", "kdensity"),
+                              ("--max-memory", "1MiB", "max_memory")):
+        r = run(subprocess_env, sporep_mpi("run", d / "si.json", "-o", tmp_path / "x.h5", flag, value))
+        assert r.returncode == 2 and name in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+
+
 def test_sigterm_to_mpiexec_stops_both_ranks_with_exit_code_5(subprocess_env, tmp_path, rng):
     d = tmp_path / "many"
     d.mkdir()
-    diamond = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
-                        [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75]])
+    si8 = si_conventional()
     for i in range(40):  # 8-atom cells without symmetry, ~0.25 s each here: the run takes ~5 s on 2 ranks
-        s = Structure(Lattice.cubic(5.43), ["Si"] * 8, diamond + rng.uniform(-0.01, 0.01, (8, 3)))
+        s = Structure(si8.lattice, si8.species, si8.frac_coords + rng.uniform(-0.01, 0.01, (8, 3)))
         s.to(filename=str(d / f"si{i:03d}.json"))
     out = tmp_path / "big.h5"
     journal = tmp_path / "big.h5.journal"

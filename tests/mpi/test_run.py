@@ -89,29 +89,28 @@ def test_spectra_match_direct_calls(comm, inputs, shared_tmp_path):
 
     out = shared_tmp_path / "direct.h5"
     run([str(inputs)], out, config(), comm)
-    if comm.rank == 0:
-        with open_store(out) as store:
-            for id in GOOD:
-                i = store.index_of(id)
-                bands = operator_spectrum(structures()[id], kdensity=KDENSITY)
-                sp = store.spectrum(i)
-                np.testing.assert_allclose(sp["eigenvalues"], bands.eigenvalues, rtol=0, atol=1e-12)
-                np.testing.assert_allclose(sp["weights"], bands.weights, rtol=0, atol=1e-15)
-                values, _, _ = store.fingerprints("kinetic")
-                np.testing.assert_allclose(values[i], fingerprint(bands, "kinetic"), rtol=0, atol=1e-12)
-                assert sp["n_electrons"] == bands.n_electrons
-                assert sp["vbm"] == pytest.approx(bands.vbm, abs=1e-12)
-            from sporep_hpc.fingerprints import FingerprintSpec, get_spec
+    with open_store(out) as store:
+        for id in GOOD:
+            i = store.index_of(id)
+            bands = operator_spectrum(structures()[id], kdensity=KDENSITY)
+            sp = store.spectrum(i)
+            np.testing.assert_allclose(sp["eigenvalues"], bands.eigenvalues, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(sp["weights"], bands.weights, rtol=0, atol=1e-15)
+            values, _, _ = store.fingerprints("kinetic")
+            np.testing.assert_allclose(values[i], fingerprint(bands, "kinetic"), rtol=0, atol=1e-12)
+            assert sp["n_electrons"] == bands.n_electrons
+            assert sp["vbm"] == pytest.approx(bands.vbm, abs=1e-12)
+        from sporep_hpc.fingerprints import FingerprintSpec, get_spec
 
-            _, energies, attrs = store.fingerprints("kinetic")
-            spec = get_spec("kinetic")
-            np.testing.assert_array_equal(energies, spec.energies)
-            assert FingerprintSpec.from_json(attrs["spec"]) == spec
-            assert attrs["reference"] == "zero" and json.loads(attrs["window"]) == [[0.0, 1000.0, 2048]]
-            assert store.parameters["kdensity"] == KDENSITY
-            _, numbers, positions = store.atoms(store.index_of("si"))
-            np.testing.assert_allclose(positions[1], [5.43 / 4] * 3, atol=1e-12)
-            assert list(numbers) == [14, 14]
+        _, energies, attrs = store.fingerprints("kinetic")
+        spec = get_spec("kinetic")
+        np.testing.assert_array_equal(energies, spec.energies)
+        assert FingerprintSpec.from_json(attrs["spec"]) == spec
+        assert attrs["reference"] == "zero" and json.loads(attrs["window"]) == [[0.0, 1000.0, 2048]]
+        assert store.parameters["kdensity"] == KDENSITY
+        _, numbers, positions = store.atoms(store.index_of("si"))
+        np.testing.assert_allclose(positions[1], [5.43 / 4] * 3, atol=1e-12)
+        assert list(numbers) == [14, 14]
     comm.Barrier()
 
 
@@ -284,20 +283,19 @@ def test_imported_band_files_and_stores_enter_at_eigenvalues(comm, inputs, share
     out = shared_tmp_path / "imported.h5"
     report = run([str(bands_dir / "model.npz"), str(ref_store)], out, config(), comm)
     assert report.n_failed == 0 and report.n_done == 5
-    if comm.rank == 0:
-        expected = read_bands(bands_dir / "model.npz")
-        with open_store(out) as store, open_store(ref_store) as ref:
-            assert store.ids == ["model", *GOOD]
-            values, _, _ = store.fingerprints("kinetic")
-            np.testing.assert_allclose(store.spectrum(0)["eigenvalues"], expected.eigenvalues, rtol=0, atol=0)
-            np.testing.assert_allclose(values[0], fingerprint(expected, "kinetic"), rtol=0, atol=1e-12)
-            ref_values, _, _ = ref.fingerprints("kinetic")
-            for k, id in enumerate(GOOD, start=1):
-                j = ref.index_of(id)
-                got, want = store.spectrum(k)["eigenvalues"], ref.spectrum(j)["eigenvalues"]
-                np.testing.assert_array_equal(got, want)
-                np.testing.assert_allclose(values[k], ref_values[j], rtol=0, atol=1e-12)
-                np.testing.assert_array_equal(store.atoms(k)[1], ref.atoms(j)[1])
+    expected = read_bands(bands_dir / "model.npz")
+    with open_store(out) as store, open_store(ref_store) as ref:
+        assert store.ids == ["model", *GOOD]
+        values, _, _ = store.fingerprints("kinetic")
+        np.testing.assert_allclose(store.spectrum(0)["eigenvalues"], expected.eigenvalues, rtol=0, atol=0)
+        np.testing.assert_allclose(values[0], fingerprint(expected, "kinetic"), rtol=0, atol=1e-12)
+        ref_values, _, _ = ref.fingerprints("kinetic")
+        for k, id in enumerate(GOOD, start=1):
+            j = ref.index_of(id)
+            got, want = store.spectrum(k)["eigenvalues"], ref.spectrum(j)["eigenvalues"]
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_allclose(values[k], ref_values[j], rtol=0, atol=1e-12)
+            np.testing.assert_array_equal(store.atoms(k)[1], ref.atoms(j)[1])
     comm.Barrier()
 
 
@@ -416,11 +414,10 @@ def test_structure_properties_stored_by_row(comm, inputs, shared_tmp_path):
         for i, id in enumerate(store.ids):
             assert store.properties(i) == expected[id], id
         assert store.all_properties() == [expected[id] for id in store.ids]
-    if comm.rank == 0:
-        from sporep_hpc.cli.info import describe_store
+    from sporep_hpc.cli.info import describe_store
 
-        keys = sorted({k for p in expected.values() for k in p})
-        assert f"properties: 6 of 8 structures; keys {', '.join(keys)}" in describe_store(out)
+    keys = sorted({k for p in expected.values() for k in p})
+    assert f"properties: 6 of 8 structures; keys {', '.join(keys)}" in describe_store(out)
     comm.Barrier()
 
 
@@ -485,11 +482,11 @@ def test_resume_recomputes_only_structures_edited_since(comm, inputs, shared_tmp
         report = run([str(inputs)], out, config(keep_journal=True), comm)
     assert not report.stopped and report.n_done == 4 and report.n_failed == 2
     assert report.n_skipped == len(before) - 1
-    if comm.rank == 0:
+    if comm.rank == 0:  # rank 0 logs it
         assert "1 journal entries are stale" in caplog.text and edited in caplog.text
-        recomputed = sorted(id for p in jdir.glob("rank-*.h5") if p.name not in old_shards
-                            for id, _ in scan_shard(p))
-        assert recomputed == sorted({edited} | (set(GOOD) - set(before)))
+    recomputed = sorted(id for p in jdir.glob("rank-*.h5") if p.name not in old_shards
+                        for id, _ in scan_shard(p))
+    assert recomputed == sorted({edited} | (set(GOOD) - set(before)))
     comm.Barrier()
     # reference: an uninterrupted one-rank run over the edited inputs (1e-12, as everywhere here)
     assert_same_store(out, serial_reference(comm, inputs, shared_tmp_path / "serial-edited.h5"))
