@@ -153,6 +153,17 @@ def test_fit_records_the_energy_axis_and_labels():
     assert_array_equal(frame.to_numpy(), X)
 
 
+def test_sequence_kinds():
+    """A list, a tuple, a pandas Series or a one-column DataFrame of inputs give the same rows."""
+    pd = pytest.importorskip("pandas")
+    items = [STRUCTURES["si"], STRUCTURES["cu"]]
+    f = SorepFeaturizer("fermi", kdensity=KDENSITY)
+    rows = f.transform(items)
+    for X in (tuple(items), pd.Series(items), pd.DataFrame({"structure": items})):
+        assert_array_equal(f.transform(X), rows)
+    assert f.transform([]).shape == (0, PRESETS["fermi"].n_features)
+
+
 def test_feature_label_rule():
     assert feature_labels(PRESETS["kinetic"])[:2] == ["kinetic:zero@+0.00eV", "kinetic:zero@+0.49eV"]
     # spacing 2e-3 eV needs 3 decimals; overlapping windows with one reference need the index prefix
