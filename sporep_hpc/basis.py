@@ -25,8 +25,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ._validation import check_interval
 from .errors import InputError, ParameterError
+from .params import Param
 
 __all__ = [
     "DEFAULT_BASIS",
@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 DEFAULT_BASIS = "ano-valence"
+#: Run parameters of the basis, checked by `load_basis` (listed in `sporep_hpc.config.RUN_PARAMETERS`).
+BASIS = Param("basis", DEFAULT_BASIS, "Gaussian basis (ano-valence or a basis_set_exchange name)", kind=str)
+EXP_TO_DISCARD = Param("exp_to_discard", 0.1, "primitives with smaller exponents are dropped", low=0.0,
+                       closed="left", unit="Bohr⁻²")
 L_MAX = 3
 _ANO_SOURCE = "ANO-RCC-MB"
 
@@ -269,7 +273,7 @@ def _load(name: str, exp_to_discard: float) -> BasisSet:
                     MappingProxyType(unsupported))
 
 
-def load_basis(name: str = DEFAULT_BASIS, exp_to_discard: float = 0.1) -> BasisSet:
+def load_basis(name: str = BASIS.default, exp_to_discard: float = EXP_TO_DISCARD.default) -> BasisSet:
     """Load (and cache) a basis set.
 
     Parameters
@@ -289,9 +293,8 @@ def load_basis(name: str = DEFAULT_BASIS, exp_to_discard: float = 0.1) -> BasisS
     ParameterError
         Unknown basis name or invalid `exp_to_discard`.
     """
-    if not isinstance(name, str) or not name:
-        raise ParameterError(f"basis must be a non-empty string; got {name!r}")
-    check_interval("exp_to_discard", exp_to_discard, 0.0, None, closed="left", unit="Bohr⁻²")
+    BASIS.check(name)
+    EXP_TO_DISCARD.check(exp_to_discard)
     key = DEFAULT_BASIS if name.lower() == DEFAULT_BASIS else name
     return _load(key, float(exp_to_discard))
 

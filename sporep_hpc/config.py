@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from ._validation import check_interval
+from .basis import BASIS, EXP_TO_DISCARD
 from .errors import ParameterError
+from .huckel import HUCKEL_K, HUCKEL_WEIGHTED
 from .kpoints import KDENSITY, KDENSITY_MIN, KGRID_ROUNDING, MAX_ATOMIC_VOLUME, MAX_KPOINTS
-from .operators import BASIS, EXP_TO_DISCARD, HUCKEL_K, HUCKEL_WEIGHTED, LINDEP, OPERATOR, PRECISION
+from .operators import LINDEP, OPERATOR, PRECISION
 from .params import Param, diff_texts
 from .structures import MAX_ATOMS, MIN_DISTANCE
 

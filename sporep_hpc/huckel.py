@@ -48,11 +48,13 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_interval
 from .errors import InputError, ParameterError
+from .params import Param
 
 __all__ = [
     "HARTREE_EV",
+    "HUCKEL_K",
+    "HUCKEL_WEIGHTED",
     "K_DEFAULT",
     "SOURCES",
     "TABLE",
@@ -65,6 +67,11 @@ __all__ = [
 
 HARTREE_EV = 27.211386245988  # CODATA 2018
 K_DEFAULT = 1.75  # Wolfsberg-Helmholz constant of Hoffmann's extended-Hückel method
+#: Run parameters of the "huckel" operator (listed in `sporep_hpc.config.RUN_PARAMETERS`).
+HUCKEL_K = Param("huckel_k", K_DEFAULT, "Wolfsberg-Helmholz constant K of the huckel operator", low=1.0,
+                 closed="neither")
+HUCKEL_WEIGHTED = Param("huckel_weighted", False, "huckel operator with the weighted formula of Ammeter et "
+                        "al. (1978)", kind=bool)
 _L = "spdf"
 
 SOURCES = MappingProxyType({
@@ -235,10 +242,9 @@ def orbital_energy(symbol: str, l: int) -> float:  # noqa: E741 (the standard na
 
 
 def check_parameters(k: float, weighted: bool) -> None:
-    """ParameterError unless K is in (1, inf) and `weighted` is a bool."""
-    check_interval("huckel_k", k, 1.0, None, closed="neither")
-    if not isinstance(weighted, (bool, np.bool_)):
-        raise ParameterError(f"huckel_weighted must be true or false; got {weighted!r}")
+    """ParameterError unless K and `weighted` are valid (declarations `HUCKEL_K`, `HUCKEL_WEIGHTED`)."""
+    HUCKEL_K.check(k)
+    HUCKEL_WEIGHTED.check(weighted)
 
 
 def coupling_matrix(h: Any, k: float = K_DEFAULT, weighted: bool = False) -> np.ndarray:

@@ -45,9 +45,16 @@ from threadpoolctl import ThreadpoolController
 from ._ext import load
 from ._validation import check_choice
 from .bands import BandStructure
-from .basis import DEFAULT_BASIS, BasisSet, load_basis
+from .basis import BASIS, EXP_TO_DISCARD, BasisSet, load_basis
 from .errors import InputError, ParameterError
-from .huckel import HARTREE_EV, K_DEFAULT, coupling_matrix, orbital_energy
+from .huckel import (
+    HARTREE_EV,
+    HUCKEL_K,
+    HUCKEL_WEIGHTED,
+    check_parameters,
+    coupling_matrix,
+    orbital_energy,
+)
 from .kpoints import KDENSITY, KGRID_ROUNDING, irreducible_kpoints
 from .params import Param
 from .structures import as_cell
@@ -71,19 +78,14 @@ OPERATORS = ("kinetic", "overlap", "huckel")
 PRECISION_MIN = 1e-30
 
 #: Run parameters of the spectrum, checked here (`_check_common`) with the same declarations the run's
-#: configuration uses (`sporep_hpc.config.RUN_PARAMETERS`): what a run accepts, these functions accept.
+#: configuration uses (`sporep_hpc.config.RUN_PARAMETERS`): what a run accepts, these functions accept
+#: (the basis' are `basis.BASIS` and `basis.EXP_TO_DISCARD`, Hückel's `huckel.HUCKEL_K` and
+#: `huckel.HUCKEL_WEIGHTED`, checked by `load_basis` and `huckel.check_parameters`).
 OPERATOR = Param("operator", "kinetic", "operator whose generalised spectrum is computed", kind=str,
                  choices=OPERATORS)
-BASIS = Param("basis", DEFAULT_BASIS, "Gaussian basis (ano-valence or a basis_set_exchange name)", kind=str)
-EXP_TO_DISCARD = Param("exp_to_discard", 0.1, "primitives with smaller exponents are dropped", low=0.0,
-                       closed="left", unit="1/Bohr^2")
 PRECISION = Param("precision", 1e-12, "lattice-sum screening threshold", low=PRECISION_MIN, high=1e-3)
 LINDEP = Param("lindep", 1e-8, "overlap eigenvalues below this are dropped (canonical orthogonalisation)",
                low=0.0, high=1.0, closed="neither")
-HUCKEL_K = Param("huckel_k", K_DEFAULT, "Wolfsberg-Helmholz constant K of the huckel operator", low=1.0,
-                 closed="neither")
-HUCKEL_WEIGHTED = Param("huckel_weighted", False, "huckel operator with the weighted formula of Ammeter et "
-                        "al. (1978)", kind=bool)
 _PHASED_BYTES = 256 * 2**20  # k-point chunks keep the phased matrices below this (the blocks are extra)
 
 
@@ -416,7 +418,7 @@ def _add_huckel(blocks: np.ndarray, h: np.ndarray, k: float, weighted: bool) -> 
 
 def _real_space_blocks(
     cell: _Cell, basis: BasisSet, precision: float, operator: str, n_threads: int,
-    huckel_k: float = K_DEFAULT, huckel_weighted: bool = False,
+    huckel_k: float = HUCKEL_K.default, huckel_weighted: bool = HUCKEL_WEIGHTED.default,
 ) -> _Blocks:
     shells = _shell_table(cell, basis)
     kinetic = operator == "kinetic"
@@ -487,8 +489,7 @@ def _blas_single_thread():
 def _check_common(operator: str, precision: float, huckel_k: float, huckel_weighted: bool) -> None:
     OPERATOR.check(operator)
     PRECISION.check(precision)
-    HUCKEL_K.check(huckel_k)
-    HUCKEL_WEIGHTED.check(huckel_weighted)
+    check_parameters(huckel_k, huckel_weighted)
 
 
 def operator_matrices(

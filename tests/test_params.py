@@ -133,6 +133,36 @@ def test_parser_and_computation_agree_on_precision_and_lindep():
             operator_spectrum(si, operator=value, kpoints=k)
 
 
+def _same_refusal(parse, compute):
+    """Both calls raise ParameterError with the same message."""
+    with pytest.raises(ParameterError) as parsed:
+        parse()
+    with pytest.raises(ParameterError) as computed:
+        compute()
+    assert str(parsed.value) == str(computed.value)
+
+
+def test_parser_and_computation_agree_on_basis_huckel_and_structure_limits():
+    from sporep_hpc.basis import load_basis
+    from sporep_hpc.huckel import coupling_matrix
+    from sporep_hpc.structures import check_structure
+
+    h = [-0.5, -0.3]  # orbital energies, Hartree (any negative values)
+    # boundaries accepted by both
+    RunParameters(exp_to_discard=0.0, huckel_k=1.0 + 1e-9, max_atoms=2, min_distance=0.0)
+    load_basis("ano-valence", 0.0)
+    coupling_matrix(h, 1.0 + 1e-9)
+    check_structure(_si(), "si", max_atoms=2, min_distance=0.0)
+    # beyond them: the same refusal
+    _same_refusal(lambda: RunParameters(exp_to_discard=-0.1), lambda: load_basis("ano-valence", -0.1))
+    _same_refusal(lambda: RunParameters(basis=""), lambda: load_basis("", 0.1))
+    _same_refusal(lambda: RunParameters(huckel_k=1.0), lambda: coupling_matrix(h, 1.0))
+    _same_refusal(lambda: RunParameters(huckel_weighted="yes"), lambda: coupling_matrix(h, 1.75, "yes"))
+    _same_refusal(lambda: RunParameters(max_atoms=0), lambda: check_structure(_si(), "si", max_atoms=0))
+    _same_refusal(lambda: RunParameters(min_distance=-1.0),
+                  lambda: check_structure(_si(), "si", min_distance=-1.0))
+
+
 def test_parser_and_kpoints_agree_on_kdensity_and_rounding():
     from pymatgen.core import Lattice, Structure
 
