@@ -212,7 +212,8 @@ min_distance, huckel_k, huckel_weighted : optional
         ``sporep-hpc run``. Not used for band objects, whose spectrum is given.
     n_jobs : int or None, default 1
         Worker processes (-1: every core; None: 1). Each runs its kernels with one thread; the rows
-        do not depend on n_jobs (bitwise).
+        do not depend on n_jobs (bitwise). A worker first pays its start (imports, basis, kernels: a
+        few seconds), so processes pay off for inputs that take longer than that to compute.
     on_error : {"raise", "nan"}, default "raise"
         A structure that cannot be computed (invalid, too close atoms, element not in the basis, ...)
         raises InputError naming it (``"structure 'X[3]': ..."``, its position in X) or, with ``"nan"``,
