@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from _references import brute_force_makespan
+from _references import brute_force_makespan, si_conventional
 from pymatgen.core import Lattice, Structure
 
 from sporep_hpc import jobs
@@ -24,15 +24,6 @@ from sporep_hpc.inputs.resolve import resolve_inputs
 from sporep_hpc.parallel.plan import cost_model
 from sporep_hpc.parallel.split import MANIFEST, Unit, expected_ids, plan_units, split_list, split_units
 
-DIAMOND = [
-    [0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
-    [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75], [0.25, 0.75, 0.75],
-]  # fmt: skip
-
-
-def _si_conventional() -> Structure:
-    return Structure(Lattice.cubic(5.43), ["Si"] * 8, DIAMOND)
-
 
 def _structures() -> dict[str, Structure]:
     """Small crystals of different cost (elements the default basis covers)."""
@@ -40,7 +31,7 @@ def _structures() -> dict[str, Structure]:
                         [[0, 0, 0], [0.25, 0.25, 0.25]])  # fmt: skip
     nacl = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     c_sc = Structure(Lattice.cubic(3.0), ["C"], [[0, 0, 0]])
-    return {"si8": _si_conventional(), "si2": si_prim, "nacl": nacl, "c1": c_sc}
+    return {"si8": si_conventional(), "si2": si_prim, "nacl": nacl, "c1": c_sc}
 
 
 @pytest.fixture
@@ -93,7 +84,7 @@ def test_cost_of_a_unit_uses_the_run_cost_model(database):
 
     params = RunParameters()
     (unit,) = plan_units(["si8.cif"], params)
-    s = _si_conventional()
+    s = si_conventional()
     recip = np.linalg.norm(s.lattice.reciprocal_lattice.matrix, axis=1)  # includes 2π
     mesh = [max(1, math.ceil(b / params.kdensity)) for b in recip]  # DESIGN §3 default rule
     cell = (s.lattice.matrix, s.frac_coords, s.atomic_numbers)

@@ -108,15 +108,14 @@ def test_lock_of_another_host_is_kept_until_stale(comm, inputs, shared_tmp_path)
     assert driver.run([str(inputs)], out, config(), comm).exit_code == 0
 
 
-def test_info_while_the_run_writes(comm, inputs, shared_tmp_path):
+def test_info_while_the_run_writes(comm, inputs, shared_tmp_path, subprocess_env):
     """`sporep-hpc info` (another process) during the run: reports the run, moves nothing, loses nothing."""
     out = shared_tmp_path / "s.h5"
     seen = []
 
     def info_now(n):
         if comm.rank == 0 and n == 1:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_"))}
-            r = subprocess.run([sys.executable, "-m", "sporep_hpc", "info", str(out)], env=env,
+            r = subprocess.run([sys.executable, "-m", "sporep_hpc", "info", str(out)], env=subprocess_env,
                                capture_output=True, text=True, timeout=120)
             seen.append(r)
 

@@ -200,14 +200,13 @@ KILLER = textwrap.dedent(
 )
 
 
-def test_sigkill_mid_run_then_resume_gives_identical_store(comm, inputs, shared_tmp_path):
+def test_sigkill_mid_run_then_resume_gives_identical_store(comm, inputs, shared_tmp_path, subprocess_env):
     out = shared_tmp_path / "killed.h5"
     if comm.rank == 0:
         # a separate one-rank job (singleton MPI: launcher variables removed), killed after 2 structures
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_"))}
-        env["OMP_NUM_THREADS"] = "1"
         code = KILLER.format(kdensity=KDENSITY)
-        proc = subprocess.run([sys.executable, "-c", code, str(inputs), str(out)], env=env, timeout=240)
+        proc = subprocess.run([sys.executable, "-c", code, str(inputs), str(out)], env=subprocess_env,
+                              timeout=240)
         assert proc.returncode == -signal.SIGKILL
         assert not out.exists()
         assert len(scan_journal(journal_dir(out))) == 2
