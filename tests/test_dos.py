@@ -15,6 +15,17 @@ from sporep_hpc.smearing import SMEARING_KINDS
 HBAR2_2M = 3.80998212  # ħ²/2mₑ in eV Å² (CODATA 2018)
 
 
+def free_electron_bands(a: float, n: int, g_range: int, g_max: float) -> np.ndarray:
+    """Free-electron energies ħ²|k+G|²/2m (eV) in a simple cubic cell of side `a` Å, on an n³ grid of k
+    (Γ-centred, shifted to [-1/2, 1/2)), for the G with integer components in [-g_range, g_range] and
+    |G| ≤ g_max (units 2π/a): shape (n³, number of G)."""
+    b = 2 * math.pi / a
+    k = (np.array(list(itertools.product(range(n), repeat=3))) / n - 0.5) * b
+    g = np.array([v for v in itertools.product(range(-g_range, g_range + 1), repeat=3)
+                  if np.linalg.norm(v) <= g_max]) * b
+    return HBAR2_2M * np.sum((k[:, None, :] + g[None, :, :]) ** 2, axis=2)
+
+
 def brute_force_dos(eig, weights, energies, kind, width):
     """Σ_s Σ_k w_k g Σ_n δ((E − ε)/σ)/σ by one numpy broadcast (E, s, k, n); NaN bands skipped."""
     eig, g, w = spin_resolved(eig, weights)
@@ -68,12 +79,9 @@ def test_threads_and_energy_order(rng):
 def test_free_electron_dos():
     # Free electrons in a simple cubic cell (a = 4 Å), plane waves folded onto a 16³ Γ-centred grid:
     # D(E) = V/(2π²) (2m/ħ²)^{3/2} √E states/eV/cell including spin (Ashcroft & Mermin eq. 2.61).
-    a, n = 4.0, 16
-    b = 2 * math.pi / a
-    k = (np.array(list(itertools.product(range(n), repeat=3))) / n - 0.5) * b
-    g = np.array([v for v in itertools.product(range(-3, 4), repeat=3) if np.linalg.norm(v) <= 2.95]) * b
-    eig = HBAR2_2M * np.sum((k[:, None, :] + g[None, :, :]) ** 2, axis=2)
-    bands = BandStructure(eig, np.ones(len(k)))
+    a = 4.0
+    eig = free_electron_bands(a, 16, 3, 2.95)
+    bands = BandStructure(eig, np.ones(len(eig)))
     energies = np.linspace(6, 30, 25)  # complete shells up to |k+G| = 2.95·b − √3·b/2 → 35 eV
     analytic = a**3 / (2 * math.pi**2) * HBAR2_2M**-1.5 * np.sqrt(energies)
     dos = bands.dos(energies, "gaussian", 0.6)
@@ -100,11 +108,8 @@ def test_free_electron_fermi_level():
     # Same free-electron model as above with 8 electrons per 64 Å³ cell: E_F = ħ²/2m (3π² n)^{2/3}
     # (Ashcroft & Mermin eq. 2.21) = 9.12 eV. 0.5 %: k-sampling of the Fermi sphere on a 16³ grid (the
     # electron count fixes the enclosed volume, so E_F converges faster than the DOS; measured 0.05 %).
-    a, n = 4.0, 16
-    b = 2 * math.pi / a
-    k = (np.array(list(itertools.product(range(n), repeat=3))) / n - 0.5) * b
-    g = np.array([v for v in itertools.product(range(-2, 3), repeat=3) if np.linalg.norm(v) <= 2.0]) * b
-    eig = HBAR2_2M * np.sum((k[:, None, :] + g[None, :, :]) ** 2, axis=2)
-    ef = BandStructure(eig, np.ones(len(k)), n_electrons=8).fermi_level("gaussian", 0.05)
+    a = 4.0
+    eig = free_electron_bands(a, 16, 2, 2.0)
+    ef = BandStructure(eig, np.ones(len(eig)), n_electrons=8).fermi_level("gaussian", 0.05)
     analytic = HBAR2_2M * (3 * math.pi**2 * 8 / a**3) ** (2 / 3)
     assert ef == pytest.approx(analytic, rel=0.005)
