@@ -348,6 +348,16 @@ def triclinic() -> Structure:
                      [[0.05, 0.1, 0.02], [0.52, 0.43, 0.47], [0.21, 0.77, 0.64], [0.81, 0.33, 0.86]])
 
 
+CRYSTALS = {
+    "Si": si_diamond,
+    "BaTiO3": batio3_cubic,
+    "TiO2-rutile": rutile_tio2,
+    "CeO2": ceo2_fluorite,
+    "triclinic": triclinic,
+}
+"""Factories of the crystals compared with PySCF: d and f shells, no symmetry, up to six atoms."""
+
+
 # ---------------------------------------------------------------------------- PySCF (libcint)
 BOHR_ANGSTROM = 0.529177210903  # Å per Bohr, CODATA 2018 (written here, not taken from the code under test)
 

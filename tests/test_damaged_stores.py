@@ -17,8 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _references import structures
 from mpi4py import MPI
-from pymatgen.core import Lattice, Structure
 
 from sporep_hpc.cli import main
 from sporep_hpc.config import build_config
@@ -27,15 +27,7 @@ from sporep_hpc.store import open_store
 
 FP = "kinetic"  # the run's default fingerprint
 SIM = f"{FP}_cosine"  # the similarity group `sporep-hpc similarity` makes by default
-STRUCTURES = {
-    "cu": Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]]),
-    "graphite": Structure(
-        Lattice.hexagonal(2.46, 6.7), ["C"] * 4,
-        [[0, 0, 0.25], [0, 0, 0.75], [1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]],
-    ),
-    "nacl": Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
-    "si": Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]]),
-}
+STRUCTURES = {k: v for k, v in sorted(structures().items()) if k != "close"}  # cu, graphite, nacl, si
 LABELS = {"cu": "metal", "graphite": "metal", "nacl": "insulator", "si": "insulator"}
 
 

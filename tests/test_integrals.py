@@ -14,15 +14,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 pytest.importorskip("pyscf")
-from _references import (
-    GENERAL_K,
-    batio3_cubic,
-    ceo2_fluorite,
-    pyscf_matrices,
-    rutile_tio2,
-    si_diamond,
-    triclinic,
-)
+from _references import CRYSTALS, GENERAL_K, ceo2_fluorite, pyscf_matrices, rutile_tio2, si_diamond
 from pymatgen.core import Lattice, Structure
 
 from sporep_hpc.basis import load_basis
@@ -30,14 +22,6 @@ from sporep_hpc.examples.cnt import nanotube
 from sporep_hpc.operators import BOHR_ANGSTROM, _cart_to_sph, operator_matrices
 
 TOL = 1e-8  # Hartree (DESIGN.md §3); the overlap is dimensionless and held to the same number
-
-STRUCTURES = {
-    "Si": si_diamond,
-    "BaTiO3": batio3_cubic,
-    "TiO2-rutile": rutile_tio2,
-    "CeO2": ceo2_fluorite,
-    "triclinic": triclinic,
-}
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +43,9 @@ def test_cart_to_sph_matches_pyscf():
         assert_allclose(mine * scale, ref, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", list(STRUCTURES))
+@pytest.mark.parametrize("name", list(CRYSTALS))
 def test_matrices_match_pyscf(name, basis):
-    structure = STRUCTURES[name]()
+    structure = CRYSTALS[name]()
     s, t = operator_matrices(structure, GENERAL_K, basis=basis)
     s_ref, t_ref = pyscf_matrices(structure, GENERAL_K, basis)
     assert s.shape == s_ref.shape

@@ -22,6 +22,7 @@ from sporep_hpc.operators import HARTREE_EV, SpectrumStats, operator_spectrum, s
 
 pytest.importorskip("pyscf")
 from _references import (
+    CRYSTALS,
     GENERAL_K,
     batio3_cubic,
     ceo2_fluorite,
@@ -41,7 +42,7 @@ def basis():
 
 
 @pytest.mark.parametrize(
-    "make", [si_diamond, batio3_cubic, rutile_tio2, ceo2_fluorite, triclinic], ids=lambda f: f.__name__
+    "make", list(CRYSTALS.values()), ids=lambda f: f.__name__
 )
 def test_kinetic_and_overlap_spectra_match_pyscf(make, basis):
     st = make()
