@@ -182,7 +182,7 @@ def test_refusals_name_the_problem(comm, single, shared_tmp_path):
     a, b, c = single / "si.h5", single / "nacl.h5", single / "nacl-k025.h5"
     _expect_error_on_every_rank(
         comm,
-        r"different parameters: kdensity is 0.3 in .*si.h5 but 0.25 in .*nacl-k025.h5",
+        r"different parameters: kdensity: 0.3 -> 0.25 \(from .*si.h5 to .*nacl-k025.h5\)",
         lambda: merge_stores([a, c], database / "x.h5", comm),
     )
     _on_root(comm, lambda: shutil.copy(a, database / "a2.h5"))
