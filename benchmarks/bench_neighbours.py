@@ -20,8 +20,11 @@ references cannot run then; exactness is checked on --sample rows against a nump
 Usage:
   python benchmarks/bench_neighbours.py --rows 100000                  # 10^5, in memory, all methods
   python benchmarks/bench_neighbours.py --rows 1000000 --out-of-core /scratch/x.h5 --ranks 2
-Output: method  rows  ranks  threads  t[s]  cpu[s]  peak_MB  same_lists  max_dd  t/t_sporep  cpu/cpu_sporep
-(CPU time, summed over the ranks, is the fairer figure on a shared machine where wall time includes waiting).
+Output: method  rows  ranks  threads  t[s]  cpu[s]  peak_MB  run_MB  same_lists  max_dd  t/t_sporep
+cpu/cpu_sporep. CPU time (summed over the ranks) is the fairer figure on a shared machine, where wall time
+includes waiting. peak_MB is the process peak (summed over the ranks; includes the data each holds: every
+rank holds all rows in memory mode); run_MB is what the timed runs added to the peak reached before them
+(data loaded, warm-up done): the method's own working memory.
 """
 
 from __future__ import annotations
@@ -42,22 +45,32 @@ import numpy as np
 
 from sporep_hpc.analysis.neighbours import DEFAULT_TILE
 
-BLOCK = 10_000  # rows generated (and written) per block: the data never depends on the block layout
+BLOCK = 10_000  # rows per seeded generator: row i comes from generator [seed, i // BLOCK]
+SUB = 1000  # rows drawn per call (the same stream as one draw of BLOCK rows; small temporaries)
 N_CENTRES = 1000
-WARMUP_ROWS = 2000
+WARMUP_ROWS = 500
 
 
-def rows_block(lo: int, hi: int, features: int, seed: int) -> np.ndarray:
-    """Rows [lo, hi) of the synthetic set (each BLOCK of rows from its own seeded generator)."""
+def row_chunks(rows: int, features: int, seed: int):
+    """(lo, rows [lo, lo + SUB)) of the synthetic set, in order, covering rows [0, rows)."""
     centres = np.random.default_rng(seed).random((N_CENTRES, features))
-    out = []
-    for b in range(lo // BLOCK, (hi - 1) // BLOCK + 1 if hi > lo else lo // BLOCK):
+    for b in range(0, -(-rows // BLOCK)):
         rng = np.random.default_rng([seed, b])
-        b_lo, b_hi = b * BLOCK, (b + 1) * BLOCK
         which = rng.integers(0, N_CENTRES, size=BLOCK)
-        block = np.abs(centres[which] + 0.05 * rng.standard_normal((BLOCK, features)))
-        out.append(block[max(lo, b_lo) - b_lo : min(hi, b_hi) - b_lo])
-    return np.concatenate(out) if out else np.zeros((0, features))
+        for s in range(0, BLOCK, SUB):
+            lo = b * BLOCK + s
+            if lo >= rows:
+                return
+            noise = rng.standard_normal((SUB, features))
+            yield lo, np.abs(centres[which[s : s + SUB]] + 0.05 * noise)[: rows - lo]
+
+
+def all_rows(rows: int, features: int, seed: int, dtype=np.float64) -> np.ndarray:
+    """The first `rows` rows in one array, filled chunk by chunk (no second copy at any time)."""
+    out = np.empty((rows, features), dtype=dtype)
+    for lo, chunk in row_chunks(rows, features, seed):
+        out[lo : lo + len(chunk)] = chunk
+    return out
 
 
 def write_file(path: Path, rows: int, features: int, seed: int) -> None:
@@ -65,9 +78,8 @@ def write_file(path: Path, rows: int, features: int, seed: int) -> None:
 
     with h5py.File(path, "w") as f:
         dset = f.create_dataset("x", shape=(rows, features), dtype="f8", chunks=(min(rows, 1024), features))
-        for lo in range(0, rows, BLOCK):
-            hi = min(rows, lo + BLOCK)
-            dset[lo:hi] = rows_block(lo, hi, features, seed)
+        for lo, chunk in row_chunks(rows, features, seed):
+            dset[lo : lo + len(chunk)] = chunk
 
 
 def peak_mb() -> float:
@@ -98,7 +110,7 @@ def worker_sporep(args) -> dict:
     from sporep_hpc.analysis.neighbours import nearest_neighbours
 
     comm = MPI.COMM_WORLD
-    warm = rows_block(0, WARMUP_ROWS, args.features, args.seed)
+    warm = all_rows(WARMUP_ROWS, args.features, args.seed)
     nearest_neighbours(warm, args.k, args.metric, comm=comm, tile=args.tile)
     if args.out_of_core:
         import h5py
@@ -106,15 +118,18 @@ def worker_sporep(args) -> dict:
         f = h5py.File(args.out_of_core, "r")
         x = f["x"]
     else:
-        x = rows_block(0, args.rows, args.features, args.seed)
+        x = all_rows(args.rows, args.features, args.seed)
+
     def run():
         return nearest_neighbours(x, args.k, args.metric, comm=comm, tile=args.tile)
 
+    base = peak_mb()
     res, t, cpu = timed(run, args.repeat, comm.Barrier)
-    mem, cpu = comm.gather(peak_mb(), root=0), comm.gather(cpu, root=0)
+    mem, cpu = comm.gather((base, peak_mb()), root=0), comm.gather(cpu, root=0)
     if comm.rank == 0:
         np.savez(args.result, index=res.index, distance=res.distance)
-        return {"time": t, "cpu": float(sum(cpu)), "peak_mb": float(sum(mem))}
+        peak, extra = sum(m[1] for m in mem), sum(m[1] - m[0] for m in mem)
+        return {"time": t, "cpu": float(sum(cpu)), "peak_mb": peak, "run_mb": extra}
     return {}
 
 
@@ -126,11 +141,12 @@ def worker_sklearn(args) -> dict:
         dist, ind = nn.kneighbors()  # no X: each row's neighbours without itself
         return ind, dist
 
-    run(rows_block(0, WARMUP_ROWS, args.features, args.seed))
-    x = rows_block(0, args.rows, args.features, args.seed)
+    run(all_rows(WARMUP_ROWS, args.features, args.seed))
+    x = all_rows(args.rows, args.features, args.seed)
+    base = peak_mb()
     (ind, dist), t, cpu = timed(lambda: run(x), args.repeat)
     np.savez(args.result, index=ind.astype(np.int64), distance=dist)
-    return {"time": t, "cpu": cpu, "peak_mb": peak_mb()}
+    return {"time": t, "cpu": cpu, "peak_mb": peak_mb(), "run_mb": peak_mb() - base}
 
 
 def worker_faiss(args) -> dict:
@@ -151,11 +167,12 @@ def worker_faiss(args) -> dict:
         keep[np.arange(len(x)), drop] = False
         return ind[keep].reshape(len(x), args.k), np.sqrt(np.maximum(d2[keep], 0)).reshape(len(x), args.k)
 
-    run(rows_block(0, WARMUP_ROWS, args.features, args.seed).astype(np.float32))
-    x = rows_block(0, args.rows, args.features, args.seed).astype(np.float32)
+    run(all_rows(WARMUP_ROWS, args.features, args.seed, np.float32))
+    x = all_rows(args.rows, args.features, args.seed, np.float32)
+    base = peak_mb()
     (ind, dist), t, cpu = timed(lambda: run(x), args.repeat)
     np.savez(args.result, index=ind.astype(np.int64), distance=dist.astype(np.float64))
-    return {"time": t, "cpu": cpu, "peak_mb": peak_mb()}
+    return {"time": t, "cpu": cpu, "peak_mb": peak_mb(), "run_mb": peak_mb() - base}
 
 
 def worker_brute_sample(args) -> dict:
@@ -164,6 +181,7 @@ def worker_brute_sample(args) -> dict:
     from scipy.spatial.distance import cdist
 
     sample = np.sort(np.random.default_rng(args.seed + 1).choice(args.rows, args.sample, replace=False))
+    base = peak_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     with h5py.File(args.out_of_core, "r") as f:
         x = f["x"]
@@ -179,7 +197,8 @@ def worker_brute_sample(args) -> dict:
             order = np.lexsort((ci, cd), axis=1)[:, : args.k]
             best_d, best_i = np.take_along_axis(cd, order, 1), np.take_along_axis(ci, order, 1)
     np.savez(args.result, index=best_i, distance=best_d, sample=sample)
-    return {"time": time.perf_counter() - t0, "cpu": time.process_time() - c0, "peak_mb": peak_mb()}
+    t, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"time": t, "cpu": cpu, "peak_mb": peak_mb(), "run_mb": peak_mb() - base}
 
 
 WORKERS = {
@@ -260,7 +279,7 @@ def main() -> None:
     print(f"# {args.rows} x {args.features} vectors, k={args.k}, metric {args.metric}, tile {args.tile}, "
           f"median of {args.repeat}, out of core: {bool(args.out_of_core)}")
     print(f"{'method':<8} {'rows':>8} {'ranks':>5} {'threads':>7} {'t[s]':>9} {'cpu[s]':>9} {'peak_MB':>8} "
-          f"{'same_lists':>10} {'max_dd':>9} {'t/t_sporep':>10} {'cpu/cpu_sporep':>14}")
+          f"{'run_MB':>7} {'same_lists':>10} {'max_dd':>9} {'t/t_sporep':>10} {'cpu/cpu_sporep':>14}")
     for name, info in results.items():
         if info is None:
             continue
@@ -273,7 +292,8 @@ def main() -> None:
         ratio = info["time"] / new["time"] if new else float("nan")
         cpu_ratio = info["cpu"] / new["cpu"] if new else float("nan")
         print(f"{name:<8} {rows:>8d} {ranks:>5d} {args.threads:>7d} {info['time']:>9.2f} {info['cpu']:>9.2f} "
-              f"{info['peak_mb']:>8.0f} {same:>10.4f} {dd:>9.2e} {ratio:>10.2f} {cpu_ratio:>14.2f}")
+              f"{info['peak_mb']:>8.0f} {info['run_mb']:>7.0f} {same:>10.4f} {dd:>9.2e} {ratio:>10.2f} "
+              f"{cpu_ratio:>14.2f}")
 
 
 def _has_faiss() -> bool:
