@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded random generator and the location of shared reference data."""
+"""Shared fixtures: a seeded random generator, the location of shared reference data, the environment of
+a `sporep-hpc` subprocess, and a writer of minimal stores."""
 
 import os
 from pathlib import Path
@@ -42,3 +43,27 @@ def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "HYDRA_", "MPIR_"))}
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+@pytest.fixture
+def make_store():
+    """A writer of minimal stores with one fingerprint, for the analysis commands:
+    ``make_store(path, values, energies, ids=None, failed=(), attrs=None, name="kinetic") -> path``
+    (rows in `failed` are failed structures; ids default to s0, s1, ...)."""
+    from sporep_hpc.store import FingerprintMeta, StoreHeader, StructureResult, failed_result, write_store
+
+    def write(path, values, energies, ids=None, failed=(), attrs=None, name="kinetic"):
+        ids = ids or [f"s{i}" for i in range(len(values))]
+        rows = []
+        for i, (sid, vec) in enumerate(zip(ids, values, strict=True)):
+            if i in failed:
+                rows.append(failed_result(i, sid, "synthetic failure"))
+            else:
+                rows.append(StructureResult(index=i, id=sid, status=1, fingerprints={name: np.asarray(vec)}))
+        header = StoreHeader(parameters_json="{}", created="2026-01-01T00:00:00+00:00", n_ranks=1,
+                             version="test")
+        meta = {name: FingerprintMeta(np.asarray(energies, dtype=float), attrs or {"reference": "vbm"})}
+        write_store(path, rows, 0, len(rows), header, meta)
+        return path
+
+    return write

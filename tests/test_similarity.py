@@ -180,25 +180,8 @@ def test_errors(rng):
 # ---- store round trip ---------------------------------------------------------------------------------
 
 
-def make_store(path, values, energies, ids=None, failed=(), attrs=None, name="kinetic"):
-    """A minimal store with one fingerprint (rows in `failed` are failed structures)."""
-    from sporep_hpc.store import FingerprintMeta, StoreHeader, StructureResult, failed_result, write_store
-
-    ids = ids or [f"s{i}" for i in range(len(values))]
-    rows = []
-    for i, (sid, vec) in enumerate(zip(ids, values, strict=True)):
-        if i in failed:
-            rows.append(failed_result(i, sid, "synthetic failure"))
-        else:
-            rows.append(StructureResult(index=i, id=sid, status=1, fingerprints={name: np.asarray(vec)}))
-    header = StoreHeader(parameters_json="{}", created="2026-01-01T00:00:00+00:00", n_ranks=1, version="test")
-    meta = {name: FingerprintMeta(np.asarray(energies, dtype=float), attrs or {"reference": "vbm"})}
-    write_store(path, rows, 0, len(rows), header, meta)
-    return path
-
-
 @pytest.mark.parametrize("metric", sim.METRICS)
-def test_compute_similarity_store(tmp_path, dos_like, metric):
+def test_compute_similarity_store(tmp_path, dos_like, make_store, metric):
     from sporep_hpc.store.groups import read_similarity
 
     e, x = dos_like
@@ -218,7 +201,7 @@ def test_compute_similarity_store(tmp_path, dos_like, metric):
     np.testing.assert_allclose(read_similarity(path, res.name).distance, rec.distance, rtol=0, atol=ATOL)
 
 
-def test_compute_similarity_errors(tmp_path, dos_like):
+def test_compute_similarity_errors(tmp_path, dos_like, make_store):
     from sporep_hpc.errors import StoreError
 
     e, x = dos_like
@@ -229,7 +212,7 @@ def test_compute_similarity_errors(tmp_path, dos_like):
         sim.compute_similarity(tmp_path / "missing.h5", "kinetic", "cosine")
 
 
-def test_no_linkage_beyond_max(tmp_path, dos_like):
+def test_no_linkage_beyond_max(tmp_path, dos_like, make_store):
     from sporep_hpc.store.groups import read_similarity
 
     e, x = dos_like

@@ -58,3 +58,26 @@ def eigen_cost_only(monkeypatch):
 
     monkeypatch.setattr(plan, "COST_CONSTANT", 0.0)
     monkeypatch.setattr(plan, "COST_INTEGRAL_WEIGHT", 0.0)
+
+
+@pytest.fixture(params=[False, True], ids=["mpio", "serial-hdf5"])
+def serial_hdf5(request, monkeypatch) -> bool:
+    """Run the test twice: with parallel HDF5 where available, then with SPOREP_FORCE_SERIAL_HDF5=1 (the
+    rank-0 writer fallback). The value says which."""
+    if request.param:
+        monkeypatch.setenv("SPOREP_FORCE_SERIAL_HDF5", "1")
+    return request.param
+
+
+@pytest.fixture
+def fingerprint_store(comm, make_store):
+    """`make_store` on rank 0 (all ranks wait), fingerprint named "fp": ``fingerprint_store(path, x,
+    energies, failed=()) -> path``."""
+
+    def write(path, x, energies, failed=()):
+        if comm.rank == 0:
+            make_store(path, x, energies, failed=failed, name="fp")
+        comm.Barrier()
+        return path
+
+    return write

@@ -21,19 +21,6 @@ def _data(n=11, f=24, seed=7):
     return e, rng.random((n, f)) ** 2
 
 
-def _store(comm, path, x, e):
-    from sporep_hpc.store import FingerprintMeta, StoreHeader, StructureResult, write_store
-
-    if comm.rank == 0:
-        rows = [
-            StructureResult(index=i, id=f"s{i}", status=1, fingerprints={"fp": v}) for i, v in enumerate(x)
-        ]
-        header = StoreHeader("{}", "2026-01-01T00:00:00+00:00", 1, "test")
-        write_store(path, rows, 0, len(rows), header, {"fp": FingerprintMeta(e, {"reference": "vbm"})})
-    comm.Barrier()
-    return path
-
-
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("n, tile", [(11, 3), (2, 5), (1, 4)])
 def test_in_memory_matrix_rank_invariant(comm, metric, n, tile):
@@ -44,17 +31,14 @@ def test_in_memory_matrix_rank_invariant(comm, metric, n, tile):
     assert np.array_equal(got, ref)
 
 
-@pytest.mark.parametrize("force_serial", [False, True])
 @pytest.mark.parametrize("metric", ["cosine", "wasserstein"])
-def test_store_rank_invariant(comm, shared_tmp_path, monkeypatch, metric, force_serial):
+def test_store_rank_invariant(comm, shared_tmp_path, fingerprint_store, serial_hdf5, metric):
     from scipy.spatial.distance import cdist
 
     from sporep_hpc.store.groups import read_similarity
 
-    if force_serial:
-        monkeypatch.setenv("SPOREP_FORCE_SERIAL_HDF5", "1")
     e, x = _data(13)
-    path = _store(comm, shared_tmp_path / f"{metric}-{int(force_serial)}.h5", x, e)
+    path = fingerprint_store(shared_tmp_path / f"{metric}-{int(serial_hdf5)}.h5", x, e)
     res = sim.compute_similarity(path, "fp", metric, comm=comm, tile=4)  # 4 x 4 = 10 tiles over the ranks
     rec = read_similarity(path, res.name)
     ref = sim.distance_matrix(x, metric, energies=e, tile=4)
@@ -65,11 +49,11 @@ def test_store_rank_invariant(comm, shared_tmp_path, monkeypatch, metric, force_
     comm.Barrier()
 
 
-def test_more_ranks_than_tiles(comm, shared_tmp_path):
+def test_more_ranks_than_tiles(comm, shared_tmp_path, fingerprint_store):
     from sporep_hpc.store.groups import read_similarity
 
     e, x = _data(3)
-    path = _store(comm, shared_tmp_path / "few.h5", x, e)
+    path = fingerprint_store(shared_tmp_path / "few.h5", x, e)
     res = sim.compute_similarity(path, "fp", "euclidean", comm=comm, tile=8)  # one tile: other ranks idle
     rec = read_similarity(path, res.name)
     assert np.array_equal(rec.distance, sim.distance_matrix(x, "euclidean", tile=8))
