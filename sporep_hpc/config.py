@@ -98,6 +98,9 @@ EXECUTION_OPTIONS: tuple[Param, ...] = (
     Param("restart", "auto", "auto: resume from the journal (nothing to do if the store is up to date); "
           "fresh: recompute, replacing the journal and the store", kind=str, choices=RESTART_POLICIES),
     Param("progress_interval", 10.0, "seconds between progress lines", low=0.0, closed="neither", unit="s"),
+    Param("journal_interval", 10.0, "seconds of computation a rank buffers before writing them to its "
+          "journal: what a killed rank may lose besides its current task (0: write after every task)",
+          low=0.0, closed="left", unit="s"),
     Param("keep_journal", False, "keep <store>.journal/ after a successful assembly", kind=bool),
     Param("split_kpoints", True, "never split a big structure into k-point chunks", kind=bool,
           flag="--no-split"),
@@ -194,6 +197,9 @@ class ExecutionOptions:
         ``"auto"`` resumes from a journal made with the same parameters; ``"fresh"`` discards it.
     progress_interval : float
         Seconds between progress lines on rank 0, in (0, inf).
+    journal_interval : float
+        Seconds of computation each rank buffers before writing a journal batch, in [0, inf): what
+        a killed rank may lose besides its current task (`sporep_hpc.parallel.journal`).
     split_kpoints : bool
         Split a structure costing more than one rank's share into k-point chunks (combined in
         k order afterwards; the values agree with an unsplit run to rounding, well below 1e-12 eV).
@@ -212,6 +218,7 @@ class ExecutionOptions:
     threads: int | None = _EXEC["threads"].default
     restart: str = _EXEC["restart"].default
     progress_interval: float = _EXEC["progress_interval"].default
+    journal_interval: float = _EXEC["journal_interval"].default
     keep_journal: bool = _EXEC["keep_journal"].default
     split_kpoints: bool = _EXEC["split_kpoints"].default
     max_memory: int | str | None = _EXEC["max_memory"].default

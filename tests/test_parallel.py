@@ -104,8 +104,10 @@ def test_journal_round_trip_and_incomplete_entries(tmp_path, rng):
     with JournalShard(jdir, 1, params.to_json()) as shard:
         shard.append(written[1], TaskTimes())
         shard.append(written[2], TaskTimes())
-        # an entry cut by a kill: no "complete" attribute
-        shard.entries.create_group("99999999").attrs["id"] = "id/cut"
+    # a batch cut by a kill: only its temporary file exists (never read), and the entries a killed
+    # rank had buffered are simply not in the journal
+    (jdir / "rank-1.1.h5.tmp").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
+    JournalShard(jdir, 1, params.to_json(), batch_seconds=60).append(result(9, rng), TaskTimes())
     refs = scan_journal(jdir)
     assert sorted(refs) == ["bad", "id/0", "id/1", "id/2"]
     loaded = load_entries({10 + i: refs[f"id/{i}"] for i in range(3)})
@@ -119,17 +121,18 @@ def test_journal_round_trip_and_incomplete_entries(tmp_path, rng):
     assert loaded[10][1] == TaskTimes(1.0, 2.0, 3.0, 0.0, 0.5)
     bad, _ = load_entries({0: refs["bad"]})[0]
     assert bad.status == -1 and bad.error == "structure 'bad': no"
-    # a restart writes a new segment: the file of the killed run is never written again
+    # a restart writes a new segment: a file of an earlier (killed) run is never written again
+    before = {str(p) for p in jdir.glob("rank-1*")}
     with JournalShard(jdir, 1, params.to_json()) as shard:
         shard.append(result(5, rng), TaskTimes())
     refs = scan_journal(jdir)
-    assert refs["id/5"].shard.endswith("rank-1.1.h5") and "id/1" in refs
+    assert refs["id/5"].shard not in before and "id/1" in refs
 
 
-def test_journal_segments_rotate(tmp_path, rng):
+def test_journal_batches_are_segments(tmp_path, rng):
     jdir = tmp_path / "j"
     jdir.mkdir()
-    with JournalShard(jdir, 3, "{}", max_entries=2) as shard:
+    with JournalShard(jdir, 3, "{}", batch_entries=2, batch_seconds=60) as shard:
         for i in range(5):
             shard.append(result(i, rng), TaskTimes())
     names = sorted(p.name for p in jdir.glob("rank-*.h5"))
@@ -285,13 +288,11 @@ def test_stale_journal_entries_are_not_reused(tmp_path, rng):
     with JournalShard(jdir, 0, params.to_json()) as shard:  # the interrupted run
         shard.append(done["a"], TaskTimes(), "A-old")  # its file was edited since
         shard.append(done["b"], TaskTimes(), "B")  # unchanged
-        shard.append(done["c"], TaskTimes())  # an older version wrote no digest: see below
+        shard.append(done["c"], TaskTimes())  # no digest (as older versions wrote): never current
         shard.append(done["d"], TaskTimes(), "D-old")  # edited, not recomputed yet
         shard.append(done["gone"], TaskTimes(), "X")  # no longer among the inputs
         shard.append(done[g0], TaskTimes(), "G")  # a k-point chunk of unchanged "g"
         shard.append(done[g1], TaskTimes(), "G-old")  # a chunk computed before an edit
-    with h5py.File(jdir / "rank-0.h5", "r+") as f:
-        del f["entries/00000002"].attrs["input_digest"]
     with JournalShard(jdir, 1, params.to_json()) as shard:  # the resume: "a" recomputed, now failing
         shard.append(failed_result(0, "a", "structure 'a': atoms 0.1 Å apart"), TaskTimes(), "A-new")
     digests = {"a": "A-new", "b": "B", "c": "C", "d": "D-new", "g": "G"}
@@ -347,3 +348,25 @@ def test_record_digests_track_what_an_entry_is_computed_from(tmp_path):
     band.write_bytes(b"two")
     after = input_digests(records)[1]
     assert after[0] == each[0] and after[1] != each[1]
+
+
+def test_batches_are_written_by_count_and_by_work(tmp_path, rng):
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    with JournalShard(jdir, 0, "{}", batch_entries=100, batch_seconds=1.0) as shard:
+        shard.append(result(0, rng), TaskTimes(eigen=0.6))
+        assert not list(jdir.glob("rank-0*.h5"))  # buffered: 0.6 s of work
+        shard.append(result(1, rng), TaskTimes(eigen=0.6))  # 1.2 s: the batch is written
+        assert sorted(p.name for p in jdir.glob("rank-0*")) == ["rank-0.h5"]
+        shard.append(result(2, rng), TaskTimes())
+    assert sorted(scan_journal(jdir)) == ["id/0", "id/1", "id/2"]  # the last batch, at close
+    assert not list(jdir.glob("*.tmp"))
+
+
+def test_segments_of_an_older_layout_are_skipped_not_moved(tmp_path):
+    jdir = tmp_path / "j"
+    jdir.mkdir()
+    with h5py.File(jdir / "rank-0.h5", "w") as f:  # per-entry groups, as older versions wrote
+        f.create_group("entries/00000000").attrs["id"] = "old"
+    assert scan_shard(jdir / "rank-0.h5", set_aside=True) == []
+    assert (jdir / "rank-0.h5").exists() and not list(jdir.glob("*.corrupt-*"))

@@ -26,17 +26,13 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .. import __version__
 from ..basis import load_basis
@@ -53,11 +49,11 @@ from ..store import (
     StoreHeader,
     StructureResult,
     failed_result,
-    mpio_available,
-    write_store,
+    timestamp,
+    write_store_atomically,
+    writes_collectively,
 )
 from ..store.lock import StoreLock
-from ..store.schema import ERROR_WIDTH, FORMULA_WIDTH, ID_WIDTH, SPECTRA_SCALARS
 from ..structures import properties_json
 from .agreement import all_call, root_call
 from .journal import (
@@ -117,10 +113,6 @@ def handle_signals(stop: StopFlag, names: Sequence[str] = STOP_SIGNALS):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class IOFailure(StoreError):
@@ -370,12 +362,14 @@ def _compute(run: _Run, tasks: list[Task], to_combine: list[tuple[int, int]], st
     comm, params, execution = run.comm, run.params, run.config.execution
     params_json = params.to_json()
     costs = [t.cost for t in tasks]
-    shard = all_call(comm, lambda: JournalShard(run.jdir, comm.rank, params_json))
+    interval = execution.journal_interval
+    shard = all_call(comm, lambda: JournalShard(run.jdir, comm.rank, params_json, batch_seconds=interval))
     journal_error: list[str] = []  # the first journal write error of this rank
 
     def compute(task: Task) -> tuple[StructureResult, TaskTimes]:
-        """Run one task and journal it (flushed). A journal write error stops this rank's loop (the
-        error is agreed on after the loop): the entry was not completed, so the journal stays valid."""
+        """Run one task and journal it (in this rank's current batch). A journal write error stops
+        this rank's loop (the error is agreed on after the loop): segments are written whole, so the
+        journal stays valid."""
         record = run.records[task.index]
         if task.n_chunks == 1:
             result, times = compute_record(task.index, record, params, run.fingerprints, run.n_threads)
@@ -396,7 +390,10 @@ def _compute(run: _Run, tasks: list[Task], to_combine: list[tuple[int, int]], st
         busy, stopped = loop(comm, tasks, costs, largest_first(costs), compute, stop, on_task_done,
                              execution.progress_interval)
     finally:
-        shard.close()
+        try:
+            shard.close()  # writes the last batch
+        except (OSError, RuntimeError, ValueError, StoreError) as exc:
+            journal_error.append(f"rank {comm.rank} could not write its journal shard {shard.path}: {exc}")
     _agree_journal_writes(comm, journal_error[:1], run.jdir)
     stopped = comm.allreduce(stopped or stop.requested)
     if to_combine and not stopped:
@@ -573,54 +570,26 @@ def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: 
     return rows
 
 
-def _store_bytes(rows: Sequence[StructureResult]) -> int:
-    """Bytes these rows take in the store (datasets only; HDF5's metadata is small beside them)."""
-    total = 0
-    for r in rows:
-        floats = r.eigenvalues.size + 4 * r.n_kpoints + 4 * r.n_atoms + 9 + len(SPECTRA_SCALARS)
-        floats += sum(np.size(v) for v in r.fingerprints.values())
-        total += 8 * floats + len(r.properties.encode("utf-8")) + ID_WIDTH + FORMULA_WIDTH + ERROR_WIDTH + 40
-    return total
-
-
-def _check_space(path: Path, needed: int) -> None:
-    """StoreError if the file system of `path` has less than `needed` bytes (plus 5 % and 1 MiB) free."""
-    try:
-        fs = os.statvfs(path.parent)
-    except OSError:
-        return  # cannot tell: the write itself will say
-    free = fs.f_bavail * fs.f_frsize
-    if free < needed * 1.05 + (1 << 20):
-        raise StoreError(
-            f"not enough space for the store {path}: it needs about {needed / 1e6:.1f} MB and "
-            f"{free / 1e6:.1f} MB are free"
-        )
-
-
 def _assemble(run: _Run) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Phase 7: write the store from the journal (mpio on all ranks, or rank 0 alone); return the (id, reason)
-    of the failed rows and of the pending ones. Only current entries (`digests`, see `merge_refs`)
-    are used.
+    """Phase 7: write the store from the journal (`write_store_atomically`: mpio on all ranks, or
+    rank 0 alone; space checked first; written whole or not at all); return the (id, reason) of the
+    failed rows and of the pending ones. Only current entries (`digests`, see `merge_refs`) are used.
 
-    The space the store needs is checked first; any write error (full disk, quota, permission) is
-    agreed on by every rank before the next collective (`write_store`), the partial file is removed
-    and the journal kept: StoreError (exit code 3), and a rerun with room finishes the store. The
-    journal is also kept when rows are pending, so that the next run computes only those.
+    A write error (full disk, quota, permission) is agreed on by every rank and leaves the journal:
+    IOFailure (exit code 3), and a rerun with room finishes the store. The journal is also kept when
+    rows are pending, so that the next run computes only those.
     """
     comm, output, jdir, plan, records = run.comm, run.output, run.jdir, run.plan, run.records
     n = len(plan)
-    tmp = output.with_name(output.name + ".partial")
     refs, _ = _scan_all(comm, jdir, run.digests)
     header = StoreHeader(
         parameters_json=run.fingerprints.parameters_json(run.params),
-        created=comm.bcast(_utc_now() if comm.rank == 0 else None, root=0),
+        created=comm.bcast(timestamp() if comm.rank == 0 else None, root=0),
         n_ranks=comm.size,
         version=__version__,
         inputs_digest=run.digest,
     )
-    meta = run.fingerprints.store_meta()
-    parallel = comm.size > 1 and mpio_available()
-    if parallel:
+    if writes_collectively(comm):
         blocks = [block_range(n, comm.size, r) for r in range(comm.size)]
     else:  # every row to rank 0, which writes alone
         if comm.size > 1 and comm.rank == 0:
@@ -628,20 +597,9 @@ def _assemble(run: _Run) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         blocks = [(0, n)] + [(n, n)] * (comm.size - 1)
     lo, hi = blocks[comm.rank]
     rows = _rows(lo, hi, _exchange_rows(comm, refs, plan, blocks), records, plan)
-    needed = sum(comm.allgather(_store_bytes(rows)))
-
-    def _prepare():
-        tmp.unlink(missing_ok=True)  # a partial file of an earlier attempt
-        _check_space(tmp, needed)
-
     try:
-        root_call(comm, _prepare)
-        if parallel:
-            all_call(comm, lambda: write_store(tmp, rows, lo, n, header, meta, comm))
-        else:
-            root_call(comm, lambda: write_store(tmp, rows, 0, n, header, meta, None))
-    except StoreError as exc:  # agreed: every rank is here
-        root_call(comm, lambda: tmp.unlink(missing_ok=True))
+        write_store_atomically(output, rows, lo, n, header, run.fingerprints.store_meta(), comm)
+    except StoreError as exc:  # agreed by every rank; the partial file is already removed
         error = IOFailure(
             f"{exc}. Nothing is lost: the journal {jdir} keeps every computed structure; free space (or "
             "fix the file system) and rerun the same command to write the store"
@@ -654,9 +612,6 @@ def _assemble(run: _Run) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     pending = [(id, why) for id, why, status in unfinished if status == STATUS_PENDING]
 
     def _finish():
-        if not tmp.is_file():
-            raise StoreError(f"{tmp} was not written")
-        os.replace(tmp, output)
         if pending:
             log.warning("%d structure(s) pending (not computed by this run, see the summary): the journal "
                         "%s is kept; rerun the same command to compute them", len(pending), jdir)

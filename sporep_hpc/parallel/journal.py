@@ -1,31 +1,33 @@
-"""Per-rank journal shards: ``<store>.journal/rank-<r>.h5``, one entry per finished structure.
+"""Per-rank journal shards: ``<store>.journal/rank-<r>[.<k>].h5``, finished structures in batches.
 
-A shard is a sequence of segment files (``rank-<r>.h5``, ``rank-<r>.1.h5``, ...): each run, and
-every SEGMENT_ENTRIES entries, starts a new one, so a crash can only damage the segment in writing.
+Each rank buffers its finished structures and writes them as one batch file, a segment of its
+shard (``rank-<r>.h5``, ``rank-<r>.1.h5``, ...), when BATCH_ENTRIES entries or ``journal_interval``
+seconds of computation (an execution option, default 10 s) are buffered, when the task loop ends,
+and when the run stops. A batch is written to a temporary name and renamed into place, so a
+segment file is always complete: a killed run loses at most its unwritten batch (at most
+``journal_interval`` seconds of computation per rank, plus the task in progress) and never leaves a
+damaged segment.
 
-Each entry is a group ``/entries/<seq>`` holding a StructureResult (status done or
-failed + message), its phase times and ``input_digest``, the SHA-256 of the structure's
-input when it was computed (`tasks.input_digests`); the attribute ``complete`` is written last
-and the file flushed, so an entry cut by a kill is ignored on reading. The journal's
-``parameters.json`` records the run parameters; a journal made with other parameters
-is refused (see `prepare_journal`). Shards are opened for reading without HDF5's file lock, so a
-reader (`sporep-hpc info`) never blocks the run that writes them. A shard that HDF5 cannot open is
+A segment is columnar (one dataset per field for all its entries, ragged arrays with offsets):
+StructureResults (status done or failed + message), their phase times and ``input_digest``, the
+SHA-256 of the structure's input when it was computed (`inputs.input_digests`). The journal's
+``parameters.json`` records the run parameters; a journal made with other parameters is refused
+(see `prepare_journal`). Shards are opened for reading without HDF5's file lock, so a reader
+(`sporep-hpc info`) never blocks the run that writes them. A shard that HDF5 cannot open is
 skipped (its structures are recomputed); only the run that holds the store's lock
 (`sporep_hpc.store.lock`), the one writer, sets such a shard aside (``*.corrupt-<n>``): a reader
 reports it and never moves it (a file in use is not a damaged file).
 
 On resume an entry is reused only if its ``input_digest`` equals the digest of the structure's
 current input (`merge_refs` with `digests`): a structure file edited under the same id is
-recomputed. Entries without a digest (journals of older versions) count as stale: nothing
-proves they were computed from today's input, and the price of the safe choice is one
-recomputation.
+recomputed. Segments of older versions (another layout) are not read: their structures are
+recomputed, the safe choice at the price of one recomputation.
 
 Shards are written by one rank each (serial HDF5, no MPI): no collective here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -49,8 +51,9 @@ PARAMETERS_FILE = "parameters.json"
 INPUTS_FILE = "inputs.sha256"
 #: Marker of failures that are not the structure's fault (see tasks._failure): retried on resume.
 INTERNAL = "internal error"
-_ARRAYS = ("cell", "numbers", "positions", "kpoints", "weights", "eigenvalues")
 _SCALARS = ("n_electrons", "fermi_energy", "vbm", "cbm", "band_gap")
+#: Layout of a segment file (attribute ``format``); segments of another layout are not read.
+SEGMENT_FORMAT = "sporep-journal-2"
 
 
 def journal_dir(store_path: str | Path) -> Path:
@@ -62,8 +65,9 @@ def journal_dir(store_path: str | Path) -> Path:
 #: Bytes kept free on the journal's file system (besides twice the entry being written): HDF5's
 #: metadata flushes need room, and a write that meets a full disk can leave HDF5's state broken.
 JOURNAL_HEADROOM = 256 * 1024
-#: Entries per shard segment: a crash that corrupts the segment being written loses at most these.
-SEGMENT_ENTRIES = 1000
+#: A batch is written when it holds this many entries, or `batch_seconds` of computation (the
+#: execution option ``journal_interval``: the most a killed rank can lose, besides its current task).
+BATCH_ENTRIES = 256
 _SEGMENT_NAME = re.compile(r"^rank-(\d+)(?:\.(\d+))?\.h5$")
 
 
@@ -83,8 +87,8 @@ def _segments(directory: Path, rank: int) -> list[int]:
 
 @dataclass(frozen=True)
 class EntryRef:
-    """Where a journal entry lives: shard file, group name, its status, whether a rerun retries it,
-    and the input digest of its structure when it was computed ("" in journals of older versions).
+    """Where a journal entry lives: segment file, row in it, its status, whether a rerun retries it,
+    and the input digest of its structure when it was computed.
 
     `retry` is True for a structure that failed with an internal (unexpected) error: a transient
     cause (a killed library, a full disk) is not a property of the structure, so a resumed run
@@ -92,7 +96,7 @@ class EntryRef:
     """
 
     shard: str
-    group: str
+    row: int
     status: int
     retry: bool = False
     digest: str = ""
@@ -168,23 +172,17 @@ def scan_shard(shard: Path, set_aside: bool = False) -> list[tuple[str, EntryRef
     `set_aside` (only the run holding the store's lock passes it) it is also moved aside
     (``*.corrupt-<n>``) with a warning; without it, it is left untouched.
     """
-    out: list[tuple[str, EntryRef]] = []
     try:
         with open_shard(shard) as f:
-            entries = f.get("entries")
-            for name in sorted(entries) if entries is not None else []:
-                attrs = entries[name].attrs
-                if not attrs.get("complete", 0):
-                    continue
-                id = attrs["id"]
-                id = id.decode() if isinstance(id, bytes) else str(id)
-                status = int(attrs["status"])
-                error = attrs.get("error", "")
-                error = error.decode() if isinstance(error, bytes) else str(error)
-                retry = status != 1 and INTERNAL in error
-                digest = attrs.get("input_digest", "")
-                digest = digest.decode() if isinstance(digest, bytes) else str(digest)
-                out.append((id, EntryRef(str(shard), f"entries/{name}", status, retry, digest)))
+            if f.attrs.get("format") != SEGMENT_FORMAT:
+                log.info("journal segment %s was written by an older version: not read", shard)
+                return []
+            ids, errors, digests = (_texts(f[key]) for key in ("id", "error", "input_digest"))
+            status = f["status"][()]
+        out = []
+        for row, id in enumerate(ids):
+            retry = status[row] != 1 and INTERNAL in errors[row]
+            out.append((id, EntryRef(str(shard), row, int(status[row]), retry, digests[row])))
     except (OSError, KeyError, ValueError, RuntimeError) as exc:  # what h5py raises on a damaged file
         if not set_aside:
             log.warning("journal shard %s is unreadable or in use (%s); its entries are not counted",
@@ -197,6 +195,10 @@ def scan_shard(shard: Path, set_aside: bool = False) -> list[tuple[str, EntryRef
         shard.replace(aside)
         return []
     return out
+
+
+def _texts(dset: h5py.Dataset) -> list[str]:
+    return [_text(v) for v in dset[()]]
 
 
 def is_current(id: str, ref: EntryRef, digests: Mapping[str, str]) -> bool:
@@ -251,85 +253,72 @@ def scan_journal(directory: Path, digests: Mapping[str, str] | None = None) -> d
 
 
 class JournalShard:
-    """This rank's shard, written as a sequence of segment files (a context manager).
+    """This rank's shard: finished structures buffered and written in batches (a context manager).
 
-    Every opening starts a new segment (a file written by an earlier, possibly killed, run is
-    never reopened for writing), and a segment is closed after `max_entries` entries: a crash
-    that corrupts the file being written loses at most that segment.
+    Every batch is a new segment file, written under a temporary name and renamed into place; a
+    file of an earlier (possibly killed) run is never reopened. `flush` writes the buffer now;
+    `close` flushes and may raise like `flush` (a full disk: the buffered entries are lost, the
+    segments already written are intact).
     """
 
-    def __init__(self, directory: Path, rank: int, params_json: str, max_entries: int = SEGMENT_ENTRIES):
-        self.directory, self.rank = directory, rank
-        self.params_json, self.max_entries = params_json, max_entries
+    def __init__(self, directory: Path, rank: int, params_json: str, batch_entries: int = BATCH_ENTRIES,
+                 batch_seconds: float = 0.0):
+        self.directory, self.rank, self.params_json = directory, rank, params_json
+        self.batch_entries, self.batch_seconds = batch_entries, batch_seconds
         existing = _segments(directory, rank)
         self.segment = max(existing) + 1 if existing else 0
-        self.file = None
-        self._open()
-
-    def _open(self) -> None:
-        self.path = shard_path(self.directory, self.rank, self.segment)
-        try:
-            self.file = h5py.File(self.path, "w-")
-        except OSError as exc:
-            raise StoreError(f"cannot create journal shard {self.path}: {exc}") from exc
-        self.file.attrs["parameters"] = self.params_json
-        self.entries = self.file.create_group("entries")
-        self._seq = 0
+        self.path = shard_path(directory, rank, self.segment)  # the next segment to write
+        self._buffer: list[tuple[StructureResult, TaskTimes, str]] = []
 
     def append(self, result: StructureResult, times: TaskTimes, digest: str = "") -> None:
-        """Write one finished structure and flush (the entry is complete only after this returns).
+        """Buffer one finished structure; write the batch when it is full (`batch_entries` entries or
+        `batch_seconds` of computation; 0 writes every entry at once). An entry is in the journal
+        once its batch is written.
 
-        `digest` is the input digest of the structure (`tasks.input_digests`); an entry without
+        `digest` is the input digest of the structure (`inputs.input_digests`); an entry without
         one is never reused by a resume.
         """
-        self._check_room(result)
-        if self._seq >= self.max_entries:
-            self.close()
-            self.segment += 1
-            self._open()
-        g = self.entries.create_group(f"{self._seq:08d}")
-        self._seq += 1
-        for key in _ARRAYS:
-            g.create_dataset(key, data=np.asarray(getattr(result, key)))
-        fp = g.create_group("fingerprints")
-        for key, vec in result.fingerprints.items():
-            fp.create_dataset(key, data=np.asarray(vec, dtype=np.float64))
-        a = g.attrs
-        a["id"] = result.id
-        a["status"] = int(result.status)
-        a["error"] = result.error
-        a["formula"] = result.formula
-        for key in _SCALARS:
-            a[key] = float(getattr(result, key))
-        a["times"] = json.dumps(dict(zip(PHASES, times.as_tuple(), strict=True)))
-        a["input_digest"] = digest
-        a["complete"] = 1
-        self.file.flush()
+        self._buffer.append((result, times, digest))
+        work = sum(t.total for _, t, _ in self._buffer)
+        if len(self._buffer) >= self.batch_entries or work >= self.batch_seconds:
+            self.flush()
 
-    def _check_room(self, result: StructureResult) -> None:
+    def flush(self) -> None:
+        """Write the buffered entries as one new segment (temporary name, then rename)."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        self._check_room(batch)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with h5py.File(tmp, "w") as f:
+                _write_segment(f, batch, self.params_json)
+            os.replace(tmp, self.path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write journal segment {self.path}: {exc}") from exc
+        self.segment += 1
+        self.path = shard_path(self.directory, self.rank, self.segment)
+
+    def _check_room(self, batch: list) -> None:
         """StoreError when the journal's file system has less room than JOURNAL_HEADROOM plus twice
-        this entry: HDF5 is stopped before it meets a full disk, which can leave its state broken."""
-        entry = sum(np.asarray(getattr(result, key)).nbytes for key in _ARRAYS)
-        entry += sum(np.asarray(v).nbytes for v in result.fingerprints.values()) + 16384
+        this batch: HDF5 is stopped before it meets a full disk, which can leave its state broken."""
+        size = 16384 + sum(_entry_bytes(result) for result, _, _ in batch)
         try:
             fs = os.statvfs(self.directory)
         except OSError:
             return  # cannot tell: the write itself will say
         free = fs.f_bavail * fs.f_frsize
-        if free < JOURNAL_HEADROOM + 2 * entry:
+        need = JOURNAL_HEADROOM + 2 * size
+        if free < need:
             raise StoreError(
                 f"No space left on device for the journal {self.directory}: {free / 1e3:.0f} kB free, "
-                f"{(JOURNAL_HEADROOM + 2 * entry) / 1e3:.0f} kB needed to journal {result.id!r} safely"
+                f"{need / 1e3:.0f} kB needed to journal {len(batch)} structure(s) safely"
             )
 
     def close(self) -> None:
-        """Close the segment; an error here (a full disk after a failed append) is logged, not raised:
-        entries already flushed stay readable and the unfinished one is never marked complete."""
-        if self.file is not None and self.file.id.valid:
-            try:
-                self.file.close()
-            except (OSError, RuntimeError) as exc:
-                log.warning("closing journal shard %s failed: %s", self.path, exc)
+        """Write what is buffered."""
+        self.flush()
 
     def __enter__(self) -> JournalShard:
         return self
@@ -338,35 +327,90 @@ class JournalShard:
         self.close()
 
 
-def read_entry(f: h5py.File, group: str, index: int) -> tuple[StructureResult, TaskTimes]:
-    """The StructureResult (with global `index`) and times stored in one entry."""
-    g = f[group]
-    a = g.attrs
+def _entry_bytes(r: StructureResult) -> int:
+    arrays = (r.cell, r.numbers, r.positions, r.kpoints, r.weights, r.eigenvalues, *r.fingerprints.values())
+    return sum(np.asarray(a).nbytes for a in arrays)
 
-    def text(key):
-        v = a[key]
-        return v.decode() if isinstance(v, bytes) else str(v)
 
-    arrays = {key: g[key][()] for key in _ARRAYS}
-    fps = {key: g["fingerprints"][key][()] for key in g["fingerprints"]}
-    times = json.loads(text("times"))
+def _ragged(f: h5py.File, name: str, arrays: list[np.ndarray], tail: tuple, dtype) -> None:
+    """Dataset `name` (concatenation of `arrays`, each reshaped to (-1, *tail)) and `name`_offset."""
+    blocks = [np.asarray(a, dtype=dtype).reshape(-1, *tail) for a in arrays]
+    f["offset/" + name] = np.concatenate(([0], np.cumsum([len(b) for b in blocks]))).astype(np.int64)
+    f[name] = np.concatenate(blocks) if blocks else np.zeros((0, *tail), dtype=dtype)
+
+
+def _write_segment(f: h5py.File, batch: list[tuple[StructureResult, TaskTimes, str]], params_json: str
+                   ) -> None:
+    """One segment: the entries of `batch`, a dataset per field (ragged ones with offsets)."""
+    results = [r for r, _, _ in batch]
+    text = h5py.string_dtype()
+    f.attrs["format"] = SEGMENT_FORMAT
+    f.attrs["parameters"] = params_json
+    f.create_dataset("id", data=[r.id for r in results], dtype=text)
+    f.create_dataset("error", data=[r.error for r in results], dtype=text)
+    f.create_dataset("formula", data=[r.formula for r in results], dtype=text)
+    f.create_dataset("input_digest", data=[d for _, _, d in batch], dtype=text)
+    f["status"] = np.array([r.status for r in results], dtype=np.int8)
+    f["scalars"] = np.array([[float(getattr(r, k)) for k in _SCALARS] for r in results], dtype=np.float64)
+    f["times"] = np.array([t.as_tuple() for _, t, _ in batch], dtype=np.float64).reshape(-1, len(PHASES))
+    f["cell"] = np.array([np.asarray(r.cell, dtype=np.float64).reshape(3, 3) for r in results])
+    _ragged(f, "numbers", [r.numbers for r in results], (), np.int64)
+    _ragged(f, "positions", [r.positions for r in results], (3,), np.float64)
+    _ragged(f, "kpoints", [r.kpoints for r in results], (3,), np.float64)
+    _ragged(f, "weights", [r.weights for r in results], (), np.float64)
+    _ragged(f, "eigenvalues", [r.eigenvalues for r in results], (), np.float64)
+    shapes = np.zeros((len(results), 4), dtype=np.int64)  # ndim, then the shape padded with zeros
+    for k, r in enumerate(results):
+        shape = np.shape(r.eigenvalues)
+        shapes[k, 0], shapes[k, 1 : 1 + len(shape)] = len(shape), shape
+    f["eigenvalue_shape"] = shapes
+    for name in sorted({n for r in results for n in r.fingerprints}):
+        rows = [k for k, r in enumerate(results) if name in r.fingerprints]
+        g = f.create_group(f"fingerprints/{name}")
+        g["rows"] = np.array(rows, dtype=np.int64)
+        g["values"] = np.array([np.asarray(results[k].fingerprints[name], dtype=np.float64) for k in rows])
+
+
+def read_entry(f: h5py.File, row: int, index: int) -> tuple[StructureResult, TaskTimes]:
+    """The StructureResult (with global `index`) and times of row `row` of a segment."""
+
+    def ragged(name):
+        lo, hi = f["offset/" + name][row : row + 2]
+        return f[name][lo:hi]
+
+    ndim, *shape = (int(x) for x in f["eigenvalue_shape"][row])
+    fingerprints = {}
+    for name, g in f["fingerprints"].items() if "fingerprints" in f else ():
+        where = np.flatnonzero(g["rows"][()] == row)
+        if where.size:
+            fingerprints[name] = g["values"][int(where[0])]
+    scalars = f["scalars"][row]
     return (
         StructureResult(
             index=index,
-            id=text("id"),
-            status=int(a["status"]),
-            error=text("error"),
-            formula=text("formula"),
-            fingerprints=fps,
-            **arrays,
-            **{key: float(a[key]) for key in _SCALARS},
+            id=_text(f["id"][row]),
+            status=int(f["status"][row]),
+            error=_text(f["error"][row]),
+            formula=_text(f["formula"][row]),
+            cell=f["cell"][row],
+            numbers=ragged("numbers"),
+            positions=ragged("positions"),
+            kpoints=ragged("kpoints"),
+            weights=ragged("weights"),
+            eigenvalues=ragged("eigenvalues").reshape(shape[:ndim]),
+            fingerprints=fingerprints,
+            **{key: float(scalars[k]) for k, key in enumerate(_SCALARS)},
         ),
-        TaskTimes(*(float(times.get(p, 0.0)) for p in PHASES)),
+        TaskTimes(*(float(t) for t in f["times"][row])),
     )
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def load_entries(refs: Mapping[int, EntryRef]) -> dict[int, tuple[StructureResult, TaskTimes]]:
-    """Read the entries {global index: EntryRef}, opening each shard once (read-only)."""
+    """Read the entries {global index: EntryRef}, opening each segment once (read-only)."""
     by_shard: dict[str, list[tuple[int, EntryRef]]] = {}
     for index, ref in refs.items():
         by_shard.setdefault(ref.shard, []).append((index, ref))
@@ -375,8 +419,8 @@ def load_entries(refs: Mapping[int, EntryRef]) -> dict[int, tuple[StructureResul
         try:
             with open_shard(shard) as f:
                 for index, ref in items:
-                    out[index] = read_entry(f, ref.group, index)
-        except (OSError, KeyError) as exc:
+                    out[index] = read_entry(f, ref.row, index)
+        except (OSError, KeyError, ValueError) as exc:
             raise StoreError(f"cannot read journal shard {shard}: {exc}") from exc
     return out
 

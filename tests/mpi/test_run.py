@@ -194,7 +194,7 @@ KILLER = textwrap.dedent(
         if n == 2:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    cfg = build_config(overrides={{"kdensity": {kdensity}}})
+    cfg = build_config(overrides={{"kdensity": {kdensity}, "journal_interval": 0}})  # a batch per task
     run([sys.argv[1]], sys.argv[2], cfg, MPI.COMM_SELF, on_task_done=kill)
     """
 )
