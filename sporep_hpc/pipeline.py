@@ -24,6 +24,7 @@ from .bands import BandStructure
 from .config import RunParameters
 from .errors import SporepError
 from .fingerprints import fingerprint, get_spec
+from .huckel import provenance as huckel_provenance
 from .inputs.records import InputRecord
 from .kpoints import irreducible_kpoints
 from .operators import spectrum_with_stats
@@ -70,9 +71,12 @@ class FingerprintSet:
         return cls({name: get_spec(name) for name in params.fingerprints})
 
     def parameters_json(self, params: RunParameters) -> str:
-        """The store's root ``parameters`` attribute: run parameters plus the full specifications."""
+        """The store's root ``parameters`` attribute: run parameters plus the full specifications (and, for
+        the huckel operator, the h_l table with each value's published source: `huckel.provenance`)."""
         data = asdict(params)
         data["fingerprint_specs"] = {name: json.loads(s.to_json()) for name, s in self.specs.items()}
+        if params.operator == "huckel":
+            data["huckel_parameters"] = huckel_provenance()
         return json.dumps(data, sort_keys=True)
 
     def store_meta(self) -> dict[str, FingerprintMeta]:

@@ -63,11 +63,13 @@ def test_separable_signal_and_importances(rng):
     assert np.all(np.abs(noise) < 0.5 * res.permutation_importance[7])
     lc = res.learning_curve
     assert np.shape(lc["test_scores"]) == (2, res.n_folds)
-    # the full-size point of the learning curve is the fold's plain balanced accuracy: (adjusted + 1) / 2
-    # for two classes (scikit-learn's definition of the adjusted score)
+    # issue 16.3: the learning curve plots the metric the summary prints; its full-size point is the
+    # fold's adjusted balanced accuracy itself, and its chance level is 0
+    assert (lc["metric"], lc["chance"]) == ("balanced_accuracy_adjusted", 0.0)
     adjusted = np.array(res.metrics["balanced_accuracy_adjusted"]["folds"])
-    np.testing.assert_allclose(lc["test_scores"][-1], (adjusted + 1) / 2, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lc["test_scores"][-1], adjusted, rtol=0, atol=1e-12)
     assert lc["train_sizes"][0] < lc["train_sizes"][1]
+    assert res.warnings == ()  # a real signal: no chance warning
 
 
 def test_random_labels_score_at_chance(rng):
@@ -77,6 +79,83 @@ def test_random_labels_score_at_chance(rng):
     res = cl.evaluate(x, labels, np.arange(10.0), FAST)
     # no signal: adjusted balanced accuracy is 0 in expectation; 4 folds of 20 give a spread of ~0.2
     assert abs(res.metrics["balanced_accuracy_adjusted"]["mean"]) < 0.35
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_labels_warn(seed, caplog):
+    # issue 16.3: a score not better than chance comes with a warning (in the result and the log)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(40, 12))
+    labels = rng.choice(["a", "b"], size=40, p=[0.6, 0.4])
+    with caplog.at_level("WARNING", logger="sporep_hpc.analysis.classify"):
+        res = cl.evaluate(x, labels, np.arange(12.0), FAST)
+    assert res.warnings and all("not better than" in w for w in res.warnings)
+    assert any("not better than" in r.getMessage() for r in caplog.records)
+    assert res.summary()["warnings"] == list(res.warnings)
+
+
+def test_chance_warnings_rule():
+    # mean − std/√n_folds <= chance level warns; the accuracy's level is the majority fraction (30/40)
+    def m(mean, std, n=4):
+        return {"mean": mean, "std": std, "folds": [mean] * n}
+
+    good = {"accuracy": m(0.9, 0.02), "balanced_accuracy_adjusted": m(0.6, 0.1), "roc_auc": m(0.9, 0.05)}
+    assert cl.chance_warnings(good, [30, 10]) == []
+    bad_acc = {**good, "accuracy": m(0.76, 0.04)}  # 0.76 − 0.02 = 0.74 <= 0.75
+    (w,) = cl.chance_warnings(bad_acc, [30, 10])
+    assert w.startswith("accuracy 0.760") and "majority class (0.750)" in w
+    bad_auc = {**good, "roc_auc": m(0.55, 0.2)}  # 0.55 − 0.1 <= 0.5
+    assert [w.split()[0] for w in cl.chance_warnings(bad_auc, [30, 10])] == ["roc_auc"]
+    nan_auc = {**good, "roc_auc": m(float("nan"), float("nan"))}
+    assert cl.chance_warnings(nan_auc, [30, 10]) == []
+
+
+def test_batched_permutation_importance_equals_one_call_per_copy(rng, monkeypatch):
+    # reference: the unbatched loop (one predict per permuted copy, permutations drawn in group, then
+    # repeat order) with scikit-learn's balanced accuracy; the batched code must give the same numbers
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import balanced_accuracy_score
+
+    x, labels, _ = _two_class_data(rng, n=30, f=9, informative=2)
+    y = (np.asarray(labels) == labels[0]).astype(int)
+    est = RandomForestClassifier(20, random_state=0).fit(x, y)
+    groups = [np.arange(0, 3), np.arange(3, 6), np.arange(6, 9)]
+    ref_rng = np.random.default_rng(5)
+    base = balanced_accuracy_score(y, est.predict(x))
+    ref = []
+    for g in groups:
+        drops = []
+        for _ in range(4):
+            work = x.copy()
+            work[:, g] = x[ref_rng.permutation(len(y))][:, g]
+            drops.append(base - balanced_accuracy_score(y, est.predict(work)))
+        ref.append((np.mean(drops), np.std(drops)))
+    for batch_rows in (1, 60, 10**6):  # one group per call, two groups per call, everything at once
+        monkeypatch.setattr(cl, "_PERMUTATION_BATCH_ROWS", batch_rows)
+        mean, std = cl.grouped_permutation_importance(est, x, y, groups, 4, np.random.default_rng(5))
+        for g, (rm, rs) in zip(groups, ref, strict=True):
+            np.testing.assert_allclose(mean[g], rm, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(std[g], rs, rtol=0, atol=1e-12)
+
+
+def test_automatic_sizes():
+    # the rule documented in ClassifierConfig: trees 50 / 100 / 200, repeats 5 then ceil(500 / N)
+    assert [cl.auto_trees(n) for n in (10, 100, 101, 1000, 1001)] == [50, 50, 100, 100, 200]
+    assert [cl.auto_repeats(n) for n in (10, 100, 101, 250, 5000)] == [5, 5, 5, 2, 1]
+    c = cl.ClassifierConfig().for_size(40)
+    assert (c.n_estimators, c.n_repeats) == (50, 5)
+    assert cl.ClassifierConfig(n_estimators=7, n_repeats=2).for_size(40).n_estimators == 7
+    with pytest.raises(ParameterError, match="resolved"):
+        cl.make_estimator(cl.ClassifierConfig())
+
+
+def test_progress_is_logged(rng, caplog):
+    x, labels, e = _two_class_data(rng, n=24, f=6, informative=2)
+    with caplog.at_level("INFO", logger="sporep_hpc.analysis.classify"):
+        cl.evaluate(x, labels, e, FAST)
+    text = [r.getMessage() for r in caplog.records]
+    assert any("fold 1/4" in t and "ETA" in t for t in text)
+    assert any("final model fitted (100 % done" in t for t in text)
 
 
 def test_deterministic(rng):
@@ -418,8 +497,8 @@ def test_balanced_rf_needs_imblearn():
     if cl.imblearn_available():
         pytest.skip("imbalanced-learn is installed")
     with pytest.raises(ParameterError, match="imbalanced-learn"):
-        cl.make_estimator(cl.ClassifierConfig(balancing="balanced-rf"))
-    assert type(cl.make_estimator(cl.ClassifierConfig())).__name__ == "RandomForestClassifier"
+        cl.make_estimator(cl.ClassifierConfig(n_estimators=5, balancing="balanced-rf"))
+    assert type(cl.make_estimator(cl.ClassifierConfig(n_estimators=5))).__name__ == "RandomForestClassifier"
 
 
 def test_predict_refuses_other_run_parameters(tmp_path, rng):
@@ -447,3 +526,65 @@ def test_predict_refuses_other_run_parameters(tmp_path, rng):
     other = store(tmp_path / "other.h5", {**params, "kdensity": 0.2}, x[:3])
     with pytest.raises(ParameterError, match=r"other parameters than those of .*: kdensity: 0\.15 -> 0\.2$"):
         cl.predict_store(other, train)
+
+
+def test_nearest_distances_against_brute_force(rng):
+    # reference: numpy cosine distances 1 − a·b/(|a||b|) and a leave-one-out minimum, no scipy
+    train, x = rng.random((12, 5)), rng.random((7, 5))
+
+    def cos(a, b):
+        return 1 - a @ b.T / np.outer(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
+
+    d, thr = cl.nearest_distances(train, x, chunk=3)
+    np.testing.assert_allclose(d, cos(x, train).min(axis=1), rtol=0, atol=1e-12)
+    loo = cos(train, train) + np.diag(np.full(12, np.inf))
+    assert thr == pytest.approx(np.percentile(loo.min(axis=1), 95), abs=1e-12)
+    with pytest.raises(ParameterError, match="at least 2 training rows"):
+        cl.nearest_distances(train[:1], x)
+
+
+def test_predict_flags_rows_outside_the_training_domain(tmp_path, rng, capsys, caplog):
+    # issue 16.3: a nanotube model applied to BaTiO3. Training rows: one smooth DOS shape (a Gaussian
+    # bump at 3 eV, scaled like cells of different size); the "other" store holds one such row (in the
+    # domain) and rows with their weight elsewhere (another compound: outside)
+    import csv
+
+    from sporep_hpc.cli import main
+    from sporep_hpc.fingerprints import FingerprintSpec, Window
+
+    spec = FingerprintSpec("fp", (Window("zero", 0.0, 10.0, 8, "gaussian", 0.5),))
+    e = spec.energies
+    bump = np.exp(-((e - 3.0) ** 2))
+    train = np.array([s * bump + 0.01 * rng.random(8) for s in np.linspace(1, 12, 20)])
+    labels = {f"s{i}": "metallic" if i % 2 else "semiconducting" for i in range(20)}
+    path = _store(tmp_path / "train.h5", train, spec, list(labels))
+    cl.classify_store(path, "fp", labels, name="m", config=FAST)
+    far = np.exp(-((e - 8.0) ** 2))
+    other = _store(tmp_path / "other.h5", np.array([5 * bump, far, 40 * far]), spec, ["tube", "bto", "bto2"])
+    with caplog.at_level("WARNING", logger="sporep_hpc.analysis.classify"):
+        res = cl.predict_store(other, path)
+    assert res.in_domain.tolist() == [True, False, False]
+    assert res.distance[0] < res.domain_threshold < res.distance[1]
+    assert any("outside the training domain" in r.getMessage() and "bto, bto2" in r.getMessage()
+               for r in caplog.records)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(other), "--model", str(path), "-o", str(out)]) == 0
+    assert "2 outside the training domain" in capsys.readouterr().out
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["in_domain"] for r in rows] == ["yes", "no", "no"]
+    assert float(rows[1]["nearest_training_distance"]) == pytest.approx(res.distance[1], rel=1e-5)
+
+
+def test_classify_where_filters_on_stored_properties(tmp_path, rng):
+    props = [{"diameter": d, "electronic": e} for d, e in zip(
+        [3.0, 4.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0], ["metallic", "semiconducting"] * 4, strict=True)]
+    assert cl.property_filter("diameter>=6", props) == [False, False] + [True] * 6
+    assert cl.property_filter("electronic==metallic", props) == [True, False] * 4
+    assert cl.property_filter("diameter < 4", [*props, {}]) == [True] + [False] * 8
+    with pytest.raises(ParameterError, match="NAME OP VALUE"):
+        cl.property_filter("diameter>=6; import os", props)
+    with pytest.raises(ParameterError, match="needs a number"):
+        cl.property_filter("electronic>=metallic", props)
+    with pytest.raises(InputError, match="no structure satisfies"):
+        cl.property_filter("diameter>100", props)

@@ -8,14 +8,15 @@ from sporep_hpc.errors import InputError
 def test_options_reach_the_config(monkeypatch):
     seen = {}
 
-    def fake_classify_store(store, fingerprint, labels, name, config, save):
-        seen.update(store=store, fingerprint=fingerprint, labels=labels, name=name, config=config, save=save)
+    def fake_classify_store(store, fingerprint, labels, name, config, save, where):
+        seen.update(store=store, fingerprint=fingerprint, labels=labels, name=name, config=config, save=save,
+                    where=where)
         raise InputError("stand-in: stop after reading the arguments")
 
     monkeypatch.setattr(cl, "classify_store", fake_classify_store)
     args = ["classify", "s.h5", "--labels", "l.csv", "--fingerprint", "kinetic", "--trees", "7",
             "--max-depth", "3", "--folds", "4", "--seed", "11", "--balancing", "none", "--repeats", "2",
-            "--groups", "9", "--jobs", "2", "--no-save"]  # fmt: skip
+            "--groups", "9", "--jobs", "2", "--no-save", "--where", "diameter>=6"]  # fmt: skip
     assert main(args) == InputError.exit_code
     c = seen["config"]
     assert (c.n_estimators, c.max_depth, c.cv_folds, c.seed, c.balancing) == (7, 3, 4, 11, "none")
@@ -23,3 +24,4 @@ def test_options_reach_the_config(monkeypatch):
     assert (seen["store"], seen["fingerprint"], seen["labels"]) == ("s.h5", "kinetic", "l.csv")
     assert seen["name"] == "kinetic"  # default model name: the fingerprint's
     assert seen["save"] is False
+    assert seen["where"] == "diameter>=6"

@@ -32,12 +32,81 @@ def test_all_figures(tmp_path, rng):
                               permutation_std=rng.random(80) * 0.1, window_offsets=[0, 40, 80]),
         plots.plot_learning_curve(
             {"train_sizes": [4, 8, 12], "train_scores": rng.random((3, 4)),
-             "test_scores": rng.random((3, 4))},
+             "test_scores": rng.random((3, 4)), "metric": "balanced_accuracy_adjusted", "chance": 0.0},
             tmp_path / "sub" / "lc.png",
         ),
     ]
     for p in paths:
         _check_png(p)
+
+
+def _axes_of(monkeypatch):
+    """Capture the Axes of every figure `plots` saves (the PNG alone cannot be inspected for lines)."""
+    seen = []
+    save = plots._save
+
+    def keep(fig, path):
+        seen.extend(fig.axes)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return seen
+
+
+def test_dendrogram_branches_are_neutral_and_method_named(tmp_path, rng, monkeypatch):
+    from matplotlib.colors import to_rgba
+
+    axes = _axes_of(monkeypatch)
+    x = rng.random((10, 5))
+    plots.plot_dendrogram(linkage(pdist(x), "complete"), [f"s{i}" for i in range(10)], tmp_path / "d.png",
+                          groups=["a", "b"] * 5, method="complete", metric="cosine")
+    ax = axes[0]
+    branch_colours = {to_rgba(c) for coll in ax.collections for c in coll.get_colors()}
+    assert branch_colours == {to_rgba(plots.NEUTRAL)}  # scipy would colour clusters otherwise
+    assert "complete linkage" in ax.get_title()
+    assert "cosine" in ax.get_ylabel() and "(dimensionless)" in ax.get_ylabel()
+
+
+def test_learning_curve_draws_the_chance_line(tmp_path, monkeypatch):
+    axes = _axes_of(monkeypatch)
+    curve = {"train_sizes": [4, 8], "train_scores": [[1, 1], [1, 1]], "test_scores": [[0.2, 0.4], [0.5, 0.7]],
+             "metric": "balanced_accuracy_adjusted", "chance": 0.0}
+    plots.plot_learning_curve(curve, tmp_path / "lc.png")
+    ax = axes[0]
+    flat = [line for line in ax.get_lines() if np.ptp(line.get_ydata()) == 0 and line.get_ydata()[0] == 0.0]
+    assert flat and flat[0].get_linestyle() == "--"
+    assert ax.get_ylabel() == "balanced_accuracy_adjusted (dimensionless)"
+    assert "(count)" in ax.get_xlabel()
+
+
+def test_every_axis_has_a_unit(tmp_path, rng, monkeypatch):
+    axes = _axes_of(monkeypatch)
+    e = np.linspace(-5, 5, 50)
+    x = rng.random((6, 50))
+    plots.plot_fingerprints(e, x[:2], ["a", "b"], tmp_path / "f.png", references=["fermi"])
+    plots.plot_importance(e, rng.random(50), rng.random(50), tmp_path / "i.png")
+    plots.plot_confusion(np.eye(2, dtype=int), ["p", "q"], tmp_path / "c.png")
+    units = ("(eV)", "(eV, absolute)", "(count)", "(dimensionless)", "(fraction, sums to 1)",
+             "drop)", "/cell)", "class")
+    for ax in axes:
+        for label in (ax.get_xlabel(), ax.get_ylabel()):
+            assert not label or any(u in label for u in units), label
+    assert axes[0].get_xlabel() == "E − E_F (eV)"
+
+
+def test_representative_rows():
+    # three well separated clusters on a line; the medoid of each is its middle point
+    pts = np.array([0.0, 0.1, 0.2, 10.0, 10.1, 10.2, 20.0, 20.1, 20.2])[:, None]
+    d = squareform(pdist(pts))
+    z = linkage(pdist(pts), "average")
+    assert sorted(plots.representative_rows(d, linkage=z, k=3)) == [1, 4, 7]
+    assert len(plots.representative_rows(d, linkage=z, k=2)) == 2
+    groups = ["a", "a", "a", "b", "b", "b", "a", "c", "c"]
+    # group a = rows 0,1,2,6: summed distances 20.3, 20.1, 20.1 (tie: first), 59.7 -> row 1
+    assert plots.representative_rows(d, groups=groups) == [1, 4, 7]
+    assert plots.representative_rows(d) == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ParameterError, match="one label per row"):
+        plots.representative_rows(d, groups=["a"])
 
 
 def test_shape_mismatch(tmp_path):

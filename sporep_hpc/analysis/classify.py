@@ -20,8 +20,10 @@ import csv
 import json
 import logging
 import math
+import re
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +38,22 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BALANCING",
+    "CHANCE",
     "ClassificationResult",
     "ClassifierConfig",
     "PredictionResult",
+    "auto_repeats",
+    "auto_trees",
+    "chance_warnings",
     "classify_store",
     "evaluate",
     "example_properties",
     "grouped_permutation_importance",
     "labels_for_ids",
     "make_estimator",
+    "nearest_distances",
     "predict_store",
+    "property_filter",
     "read_labels",
 ]
 
@@ -68,8 +76,10 @@ class ClassifierConfig:
 
     Attributes
     ----------
-    n_estimators : int
-        Trees in the forest.
+    n_estimators : int or None
+        Trees in the forest; None: scaled with the number N of labelled structures (`auto_trees`: 50 up
+        to 100 structures, 100 up to 1000, 200 beyond), so that the defaults finish in seconds on
+        ≤ 100 structures.
     max_depth : int or None
         Maximum tree depth (None: grown until pure).
     min_samples_leaf : int
@@ -79,8 +89,10 @@ class ClassifierConfig:
         Stratified folds (reduced to the smallest class count when that is smaller; >= 2).
     seed : int
         Seed of the forest, the fold shuffling, the learning-curve subsets and the permutations.
-    n_repeats : int
-        Permutations per feature group for the permutation importance.
+    n_repeats : int or None
+        Permutations per feature group for the permutation importance; None: scaled with N
+        (`auto_repeats`: 5 up to 100 structures, then ceil(500 / N), at least 1; small test folds need
+        more repeats for a stable mean, large ones fewer).
     permutation_groups : int
         Adjacent features are permuted together in at most this many groups (blocks of
         ceil(n_features / permutation_groups) neighbouring energies): neighbouring samples of a smeared
@@ -92,26 +104,28 @@ class ClassifierConfig:
         Threads of the forest (scikit-learn ``n_jobs``).
     """
 
-    n_estimators: int = 200
+    n_estimators: int | None = None
     max_depth: int | None = None
     min_samples_leaf: int = 1
     balancing: str = "auto"
     cv_folds: int = 5
     seed: int = 0
-    n_repeats: int = 5
+    n_repeats: int | None = None
     permutation_groups: int = 64
     train_sizes: tuple = (0.25, 0.5, 0.75, 1.0)
     n_jobs: int = 1
 
     def __post_init__(self) -> None:
-        check_interval("n_estimators", self.n_estimators, 1, None, integer=True)
+        if self.n_estimators is not None:
+            check_interval("n_estimators", self.n_estimators, 1, None, integer=True)
         if self.max_depth is not None:
             check_interval("max_depth", self.max_depth, 1, None, integer=True)
         check_interval("min_samples_leaf", self.min_samples_leaf, 1, None, integer=True)
         check_choice("balancing", self.balancing, BALANCING)
         check_interval("cv_folds", self.cv_folds, 2, None, integer=True)
         check_interval("seed", self.seed, 0, 2**32 - 1, integer=True)
-        check_interval("n_repeats", self.n_repeats, 1, None, integer=True)
+        if self.n_repeats is not None:
+            check_interval("n_repeats", self.n_repeats, 1, None, integer=True)
         check_interval("permutation_groups", self.permutation_groups, 1, None, integer=True)
         check_interval("n_jobs", self.n_jobs, 1, None, integer=True)
         sizes = tuple(float(s) for s in self.train_sizes)
@@ -120,6 +134,14 @@ class ClassifierConfig:
         for s in sizes:
             check_interval("train_sizes", s, 0.0, 1.0, closed="right")
         object.__setattr__(self, "train_sizes", tuple(sorted(set(sizes))))
+
+    def for_size(self, n: int) -> ClassifierConfig:
+        """This configuration with the automatic values (None) resolved for `n` labelled structures."""
+        return replace(
+            self,
+            n_estimators=auto_trees(n) if self.n_estimators is None else self.n_estimators,
+            n_repeats=auto_repeats(n) if self.n_repeats is None else self.n_repeats,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable parameters."""
@@ -137,8 +159,26 @@ class ClassifierConfig:
         }
 
 
+def auto_trees(n: int) -> int:
+    """Default forest size for `n` labelled structures: 50 up to 100, 100 up to 1000, 200 beyond.
+
+    Measured (one shared core, 513 features, 5 folds with 3 learning-curve fits each, 64 permutation
+    blocks × 5 repeats): 40 structures take 21 s with 200 trees, 8 s with 50; 100 structures with 2048
+    features 10 s with 50.
+    """
+    return 50 if n <= 100 else 100 if n <= 1000 else 200
+
+
+def auto_repeats(n: int) -> int:
+    """Default permutation repeats for `n` labelled structures: 5 up to 100, then ceil(500 / n), >= 1."""
+    return 5 if n <= 100 else max(1, math.ceil(500 / n))
+
+
 def make_estimator(config: ClassifierConfig):
-    """The unfitted forest for `config` (see `ClassifierConfig.balancing`)."""
+    """The unfitted forest for `config` (see `ClassifierConfig.balancing`; automatic sizes must be resolved
+    with `ClassifierConfig.for_size` first)."""
+    if config.n_estimators is None:
+        raise ParameterError("n_estimators must be resolved (ClassifierConfig.for_size) before fitting")
     use_brf = config.balancing == "balanced-rf" or (config.balancing == "auto" and imblearn_available())
     common = {
         "n_estimators": config.n_estimators,
@@ -286,12 +326,15 @@ class ClassificationResult:
         is permuted, averaged over the held-out folds; every feature of a group carries its group's value.
     permutation_importance_std : ndarray of shape (n_features,)
     learning_curve : dict
-        ``train_sizes`` (mean absolute size per fraction), ``fractions``, ``train_scores`` and
-        ``test_scores`` (n_sizes, n_folds) balanced accuracies.
+        ``metric`` (``"balanced_accuracy_adjusted"``, the score printed under that name), ``chance`` (its
+        chance level, 0), ``train_sizes`` (mean absolute size per fraction), ``fractions``,
+        ``train_scores`` and ``test_scores`` (n_sizes, n_folds).
     estimator : object
         The forest fitted on all labelled rows.
     estimator_name : str
     config : ClassifierConfig
+    warnings : tuple of str
+        Scores not better than chance (see `chance_warnings`); empty when all are.
     """
 
     classes: tuple
@@ -308,6 +351,7 @@ class ClassificationResult:
     estimator: Any = field(repr=False)
     estimator_name: str = ""
     config: ClassifierConfig = field(default_factory=ClassifierConfig)
+    warnings: tuple = ()
 
     def summary(self) -> dict:
         """JSON-serialisable metrics, counts and confusion matrix."""
@@ -318,6 +362,7 @@ class ClassificationResult:
             "metrics": self.metrics,
             "confusion": self.confusion.tolist(),
             "estimator": self.estimator_name,
+            "warnings": list(self.warnings),
         }
 
 
@@ -371,6 +416,38 @@ def _groups(n_features: int, max_groups: int) -> list[np.ndarray]:
     return [g for g in np.array_split(np.arange(n_features), min(n_features, max_groups)) if g.size]
 
 
+class _Progress:
+    """Progress of `total` work units (forest fits, permutation blocks) through logging, with an ETA.
+
+    Logs at INFO when `interval` seconds have passed since the last message, or when forced (fold
+    ends). The ETA assumes the remaining units cost what the finished ones did on average.
+    """
+
+    def __init__(self, total: int, what: str = "classify", interval: float = 2.0) -> None:
+        self.total, self.what, self.interval = max(1, total), what, interval
+        self.done = 0
+        self.stage = ""
+        self.t0 = self.last = time.perf_counter()
+
+    def advance(self, units: int, detail: str = "", force: bool = False) -> None:
+        self.done += units
+        now = time.perf_counter()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        elapsed = now - self.t0
+        left = elapsed * max(0, self.total - self.done) / max(1, self.done)
+        log.info(
+            "%s: %s%s (%d %% done, %.1f s elapsed, ETA %.0f s)",
+            self.what, self.stage, f", {detail}" if detail and self.stage else detail,
+            min(100, 100 * self.done // self.total), elapsed, left,
+        )
+
+
+#: Rows of permuted copies predicted in one call (bounds the batch to about this × n_features × 8 bytes).
+_PERMUTATION_BATCH_ROWS = 8192
+
+
 def grouped_permutation_importance(
     estimator,
     x: np.ndarray,
@@ -378,8 +455,13 @@ def grouped_permutation_importance(
     groups: Sequence[np.ndarray],
     n_repeats: int,
     rng: np.random.Generator,
+    progress: _Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Balanced-accuracy drop when the columns of a group are permuted together (same row permutation).
+
+    The permuted copies of several groups are predicted in one call (a forest's per-call overhead
+    dominates on small test folds); the permutations are drawn in group, then repeat order, as one call
+    per copy would draw them.
 
     Returns
     -------
@@ -388,18 +470,64 @@ def grouped_permutation_importance(
     """
     from sklearn.metrics import balanced_accuracy_score
 
+    n = x.shape[0]
     base = balanced_accuracy_score(y, estimator.predict(x))
     mean = np.zeros(x.shape[1])
     std = np.zeros(x.shape[1])
-    work = x.copy()
-    for g in groups:
-        drops = np.empty(n_repeats)
-        for r in range(n_repeats):
-            work[:, g] = x[rng.permutation(x.shape[0])][:, g]
-            drops[r] = base - balanced_accuracy_score(y, estimator.predict(work))
-        work[:, g] = x[:, g]
-        mean[g], std[g] = drops.mean(), drops.std()
+    per_call = max(1, _PERMUTATION_BATCH_ROWS // max(1, n * n_repeats))  # groups per predict call
+    for start in range(0, len(groups), per_call):
+        batch = groups[start : start + per_call]
+        work = np.tile(x, (len(batch) * n_repeats, 1))
+        for b, g in enumerate(batch):
+            for r in range(n_repeats):
+                rows = slice((b * n_repeats + r) * n, (b * n_repeats + r + 1) * n)
+                work[rows, g] = x[rng.permutation(n)][:, g]
+        pred = estimator.predict(work)
+        for b, g in enumerate(batch):
+            drops = np.array([
+                base - balanced_accuracy_score(y, pred[(b * n_repeats + r) * n : (b * n_repeats + r + 1) * n])
+                for r in range(n_repeats)
+            ])
+            mean[g], std[g] = drops.mean(), drops.std()
+        if progress is not None:
+            progress.advance(len(batch), f"permutation block {start + len(batch)}/{len(groups)}")
     return mean, std
+
+
+#: Chance level of each cross-validated score (accuracy: the majority-class fraction, see `chance_warnings`).
+CHANCE = {"balanced_accuracy_adjusted": 0.0, "roc_auc": 0.5}
+
+
+def chance_warnings(metrics: Mapping[str, Mapping[str, Any]], class_counts: Sequence[int]) -> list[str]:
+    """Scores that are not better than chance: one message per score.
+
+    A score is "not better than chance" when its mean over the folds minus one standard error
+    (std / sqrt(n_folds)) does not exceed its chance level: 0 for the adjusted balanced accuracy, 0.5 for
+    the ROC-AUC, and for the accuracy the fraction of the majority class (what always answering that class
+    scores).
+
+    Parameters
+    ----------
+    metrics : mapping
+        ``{name: {"mean", "std", "folds"}}`` as in `ClassificationResult.metrics`.
+    class_counts : sequence of int
+        Labelled structures per class.
+    """
+    counts = np.asarray(class_counts, dtype=float)
+    chance = {**CHANCE, "accuracy": float(counts.max() / counts.sum())}
+    out = []
+    for name, level in chance.items():
+        m = metrics.get(name)
+        if m is None or not np.isfinite(m["mean"]):
+            continue
+        n = max(1, sum(np.isfinite(v) for v in m["folds"]))
+        if m["mean"] - m["std"] / math.sqrt(n) <= level:
+            what = "the majority class" if name == "accuracy" else "chance"
+            out.append(
+                f"{name} {m['mean']:.3f} ± {m['std']:.3f} is not better than {what} ({level:.3f}): "
+                "the fingerprint does not predict these labels (more structures, another fingerprint)"
+            )
+    return out
 
 
 def evaluate(
@@ -425,8 +553,8 @@ def evaluate(
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix
     from sklearn.model_selection import StratifiedKFold
 
-    config = config or ClassifierConfig()
     x = np.ascontiguousarray(x, dtype=np.float64)
+    config = (config or ClassifierConfig()).for_size(x.shape[0] if x.ndim == 2 else 0)
     energies = np.ascontiguousarray(energies, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != len(labels) or energies.shape != (x.shape[1],):
         raise ParameterError(
@@ -452,6 +580,17 @@ def evaluate(
         )
     folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=config.seed).split(x, y))
     base = make_estimator(config)
+    groups = _groups(x.shape[1], config.permutation_groups)
+    n_sub = sum(frac < 1.0 for frac in config.train_sizes)
+    # work units for the ETA: a forest fit weighs as much as all permutation blocks of a fold (measured
+    # within a factor 2 after batching the permuted copies)
+    fit = len(groups)
+    progress = _Progress(n_folds * (fit + len(groups) + n_sub * fit) + fit)
+    log.info(
+        "classify: %d structures, %d features, %d classes; %d folds × (%d trees, %d permutation blocks × %d "
+        "repeats, %d learning-curve fits), then the final model",
+        len(y), x.shape[1], len(classes), n_folds, config.n_estimators, len(groups), config.n_repeats, n_sub,
+    )
     per_fold: dict[str, list] = {}
     y_oof = np.empty_like(y)
     perm = np.zeros((n_folds, x.shape[1]))
@@ -460,7 +599,9 @@ def evaluate(
     lc_test = np.zeros((len(config.train_sizes), n_folds))
     lc_sizes = np.zeros((len(config.train_sizes), n_folds))
     for f, (train, test) in enumerate(folds):
+        progress.stage = f"fold {f + 1}/{n_folds}"
         model = clone(base).fit(x[train], y[train])
+        progress.advance(fit, "forest fitted")
         pred = model.predict(x[test])
         y_oof[test] = pred
         for k, v in _fold_metrics(y[test], pred, _proba_full(model, x[test], len(classes)), classes).items():
@@ -469,22 +610,33 @@ def evaluate(
             model,
             x[test],
             y[test],
-            _groups(x.shape[1], config.permutation_groups),
+            groups,
             config.n_repeats,
             np.random.default_rng([config.seed, f, 1]),
+            progress,
         )
         rng = np.random.default_rng([config.seed, f])
         for s, frac in enumerate(config.train_sizes):
             sub = train if frac == 1.0 else _subset(y, train, frac, rng)
             m = model if frac == 1.0 else clone(base).fit(x[sub], y[sub])
+            if frac != 1.0:
+                progress.advance(fit, "learning curve")
             lc_sizes[s, f] = len(sub)
+            # the metric printed as "balanced_accuracy_adjusted" (chance level 0)
             one_class = len(np.unique(y[sub])) < 2
-            lc_train[s, f] = 1.0 if one_class else balanced_accuracy_score(y[sub], m.predict(x[sub]))
-            lc_test[s, f] = balanced_accuracy_score(y[test], m.predict(x[test]))
+            score = balanced_accuracy_score
+            lc_train[s, f] = 1.0 if one_class else score(y[sub], m.predict(x[sub]), adjusted=True)
+            lc_test[s, f] = score(y[test], m.predict(x[test]), adjusted=True)
+        progress.advance(0, "done", force=True)
+    progress.stage = ""
     final = clone(base).fit(x, y)
+    progress.advance(fit, "final model fitted", force=True)
     metrics = {
         k: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "folds": v} for k, v in per_fold.items()
     }
+    warnings = chance_warnings(metrics, counts)
+    for w in warnings:
+        log.warning("classify: %s", w)
     return ClassificationResult(
         classes=tuple(str(c) for c in classes),
         class_counts={str(c): int(k) for c, k in zip(classes, counts, strict=True)},
@@ -497,6 +649,8 @@ def evaluate(
         permutation_importance=perm.mean(axis=0),
         permutation_importance_std=np.sqrt((perm_sd**2).mean(axis=0)),
         learning_curve={
+            "metric": "balanced_accuracy_adjusted",
+            "chance": 0.0,
             "fractions": list(config.train_sizes),
             "train_sizes": lc_sizes.mean(axis=1).tolist(),
             "train_scores": lc_train.tolist(),
@@ -505,6 +659,7 @@ def evaluate(
         estimator=_Labelled(final, tuple(str(c) for c in classes)),
         estimator_name=type(final).__name__,
         config=config,
+        warnings=tuple(warnings),
     )
 
 
@@ -533,6 +688,43 @@ def _spec_of(attrs: Mapping[str, Any]):
     return FingerprintSpec.from_json(spec) if spec else None
 
 
+_WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
+_COMPARE = {
+    ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+}
+
+
+def property_filter(where: str, properties: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Which rows satisfy ``NAME OP VALUE`` on their properties (rows without NAME: False).
+
+    VALUE is compared as a number when it and the property both are numbers, else as text (only
+    ``==`` and ``!=`` then). Nothing is evaluated: the expression is parsed by a regular expression.
+    """
+    m = _WHERE.match(where)
+    if not m:
+        raise ParameterError(f"where must be NAME OP VALUE with OP in >=, <=, >, <, ==, !=; got {where!r}")
+    key, op, text = m.groups()
+    try:
+        value: float | str = float(text)
+    except ValueError:
+        if op not in ("==", "!="):
+            raise ParameterError(f"where {where!r}: {op} needs a number; got {text!r}") from None
+        value = text
+    out = []
+    for p in properties:
+        have = (p or {}).get(key)
+        if isinstance(value, float) and isinstance(have, (int, float)) and not isinstance(have, bool):
+            out.append(bool(_COMPARE[op](float(have), value)))
+        elif have is None or op not in ("==", "!="):
+            out.append(False)
+        else:
+            out.append(bool(_COMPARE[op](str(have), text)))
+    if not any(out):
+        raise InputError(f"no structure satisfies {where!r} (property {key!r})")
+    return out
+
+
 def classify_store(
     path: str | Path,
     fingerprint: str,
@@ -541,6 +733,7 @@ def classify_store(
     name: str | None = None,
     config: ClassifierConfig | None = None,
     save: bool = True,
+    where: str | None = None,
 ) -> ClassificationResult:
     """Train and evaluate on a store's fingerprint; save the model in /models/<name>.
 
@@ -557,6 +750,9 @@ def classify_store(
     config : ClassifierConfig, optional
     save : bool
         Write the model into the store.
+    where : str, optional
+        Keep only structures whose stored property satisfies ``NAME OP VALUE`` (OP one of
+        ``>= <= > < == !=``; numbers compare as numbers, e.g. ``"diameter>=6"``); see `property_filter`.
     """
     from ..store import STATUS_DONE, open_store
     from ..store import groups as store_groups
@@ -570,6 +766,13 @@ def classify_store(
         # properties stored with the structures; None for stores before schema 1.2 (catalogue fallback)
         stored = store.all_properties() if store.has_properties else None
     labelled, source = labels_for_ids(ids, labels, stored)
+    if where:
+        keep = property_filter(where, stored if stored is not None else [example_properties(ids).get(i, {})
+                                                                         for i in ids])
+        dropped = sum(lab is not None and not k for lab, k in zip(labelled, keep, strict=True))
+        log.info("classify: %s leaves out %d labelled structures", where, dropped)
+        source = f"{source} where {where}"
+        labelled = [lab if k else None for lab, k in zip(labelled, keep, strict=True)]
     usable = [
         i
         for i, lab in enumerate(labelled)
@@ -577,7 +780,8 @@ def classify_store(
     ]
     missing = sum(lab is None for lab in labelled)
     if missing:
-        log.info("classify: %d of %d structures have no label and are left out", missing, len(ids))
+        log.info("classify: %d of %d structures have no label%s and are left out", missing, len(ids),
+                 f" or fail {where!r}" if where else "")
     if not usable:
         raise InputError(f"no structure of {path} has both a label (from {source}) and a fingerprint")
     result = evaluate(
@@ -599,6 +803,8 @@ def classify_store(
                 "classes": list(result.classes),
                 "label_source": source,
                 "run_parameters": run_parameters,
+                # the training rows, for predict's applicability-domain check (a JSON string attribute)
+                "training_ids": json.dumps(result.ids),
             },
         )
     return result
@@ -632,6 +838,16 @@ class PredictionResult:
     classes : tuple of str
     model : str
         Model name.
+    distance : ndarray of shape (n,), float64, dimensionless
+        Cosine distance of each row's fingerprint to the nearest training row (NaN when the model
+        does not name its training rows, or they are no longer in the model's store). Cosine, not
+        Euclidean: a fingerprint in states/eV/cell grows with the cell, so Euclidean distances mostly
+        compare cell sizes (BaTiO3 lies closer to a small nanotube than big tubes to each other).
+    in_domain : ndarray of shape (n,), bool
+        False for rows farther from every training row than `domain_threshold` (their prediction is an
+        extrapolation); True when the distance is unknown.
+    domain_threshold : float
+        The 95th percentile of the training rows' distances to their nearest other training row.
     """
 
     ids: list
@@ -639,6 +855,9 @@ class PredictionResult:
     probabilities: np.ndarray
     classes: tuple
     model: str
+    distance: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    in_domain: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    domain_threshold: float = float("nan")
 
 
 def _labelled(record, where) -> _Labelled:
@@ -704,4 +923,83 @@ def predict_store(
     rows = [i for i in range(len(ids)) if status[i] == STATUS_DONE and np.all(np.isfinite(values[i]))]
     proba = est.predict_proba(values[rows]) if rows else np.zeros((0, len(est.classes)))
     labels = [est.classes[k] for k in np.argmax(proba, axis=1)] if rows else []
-    return PredictionResult([ids[i] for i in rows], labels, proba, tuple(est.classes), record.name)
+    train = _training_rows(model_store, record.attrs["fingerprint"], record)
+    if train is None:
+        distance, threshold = np.full(len(rows), np.nan), float("nan")
+        log.warning("predict: model %r does not name its training rows: domain not checked", record.name)
+    else:
+        distance, threshold = nearest_distances(train, values[rows])
+    in_domain = ~(distance > threshold)  # NaN compares False: unknown counts as inside
+    out = [ids[i] for i, ok in zip(rows, in_domain, strict=True) if not ok]
+    if out:
+        log.warning(
+            "predict: %d of %d structures lie outside the training domain of model %r (nearest training "
+            "row farther than %.4g, the 95th percentile of the training rows' nearest-neighbour distances); "
+            "their predictions are extrapolations: %s",
+            len(out), len(rows), record.name, threshold, ", ".join(out[:10]) + (" ..." * (len(out) > 10)),
+        )
+    return PredictionResult(
+        [ids[i] for i in rows], labels, proba, tuple(est.classes), record.name, distance, in_domain, threshold
+    )
+
+
+#: Percentile of the training rows' nearest-neighbour distances beyond which a row is outside the domain.
+DOMAIN_PERCENTILE = 95.0
+
+
+def nearest_distances(train: np.ndarray, x: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, float]:
+    """Cosine distance of each row of `x` to its nearest row of `train`, and the domain threshold.
+
+    A row of zeros (no state in the window) has distance 1 to every row that is not also zero.
+
+    Parameters
+    ----------
+    train : ndarray of shape (m, n_features), m >= 2
+        Training fingerprints.
+    x : ndarray of shape (n, n_features)
+    chunk : int
+        Rows of `x` (and of `train` for the threshold) per distance block (memory chunk × m × 8 bytes).
+
+    Returns
+    -------
+    distance : ndarray of shape (n,), float64
+    threshold : float
+        `DOMAIN_PERCENTILE` percentile of the distances of the training rows to their nearest other
+        training row (leave-one-out).
+    """
+    from scipy.spatial.distance import cdist
+
+    train = np.ascontiguousarray(train, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, train.shape[1])
+    if train.shape[0] < 2:
+        raise ParameterError(f"the domain needs at least 2 training rows; got {train.shape[0]}")
+
+    def nearest(a: np.ndarray, skip_self: bool) -> np.ndarray:
+        out = np.empty(a.shape[0])
+        for k in range(0, a.shape[0], chunk):
+            d = np.nan_to_num(cdist(a[k : k + chunk], train, "cosine"), nan=1.0)
+            if skip_self:
+                d[np.arange(d.shape[0]), np.arange(k, k + d.shape[0])] = np.inf
+            out[k : k + chunk] = d.min(axis=1)
+        return out
+
+    return nearest(x, False), float(np.percentile(nearest(train, True), DOMAIN_PERCENTILE))
+
+
+def _training_rows(model_store, fingerprint: str, record) -> np.ndarray | None:
+    """The fingerprints of the model's training rows, read from the model's store (None when the model
+    does not name them, or the store no longer holds them all)."""
+    from ..store import open_store
+
+    text = record.attrs.get("training_ids")
+    if not text:
+        return None
+    wanted = json.loads(text)
+    with open_store(model_store) as store:
+        if fingerprint not in store.fingerprint_names:
+            return None
+        where = {sid: k for k, sid in enumerate(store.ids)}
+        if any(sid not in where for sid in wanted):
+            return None
+        values = store.fingerprints(fingerprint)[0]
+    return values[[where[sid] for sid in wanted]]

@@ -1,9 +1,12 @@
-"""A short text report of a store's post-processing (what `make demo` prints).
+"""A short text report of a store's post-processing (what `make demo` prints), and a side-by-side
+comparison of several stores (e.g. the same structures with two operators).
 
-Reads the store, its /similarity and /models groups (of a model only its attributes: a model is never
-loaded); computes nothing expensive: the nanotube clustering is a scipy linkage of the stored distance
-sub-matrix of the tubes, compared with the zone-folding families and the tube kinds by the adjusted Rand
-index.
+Works on any store: structures are counted by stored formula; the BaTiO3 and nanotube sections appear
+only when the store holds those built-in structures (recognised by their stored properties, or for
+stores before schema 1.2 by the example catalogue). Reads the store, its /similarity and /models groups
+(of a model only its attributes: a model is never loaded); computes nothing expensive: the nanotube
+clustering is a scipy linkage of the stored distance sub-matrix of the tubes, compared with the
+zone-folding families and the tube kinds by the adjusted Rand index.
 """
 
 from __future__ import annotations
@@ -16,31 +19,104 @@ import numpy as np
 
 from .classify import example_properties
 
-__all__ = ["store_report"]
+__all__ = ["compare_report", "store_report"]
+
+#: Operators whose spectra have a chemical Fermi level, so that band gaps mean something.
+_CHEMICAL_OPERATORS = ("huckel",)
+#: Formulas listed by name in the store line; the rest are counted together.
+_MAX_FORMULAS = 8
 
 
-def _section_store(path) -> list[str]:
+def _properties(store, ids) -> list[dict]:
+    """Stored properties of every row; the example catalogue for stores without them."""
+    if store.has_properties:
+        return [p or {} for p in store.all_properties()]
+    known = example_properties(ids)
+    return [known.get(i, {}) for i in ids]
+
+
+def _read(path) -> dict:
     from ..store import STATUS_DONE, open_store
 
     with open_store(path) as store:
-        params = store.parameters
-        status = store.status
-        n_atoms = store.structures()["n_atoms"]
-        names = store.fingerprint_names
         ids = store.ids
+        out = {
+            "params": store.parameters,
+            "status": store.status,
+            "structures": store.structures(),
+            "names": store.fingerprint_names,
+            "ids": ids,
+            "properties": _properties(store, ids),
+        }
+        done = np.flatnonzero(out["status"] == STATUS_DONE)
+        gaps = np.full(len(ids), np.nan)
+        for i in done:
+            gaps[i] = store.spectrum(int(i))["band_gap"]
+        out["gaps"] = gaps
+    return out
+
+
+def _formula(f) -> str:
+    return f.decode() if isinstance(f, bytes) else str(f)
+
+
+def _section_store(path, data) -> list[str]:
+    from ..store import STATUS_DONE
+
+    status, ids = data["status"], data["ids"]
     done = int(np.sum(status == STATUS_DONE))
-    prefixes = Counter(i.split("_")[0] for i in ids)
-    run = {k: params[k] for k in ("operator", "basis", "kdensity") if k in params}
+    formulas = Counter(_formula(f) or "(no formula)" for f in data["structures"]["formula"])
+    shown = formulas.most_common(_MAX_FORMULAS)
+    rest = sum(formulas.values()) - sum(n for _, n in shown)
+    groups = ", ".join(f"{k}: {v}" for k, v in shown) + (f", {len(formulas) - len(shown)} other formulas: "
+                                                          f"{rest}" if rest else "")
+    n_atoms = data["structures"]["n_atoms"]
+    run = {k: data["params"][k] for k in ("operator", "basis", "kdensity") if k in data["params"]}
     return [
         f"store {path}",
-        f"  {len(ids)} structures ({', '.join(f'{k}: {v}' for k, v in sorted(prefixes.items()))}), "
-        f"{done} done, {len(ids) - done} failed; {int(n_atoms.min())}..{int(n_atoms.max())} atoms",
-        f"  run parameters {json.dumps(run)}; fingerprints: {', '.join(names)}",
+        f"  {len(ids)} structures by formula ({groups}), {done} done, {len(ids) - done} failed; "
+        f"{int(n_atoms.min())}..{int(n_atoms.max())} atoms",
+        f"  run parameters {json.dumps(run)}; fingerprints: {', '.join(data['names'])}",
     ]
 
 
-def _section_batio3(distance, ids, metric) -> list[str]:
-    idx = [k for k, i in enumerate(ids) if i.startswith("batio3_")]
+def _batio3_rows(data) -> list[int]:
+    ids = data["ids"]
+    return [k for k, p in enumerate(data["properties"]) if "phase" in p and ids[k].startswith("batio3_")]
+
+
+def _tube_rows(data) -> list[int]:
+    return [k for k, p in enumerate(data["properties"]) if {"family", "kind", "diameter"} <= set(p)]
+
+
+def _section_gaps(data) -> list[str]:
+    """Band gaps of a chemical operator: BaTiO3 polymorphs, nanotubes by zone-folding label, others."""
+    if data["params"].get("operator") not in _CHEMICAL_OPERATORS:
+        return []
+    gaps, ids, props = data["gaps"], data["ids"], data["properties"]
+    lines = [f"band gaps ({data['params']['operator']} spectra, eV):"]
+    bt = _batio3_rows(data)
+    if bt:
+        lines.append("  BaTiO3: " + ", ".join(f"{props[k]['phase']} {gaps[k]:.2f}" for k in bt))
+    tubes = _tube_rows(data)
+    for label in sorted({props[k].get("electronic", "") for k in tubes} - {""}):
+        for lo, hi in ((0.0, 6.0), (6.0, np.inf)):
+            g = np.array([gaps[k] for k in tubes if props[k].get("electronic") == label
+                          and lo <= props[k]["diameter"] < hi and np.isfinite(gaps[k])])
+            if g.size:
+                where = "d < 6 Å" if lo == 0 else "d >= 6 Å"
+                lines.append(f"  nanotubes {label} by zone folding, {where}: {g.size} tubes, gap "
+                             f"{g.min():.2f}..{g.max():.2f} (median {np.median(g):.2f})")
+    other = [k for k in range(len(ids)) if k not in set(bt) | set(tubes) and np.isfinite(gaps[k])]
+    for k in other[:12]:
+        lines.append(f"  {ids[k]} ({_formula(data['structures']['formula'][k])}): {gaps[k]:.2f}")
+    if len(other) > 12:
+        lines.append(f"  ... {len(other) - 12} more (see `sporep-hpc info`)")
+    return lines if len(lines) > 1 else []
+
+
+def _section_batio3(distance, ids, metric, props: dict) -> list[str]:
+    idx = [k for k, i in enumerate(ids) if i.startswith("batio3_") and "phase" in props.get(i, {})]
     if len(idx) < 2:
         return []
     sub = distance[np.ix_(idx, idx)]
@@ -52,15 +128,14 @@ def _section_batio3(distance, ids, metric) -> list[str]:
     return lines
 
 
-def _section_tubes(distance, ids, metric) -> list[str]:
+def _section_tubes(distance, ids, metric, props: dict) -> list[str]:
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
     from sklearn.metrics import adjusted_rand_score
 
-    idx = [k for k, i in enumerate(ids) if i.startswith("cnt_")]
+    idx = [k for k, i in enumerate(ids) if {"family", "kind", "diameter"} <= set(props.get(i, {}))]
     if len(idx) < 4:
         return []
-    props = example_properties([ids[k] for k in idx])
     tube_ids = [ids[k] for k in idx]
     family = [props[i]["family"] for i in tube_ids]
     kind = [props[i]["kind"] for i in tube_ids]
@@ -125,6 +200,7 @@ def _section_model(path, name) -> list[str]:
             lines.append(f"  {key:<27s} {m[key]['mean']:.3f} ± {m[key]['std']:.3f}")
     if "confusion" in summary:
         lines.append(f"  confusion (rows true {summary['classes']}): {summary['confusion']}")
+    lines += [f"  WARNING: {w}" for w in summary.get("warnings", [])]
     if rec.format != MODEL_FORMAT:
         lines.append(
             f"  the model is stored as a {rec.format} (not loaded): `sporep-hpc predict` refuses it "
@@ -133,8 +209,43 @@ def _section_model(path, name) -> list[str]:
     return lines
 
 
+def _headline(path, data, similarity, model) -> tuple[list[str], dict]:
+    """The report lines of one store and its headline numbers (for `compare_report`)."""
+    from ..store.groups import load_model, model_names, read_similarity, similarity_names
+
+    lines = _section_store(path, data)
+    head = {"operator": data["params"].get("operator", "?")}
+    props = dict(zip(data["ids"], data["properties"], strict=True))
+    sims = similarity_names(path)
+    if sims:
+        rec = read_similarity(path, similarity or sims[0])
+        metric = rec.attrs.get("metric", "")
+        lines.append(f"similarity /similarity/{rec.name}: {metric} on {rec.attrs.get('fingerprint')}")
+        bt = _section_batio3(rec.distance, rec.ids, metric, props)
+        if bt:
+            head["BaTiO3 closest pair"] = bt[-1].split("closest: ")[1].split(";")[0]
+        tubes = _section_tubes(rec.distance, rec.ids, metric, props)
+        if tubes:
+            head["tubes: 2-cluster ARI vs family"] = tubes[1].split("family (metallic/semi-1/semi-2) ")[1][:5]
+        lines += bt + tubes
+    gaps = _section_gaps(data)
+    for line in gaps:
+        if line.startswith("  BaTiO3: "):
+            head["BaTiO3 gaps (eV)"] = line.removeprefix("  BaTiO3: ")
+    lines += gaps
+    names = model_names(path)
+    if names:
+        lines += _section_model(path, model)
+        m = load_model(path, model or names[0], load_estimator=False).attrs.get("metrics", {})
+        for key in ("roc_auc", "balanced_accuracy_adjusted"):
+            if key in m.get("metrics", {}):
+                head[key] = f"{m['metrics'][key]['mean']:.3f} ± {m['metrics'][key]['std']:.3f}"
+    return lines, head
+
+
 def store_report(path, *, similarity: str | None = None, model: str | None = None, plots=None) -> str:
-    """The report of a store: contents, BaTiO3 distances, nanotube clustering, CV scores, figures.
+    """The report of a store: contents, BaTiO3 distances, nanotube clustering, band gaps (chemical
+    operators), CV scores, figures.
 
     Parameters
     ----------
@@ -147,20 +258,34 @@ def store_report(path, *, similarity: str | None = None, model: str | None = Non
     plots : path, optional
         Directory whose PNG files are listed.
     """
-    from ..store.groups import read_similarity, similarity_names
+    lines, _ = _headline(path, _read(path), similarity, model)
+    return "\n".join(lines + _figures(plots))
 
-    lines = _section_store(path)
-    sims = similarity_names(path)
-    if sims:
-        rec = read_similarity(path, similarity or sims[0])
-        metric = rec.attrs.get("metric", "")
-        lines.append(f"similarity /similarity/{rec.name}: {metric} on {rec.attrs.get('fingerprint')}")
-        lines += _section_batio3(rec.distance, rec.ids, metric)
-        lines += _section_tubes(rec.distance, rec.ids, metric)
-    lines += _section_model(path, model)
-    if plots is not None and Path(plots).is_dir():
-        pngs = sorted(Path(plots).glob("*.png"))
-        if pngs:
-            lines.append("figures:")
-            lines += [f"  {p}" for p in pngs]
-    return "\n".join(lines)
+
+def compare_report(paths, *, similarity: str | None = None, model: str | None = None, plots=None) -> str:
+    """The reports of several stores, then their headline numbers side by side (one column per store).
+
+    Parameters are those of `store_report`; `similarity` and `model` name the groups in every store.
+    """
+    blocks, heads = [], []
+    for path in paths:
+        lines, head = _headline(path, _read(path), similarity, model)
+        blocks.append("\n".join(lines))
+        heads.append(head)
+    keys = list(dict.fromkeys(k for h in heads for k in h))
+    names = [Path(p).name for p in paths]
+    width = max(len(k) for k in keys) + 2
+    cols = [max(len(n), *(len(str(h.get(k, "-"))) for k in keys)) + 2
+            for n, h in zip(names, heads, strict=True)]
+    table = ["side by side:", " " * width + "".join(n.ljust(c) for n, c in zip(names, cols, strict=True))]
+    for k in keys:
+        cells = (str(h.get(k, "-")).ljust(c) for h, c in zip(heads, cols, strict=True))
+        table.append(k.ljust(width) + "".join(cells))
+    return "\n\n".join([*blocks, "\n".join(table + _figures(plots))])
+
+
+def _figures(plots) -> list[str]:
+    if plots is None or not Path(plots).is_dir():
+        return []
+    pngs = sorted(Path(plots).glob("*.png"))
+    return ["figures:", *(f"  {p}" for p in pngs)] if pngs else []

@@ -31,7 +31,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--labels", required=True, help="labels file (CSV/JSON: id,label) or property:NAME")
     p.add_argument("--fingerprint", default=None, help="fingerprint name (default: the only/first one)")
     p.add_argument("--name", default=None, help="model name under /models (default: the fingerprint name)")
-    p.add_argument("--trees", type=int, default=d.n_estimators, help=f"trees (default {d.n_estimators})")
+    p.add_argument(
+        "--trees", type=int, default=d.n_estimators,
+        help="trees (default: 50 up to 100 labelled structures, 100 up to 1000, 200 beyond)",
+    )
     p.add_argument(
         "--max-depth", type=int, default=None, dest="max_depth", help="tree depth (default: unlimited)"
     )
@@ -49,7 +52,7 @@ def add_parser(subparsers) -> None:
         "--repeats",
         type=int,
         default=d.n_repeats,
-        help=f"permutations per energy block (default {d.n_repeats})",
+        help="permutations per energy block (default: 5 up to 100 labelled structures, then ceil(500 / N))",
     )
     p.add_argument(
         "--groups",
@@ -58,6 +61,11 @@ def add_parser(subparsers) -> None:
         help=f"energy blocks for the permutation importance (default {d.permutation_groups})",
     )
     p.add_argument("--jobs", type=int, default=1, help="threads of the forest (default 1)")
+    p.add_argument(
+        "--where", default=None, metavar="EXPR",
+        help="only structures whose stored property satisfies NAME OP VALUE, e.g. 'diameter>=6' "
+        "(OP: >= <= > < == !=)",
+    )
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--no-save", action="store_true", dest="no_save", help="do not store the model")
     p.set_defaults(run=classify_command)
@@ -75,9 +83,15 @@ def format_result(result, top: int = 5) -> str:
         f"{result.n_folds}-fold stratified CV (seed {result.config.seed})",
         "cross-validated scores (mean ± std over folds):",
     ]
+    from ..analysis.classify import CHANCE
+
+    majority = max(result.class_counts.values()) / sum(result.class_counts.values())
+    chance = {**CHANCE, "accuracy": majority}
     for key in ("accuracy", "balanced_accuracy_adjusted", "precision", "recall", "f1", "roc_auc"):
         m = result.metrics[key]
-        lines.append(f"  {key:<27s} {m['mean']:.3f} ± {m['std']:.3f}")
+        level = f"   (chance {chance[key]:.3f})" if key in chance else ""
+        lines.append(f"  {key:<27s} {m['mean']:.3f} ± {m['std']:.3f}{level}")
+    lines += [f"WARNING: {w}" for w in result.warnings]
     width = max(len(c) for c in result.classes)
     lines.append("out-of-fold confusion matrix (rows true, columns predicted):")
     lines.append("  " + " " * width + "  " + "  ".join(f"{c:>{width}s}" for c in result.classes))
@@ -101,7 +115,7 @@ def format_result(result, top: int = 5) -> str:
     return "\n".join(lines)
 
 
-def classification_figures(result, out_dir, name: str, window_offsets=None) -> list[Path]:
+def classification_figures(result, out_dir, name: str, window_offsets=None, references=None) -> list[Path]:
     """Confusion matrix, importance versus energy and learning curve PNGs."""
     from .. import plots
 
@@ -120,10 +134,12 @@ def classification_figures(result, out_dir, name: str, window_offsets=None) -> l
             out_dir / f"{name}_importance.png",
             permutation_std=result.permutation_importance_std,
             window_offsets=window_offsets,
+            references=references,
             title=f"{name}: feature importance",
         ),
         plots.plot_learning_curve(
-            result.learning_curve, out_dir / f"{name}_learning_curve.png", title=f"{name}: learning curve"
+            result.learning_curve, out_dir / f"{name}_learning_curve.png",
+            title=f"{name}: learning curve ({result.n_folds}-fold CV)",
         ),
     ]
 
@@ -147,10 +163,13 @@ def classify_command(args) -> int:
     )
     name = args.name or fingerprint
     result = classify_store(
-        args.store, fingerprint, args.labels, name=name, config=config, save=not args.no_save
+        args.store, fingerprint, args.labels, name=name, config=config, save=not args.no_save,
+        where=args.where,
     )
+    where = f" where {args.where}" if args.where else ""
     print(
-        f"classification of {len(result.ids)} structures by fingerprint {fingerprint} (labels {args.labels})"
+        f"classification of {len(result.ids)} structures by fingerprint {fingerprint} "
+        f"(labels {args.labels}{where})"
     )
     print(format_result(result))
     if not args.no_save:
@@ -158,6 +177,8 @@ def classify_command(args) -> int:
     if args.plots:
         with open_store(args.store) as store:
             _, energies, attrs = store.fingerprints(fingerprint)
-        for p in classification_figures(result, args.plots, name, window_offsets_from_attrs(attrs, energies)):
+        offsets = window_offsets_from_attrs(attrs, energies)
+        references = str(attrs.get("reference", "")).split("+")
+        for p in classification_figures(result, args.plots, name, offsets, references):
             print(f"figure {p}")
     return 0

@@ -12,6 +12,11 @@ other parameters (windows, smearing, energy grid) are refused. Models are stored
 only when they hold the trusted types of a random forest; models of older stores are pickles and are
 refused (exit 3) unless --trust-pickle: retrain them with `sporep-hpc classify` instead.
 
+Each row also gets the cosine distance of its fingerprint to the nearest training row
+(nearest_training_distance) and in_domain: "no" when that distance exceeds the 95th
+percentile of the training rows' own nearest-neighbour distances (the prediction is then an
+extrapolation, e.g. BaTiO3 given to a nanotube model); a warning names those rows.
+
   sporep-hpc predict new.h5 --model trained.h5 [--name kinetic] [-o predictions.csv]
 """
 
@@ -44,17 +49,23 @@ def predict_command(args) -> int:
     res = predict_store(
         args.store, args.model, model=args.name, fingerprint=args.fingerprint, trust_pickle=args.trust_pickle
     )
-    header = ["id", "label", *(f"p({c})" for c in res.classes)]
+    header = ["id", "label", *(f"p({c})" for c in res.classes), "nearest_training_distance", "in_domain"]
     rows = [
-        [sid, lab, *(f"{p:.4f}" for p in prob)]
-        for sid, lab, prob in zip(res.ids, res.labels, res.probabilities, strict=True)
+        [sid, lab, *(f"{p:.4f}" for p in prob), f"{d:.6g}", "yes" if ok else "no"]
+        for sid, lab, prob, d, ok in zip(
+            res.ids, res.labels, res.probabilities, res.distance, res.in_domain, strict=True
+        )
     ]
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(header)
             w.writerows(rows)
-        print(f"{len(rows)} predictions of model {res.model} written to {args.output}")
+        outside = int(len(rows) - res.in_domain.sum())
+        print(
+            f"{len(rows)} predictions of model {res.model} written to {args.output}; {outside} outside the "
+            f"training domain (nearest training row farther than {res.domain_threshold:.4g})"
+        )
     else:
         w = csv.writer(sys.stdout)
         w.writerow(header)

@@ -1,4 +1,5 @@
-"""`sporep-hpc report store.h5`: a short text report of a store's similarity and classification results.
+"""`sporep-hpc report store.h5 [other.h5 ...]`: a short text report of stores' similarity and classification
+results, side by side for several stores.
 
 Also runnable as ``python -m sporep_hpc.cli.report store.h5`` (what `make demo` uses).
 """
@@ -13,23 +14,28 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
         help="summarise similarity and classification results",
-        description="Report: store contents, BaTiO3 distances, nanotube clustering, CV scores, figures.",
+        description="Report: store contents (by formula), BaTiO3 distances, nanotube clustering, band gaps "
+        "(chemical operators), CV scores, figures. Several stores: each report, then their headline numbers "
+        "side by side (e.g. the same structures with --operator kinetic and huckel).",
     )
     _arguments(p)
     p.set_defaults(run=report_command)
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("store", help="the HDF5 store")
+    p.add_argument("store", nargs="+", help="the HDF5 store(s)")
     p.add_argument("--similarity", default=None, help="/similarity group (default: the first)")
     p.add_argument("--model", default=None, help="/models group (default: the first)")
     p.add_argument("--plots", default=None, metavar="DIR", help="list the PNG figures of DIR")
 
 
 def report_command(args) -> int:
-    from ..analysis.report import store_report
+    from ..analysis.report import compare_report, store_report
 
-    print(store_report(args.store, similarity=args.similarity, model=args.model, plots=args.plots))
+    if len(args.store) == 1:
+        print(store_report(args.store[0], similarity=args.similarity, model=args.model, plots=args.plots))
+    else:
+        print(compare_report(args.store, similarity=args.similarity, model=args.model, plots=args.plots))
     return 0
 
 

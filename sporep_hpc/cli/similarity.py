@@ -47,6 +47,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="OpenMP threads per rank")
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument(
+        "--show", default=None, metavar="ID,ID,...",
+        help="structures drawn in the fingerprint figure (default: one representative per group or cluster)",
+    )
+    p.add_argument(
         "--neighbours",
         type=int,
         default=3,
@@ -85,7 +89,7 @@ def nearest_neighbours(distance, ids, k: int) -> list[str]:
     return lines
 
 
-def similarity_figures(path, name: str, out_dir, groups=None) -> list[Path]:
+def similarity_figures(path, name: str, out_dir, groups=None, show=None) -> list[Path]:
     """Heatmap (dendrogram order), dendrogram and a few fingerprints of a stored similarity group."""
     from .. import plots
     from ..analysis.similarity import window_offsets_from_attrs
@@ -101,6 +105,7 @@ def similarity_figures(path, name: str, out_dir, groups=None) -> list[Path]:
             rec.ids,
             out_dir / f"{name}_heatmap.png",
             linkage=rec.linkage,
+            metric=metric,
             title=f"{metric} distance, {rec.attrs['fingerprint']}",
         )
     ]
@@ -111,19 +116,31 @@ def similarity_figures(path, name: str, out_dir, groups=None) -> list[Path]:
                 rec.ids,
                 out_dir / f"{name}_dendrogram.png",
                 groups=groups,
+                method=rec.attrs.get("linkage_method", "average"),
+                metric=metric,
                 title=f"{metric} distance, {rec.linkage.shape[0] + 1} structures",
             )
         )
     with open_store(path) as store:
         values, energies, attrs = store.fingerprints(rec.attrs["fingerprint"])
-    pick = list(rec.index[: min(6, len(rec.index))])
+    if show:  # rows of the similarity group named by the user
+        where = {sid: k for k, sid in enumerate(rec.ids)}
+        missing = [sid for sid in show if sid not in where]
+        if missing:
+            from ..errors import InputError
+
+            raise InputError(f"--show: not in /similarity/{name}: {', '.join(missing)}")
+        pick = [where[sid] for sid in show]
+    else:
+        pick = plots.representative_rows(rec.distance, groups=groups, linkage=rec.linkage)
     made.append(
         plots.plot_fingerprints(
             energies,
-            values[pick],
-            [rec.ids[k] for k in range(len(pick))],
+            values[rec.index[pick]],
+            [rec.ids[k] + (f" ({groups[k]})" if groups is not None else "") for k in pick],
             out_dir / f"{rec.attrs['fingerprint']}_fingerprints.png",
             window_offsets=window_offsets_from_attrs(attrs, energies),
+            references=str(attrs.get("reference", "")).split("+"),
             title=f"fingerprint {rec.attrs['fingerprint']}",
         )
     )
@@ -175,6 +192,7 @@ def similarity_command(args) -> int:
         print(f"nearest neighbours ({args.metric} distance):")
         print("\n".join(nearest_neighbours(rec.distance, rec.ids, args.neighbours)))
     if args.plots:
-        for p in similarity_figures(args.store, res.name, args.plots, example_groups(res.ids)):
+        show = [i.strip() for i in args.show.split(",") if i.strip()] if args.show else None
+        for p in similarity_figures(args.store, res.name, args.plots, example_groups(res.ids), show):
             print(f"figure {p}")
     return 0
