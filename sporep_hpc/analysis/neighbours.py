@@ -53,6 +53,7 @@ from .._validation import check_choice, check_interval
 from ..errors import ParameterError, StoreError
 from ..parallel.agreement import all_call
 from ..parallel.schedule import block_range
+from ..store.lock import locked
 from ..threads import resolve_threads
 from .similarity import METRICS, pairwise_distances, tile_grid, window_offsets_from_attrs
 
@@ -369,47 +370,48 @@ def _write_group(path: Path, name: str, index: np.ndarray, distance: np.ndarray,
     (an empty selection when it has none); without it (SPOREP_FORCE_SERIAL_HDF5=1, or h5py without MPI)
     rank 0 writes everything.
     """
-    from ..store.h5 import mpio_available, open_h5, write_rows
+    with locked(path, comm):  # one writer per store
+        from ..store.h5 import mpio_available, open_h5, write_rows
 
-    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
-    parallel = size > 1 and mpio_available()
-    writer = parallel or rank == 0
+        size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+        parallel = size > 1 and mpio_available()
+        writer = parallel or rank == 0
 
-    def create():
-        if not writer:
-            return None
-        f = open_h5(path, "r+", comm if parallel else None)
-        try:
-            grp = f.require_group(GROUP)
-            if name in grp:
-                del grp[name]
-            g = grp.create_group(name)
-            for key, value in attrs.items():
-                g.attrs[key] = value
-            dsets = (
-                g.create_dataset("index", shape=index.shape, dtype="i8"),
-                g.create_dataset("distance", shape=distance.shape, dtype="f8"),
-            )
-            dsets[1].attrs["units"] = "eV" if attrs["metric"] == "wasserstein" else "1"
-        except (OSError, KeyError, ValueError) as exc:
-            f.close()
-            raise StoreError(f"{path}: cannot create /{GROUP}/{name}: {exc}") from exc
-        return f, dsets
+        def create():
+            if not writer:
+                return None
+            f = open_h5(path, "r+", comm if parallel else None)
+            try:
+                grp = f.require_group(GROUP)
+                if name in grp:
+                    del grp[name]
+                g = grp.create_group(name)
+                for key, value in attrs.items():
+                    g.attrs[key] = value
+                dsets = (
+                    g.create_dataset("index", shape=index.shape, dtype="i8"),
+                    g.create_dataset("distance", shape=distance.shape, dtype="f8"),
+                )
+                dsets[1].attrs["units"] = "eV" if attrs["metric"] == "wasserstein" else "1"
+            except (OSError, KeyError, ValueError) as exc:
+                f.close()
+                raise StoreError(f"{path}: cannot create /{GROUP}/{name}: {exc}") from exc
+            return f, dsets
 
-    opened = all_call(comm, create)
+        opened = all_call(comm, create)
 
-    def write():
-        if opened is None:
-            return
-        f, dsets = opened
-        lo, hi = block_range(index.shape[0], size, rank) if parallel else (0, index.shape[0])
-        try:
-            write_rows(dsets[0], lo, index[lo:hi])
-            write_rows(dsets[1], lo, distance[lo:hi])
-        finally:
-            f.close()
+        def write():
+            if opened is None:
+                return
+            f, dsets = opened
+            lo, hi = block_range(index.shape[0], size, rank) if parallel else (0, index.shape[0])
+            try:
+                write_rows(dsets[0], lo, index[lo:hi])
+                write_rows(dsets[1], lo, distance[lo:hi])
+            finally:
+                f.close()
 
-    all_call(comm, write)  # every rank returns once the group is complete (or learns that it failed)
+        all_call(comm, write)  # every rank returns once the group is complete (or learns that it failed)
 
 
 def compute_neighbours(

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .h5 import mpio_available, open_h5
+from .lock import locked
 from .schema import GROUP_LAYOUT, from_fixed, timestamp
 from .validate import require
 from .writer import create_dataset
@@ -131,75 +132,78 @@ def write_similarity(
     comm : mpi4py communicator, optional
         All ranks of `comm` call this function.
     """
-    path = Path(path)
-    _check_name("similarity", name)
-    size = 1 if comm is None else comm.size
-    parallel = size > 1 and mpio_available()
-    writer = parallel or (comm is None or comm.rank == 0)
-    created = timestamp() if comm is None else comm.bcast(timestamp(), root=0)
-    f = dset = None
-    failure: Exception | None = None
-    try:
-        if writer:
-            _require_store(path)
-            f = open_h5(path, "r+", comm if parallel else None)
-            grp = f.require_group("similarity")
-            if name in grp:
-                del grp[name]
-            g = grp.create_group(name)
-            for key, value in attrs.items():
-                g.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-            g.attrs["created"] = created
-            chunk = (min(n, tile), min(n, tile)) if n > 0 else None
-            dset = create_dataset(g, "distance", _SIMILARITY["distance"], shape=(n, n), chunks=chunk)
-            dset.attrs["units"] = "eV" if attrs.get("metric") == "wasserstein" else "1"
-            create_dataset(g, "index", _SIMILARITY["index"], data=index)
-    except (StoreError, OSError, KeyError, ValueError) as exc:
-        failure = exc
-    # every rank agrees before the write rounds (no rank left waiting in a collective)
-    ok = failure is None if comm is None else all(comm.allgather(failure is None))
-    if not ok:
-        if f is not None:
-            f.close()
-        raise StoreError(f"{path}: cannot create similarity {name!r} on all ranks: {failure}") from failure
-    try:
-        dxpl = _xfer(f) if f is not None else None
-        it = iter(tiles)
-        for _ in range(rounds):
-            item = next(it, None)
-            if parallel or size == 1:
-                t, block = item if item is not None else (None, None)
-                _write_block(dset, t.r0 if t else 0, t.c0 if t else 0, block, dxpl)
-                mirror = None if (t is None or t.diagonal) else block.T
-                _write_block(dset, t.c0 if t else 0, t.r0 if t else 0, mirror, dxpl)
-            else:  # serial fallback: rank 0 writes what every rank computed this round
-                gathered = comm.gather(item, root=0)
-                if comm.rank == 0:
-                    for got in gathered:
-                        if got is None:
-                            continue
-                        t, block = got
-                        _write_block(dset, t.r0, t.c0, block, None)
-                        if not t.diagonal:
-                            _write_block(dset, t.c0, t.r0, block.T, None)
-    finally:
-        if f is not None:
-            f.close()
-    if comm is not None:
-        comm.Barrier()
+    with locked(path, comm):  # one writer per store
+        path = Path(path)
+        _check_name("similarity", name)
+        size = 1 if comm is None else comm.size
+        parallel = size > 1 and mpio_available()
+        writer = parallel or (comm is None or comm.rank == 0)
+        created = timestamp() if comm is None else comm.bcast(timestamp(), root=0)
+        f = dset = None
+        failure: Exception | None = None
+        try:
+            if writer:
+                _require_store(path)
+                f = open_h5(path, "r+", comm if parallel else None)
+                grp = f.require_group("similarity")
+                if name in grp:
+                    del grp[name]
+                g = grp.create_group(name)
+                for key, value in attrs.items():
+                    g.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+                g.attrs["created"] = created
+                chunk = (min(n, tile), min(n, tile)) if n > 0 else None
+                dset = create_dataset(g, "distance", _SIMILARITY["distance"], shape=(n, n), chunks=chunk)
+                dset.attrs["units"] = "eV" if attrs.get("metric") == "wasserstein" else "1"
+                create_dataset(g, "index", _SIMILARITY["index"], data=index)
+        except (StoreError, OSError, KeyError, ValueError) as exc:
+            failure = exc
+        # every rank agrees before the write rounds (no rank left waiting in a collective)
+        ok = failure is None if comm is None else all(comm.allgather(failure is None))
+        if not ok:
+            if f is not None:
+                f.close()
+            why = f"{path}: cannot create similarity {name!r} on all ranks: {failure}"
+            raise StoreError(why) from failure
+        try:
+            dxpl = _xfer(f) if f is not None else None
+            it = iter(tiles)
+            for _ in range(rounds):
+                item = next(it, None)
+                if parallel or size == 1:
+                    t, block = item if item is not None else (None, None)
+                    _write_block(dset, t.r0 if t else 0, t.c0 if t else 0, block, dxpl)
+                    mirror = None if (t is None or t.diagonal) else block.T
+                    _write_block(dset, t.c0 if t else 0, t.r0 if t else 0, mirror, dxpl)
+                else:  # serial fallback: rank 0 writes what every rank computed this round
+                    gathered = comm.gather(item, root=0)
+                    if comm.rank == 0:
+                        for got in gathered:
+                            if got is None:
+                                continue
+                            t, block = got
+                            _write_block(dset, t.r0, t.c0, block, None)
+                            if not t.diagonal:
+                                _write_block(dset, t.c0, t.r0, block.T, None)
+        finally:
+            if f is not None:
+                f.close()
+        if comm is not None:
+            comm.Barrier()
 
 
 def write_linkage(path: Any, name: str, linkage: np.ndarray, method: str) -> None:
     """Store the scipy linkage (n-1, 4) beside /similarity/<name>/distance (one process)."""
-    with open_h5(Path(path), "r+") as f:
-        key = f"similarity/{_check_name('similarity', name)}"
-        if key not in f:
-            raise StoreError(f"{path}: no similarity {name!r}")
-        g = f[key]
-        if "linkage" in g:
-            del g["linkage"]
-        d = create_dataset(g, "linkage", _SIMILARITY["linkage"], data=linkage)
-        d.attrs["method"] = method
+    with locked(path, None):  # one writer per store
+        with open_h5(Path(path), "r+") as f:
+            key = f"similarity/{_check_name('similarity', name)}"
+            if key not in f:
+                raise StoreError(f"{path}: no similarity {name!r}")
+            g = f[key]
+            if "linkage" in g:
+                del g["linkage"]
+            d = create_dataset(g, "linkage", _SIMILARITY["linkage"], data=linkage)
+            d.attrs["method"] = method
 
 
 @dataclass(frozen=True)
@@ -329,27 +333,28 @@ def save_model(path: Any, name: str, estimator: Any, energies: np.ndarray, attrs
     """Store `estimator` with skops into /models/<name> with its fingerprint energies and attributes
     (one process). A model holding types outside `TRUSTED_MODEL_TYPES` is refused (StoreError): it could
     not be loaded again."""
-    import skops
-    import skops.io
+    with locked(path, None):  # one writer per store
+        import skops
+        import skops.io
 
-    path = Path(path)
-    _require_store(path)
-    _check_name("model", name)
-    data = skops.io.dumps(estimator)
-    _untrusted(data, f"model {name!r}")
-    blob = np.frombuffer(data, dtype=np.uint8)
-    with open_h5(path, "r+") as f:
-        grp = f.require_group("models")
-        if name in grp:
-            del grp[name]
-        g = grp.create_group(name)
-        create_dataset(g, "model", _MODELS["model"], data=blob)
-        create_dataset(g, "energies", _MODELS["energies"], data=energies)
-        for key, value in attrs.items():
-            g.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
-        g.attrs["format"] = MODEL_FORMAT
-        g.attrs["skops_version"] = skops.__version__
-        g.attrs["created"] = timestamp()
+        path = Path(path)
+        _require_store(path)
+        _check_name("model", name)
+        data = skops.io.dumps(estimator)
+        _untrusted(data, f"model {name!r}")
+        blob = np.frombuffer(data, dtype=np.uint8)
+        with open_h5(path, "r+") as f:
+            grp = f.require_group("models")
+            if name in grp:
+                del grp[name]
+            g = grp.create_group(name)
+            create_dataset(g, "model", _MODELS["model"], data=blob)
+            create_dataset(g, "energies", _MODELS["energies"], data=energies)
+            for key, value in attrs.items():
+                g.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
+            g.attrs["format"] = MODEL_FORMAT
+            g.attrs["skops_version"] = skops.__version__
+            g.attrs["created"] = timestamp()
 
 
 def model_names(path: Any) -> list[str]:

@@ -26,6 +26,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,30 @@ class StoreLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def locked(store: str | Path, comm: Any = None) -> Iterator[None]:
+    """Hold the store's write lock for the block (rank 0 of `comm` holds it; every rank calls this).
+
+    Post-processing that writes into a store (similarity, models, neighbours) uses it, so that it
+    never writes while a run replaces the store, nor two commands at once. A refusal (StoreError
+    naming the holder) is raised on every rank.
+    """
+    lock = StoreLock(store) if comm is None or comm.rank == 0 else None
+    error = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except StoreError as exc:
+            error = exc
+    if comm is not None and comm.size > 1:
+        error = next((e for e in comm.allgather(error) if e is not None), None)
+    if error is not None:
+        error.agreed = True
+        raise error
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
