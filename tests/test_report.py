@@ -54,3 +54,16 @@ def test_report_side_by_side(stores, capsys):
     assert table[2].split() == ["operator", "kinetic", "huckel"]
     # the kinetic store has no band-gap section (its "gaps" are not chemistry)
     assert text.count("band gaps (") == 1
+
+
+def test_huckel_store_records_its_parameter_sources(stores):
+    # issue 14.2: the store's root parameters cite the h_l table (each value with its source tag)
+    from sporep_hpc.huckel import SOURCES, TABLE
+    from sporep_hpc.store import open_store
+
+    with open_store(stores["huckel"]) as s:
+        table = s.parameters["huckel_parameters"]
+    assert table["sources"] == dict(SOURCES) and table["unit"] == "eV"
+    assert table["values"]["Si"]["s"] == [TABLE["Si"][0].energy, "yaehmop"]
+    with open_store(stores["kinetic"]) as s:
+        assert "huckel_parameters" not in s.parameters
