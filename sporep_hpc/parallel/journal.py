@@ -371,38 +371,30 @@ def _write_segment(f: h5py.File, batch: list[tuple[StructureResult, TaskTimes, s
         g["values"] = np.array([np.asarray(results[k].fingerprints[name], dtype=np.float64) for k in rows])
 
 
-def read_entry(f: h5py.File, row: int, index: int) -> tuple[StructureResult, TaskTimes]:
-    """The StructureResult (with global `index`) and times of row `row` of a segment."""
-
-    def ragged(name):
-        lo, hi = f["offset/" + name][row : row + 2]
-        return f[name][lo:hi]
-
-    ndim, *shape = (int(x) for x in f["eigenvalue_shape"][row])
-    fingerprints = {}
-    for name, g in f["fingerprints"].items() if "fingerprints" in f else ():
-        where = np.flatnonzero(g["rows"][()] == row)
-        if where.size:
-            fingerprints[name] = g["values"][int(where[0])]
-    scalars = f["scalars"][row]
-    return (
-        StructureResult(
-            index=index,
-            id=_text(f["id"][row]),
-            status=int(f["status"][row]),
-            error=_text(f["error"][row]),
-            formula=_text(f["formula"][row]),
-            cell=f["cell"][row],
-            numbers=ragged("numbers"),
-            positions=ragged("positions"),
-            kpoints=ragged("kpoints"),
-            weights=ragged("weights"),
-            eigenvalues=ragged("eigenvalues").reshape(shape[:ndim]),
-            fingerprints=fingerprints,
+def read_entries(f: h5py.File, rows: Mapping[int, int]) -> dict[int, tuple[StructureResult, TaskTimes]]:
+    """{global index: (StructureResult, times)} of the segment rows `rows` ({global index: row}); each
+    column of the segment is read once."""
+    col = {name: f[name][()] for name in ("status", "scalars", "times", "cell", "eigenvalue_shape")}
+    texts = {name: _texts(f[name]) for name in ("id", "error", "formula")}
+    ragged = {name: (f["offset/" + name][()], f[name][()])
+              for name in ("numbers", "positions", "kpoints", "weights", "eigenvalues")}
+    prints = {name: (g["rows"][()], g["values"][()]) for name, g in f["fingerprints"].items()} \
+        if "fingerprints" in f else {}
+    out = {}
+    for index, row in rows.items():
+        arrays = {name: data[offset[row] : offset[row + 1]] for name, (offset, data) in ragged.items()}
+        ndim, *shape = (int(x) for x in col["eigenvalue_shape"][row])
+        arrays["eigenvalues"] = arrays["eigenvalues"].reshape(shape[:ndim])
+        fingerprints = {name: values[int(k)] for name, (at, values) in prints.items()
+                        for k in np.flatnonzero(at == row)[:1]}
+        scalars = col["scalars"][row]
+        result = StructureResult(
+            index=index, id=texts["id"][row], status=int(col["status"][row]), error=texts["error"][row],
+            formula=texts["formula"][row], cell=col["cell"][row], fingerprints=fingerprints, **arrays,
             **{key: float(scalars[k]) for k, key in enumerate(_SCALARS)},
-        ),
-        TaskTimes(*(float(t) for t in f["times"][row])),
-    )
+        )
+        out[index] = (result, TaskTimes(*(float(t) for t in col["times"][row])))
+    return out
 
 
 def _text(value) -> str:
@@ -418,8 +410,7 @@ def load_entries(refs: Mapping[int, EntryRef]) -> dict[int, tuple[StructureResul
     for shard, items in sorted(by_shard.items()):
         try:
             with open_shard(shard) as f:
-                for index, ref in items:
-                    out[index] = read_entry(f, ref.row, index)
+                out.update(read_entries(f, {index: ref.row for index, ref in items}))
         except (OSError, KeyError, ValueError) as exc:
             raise StoreError(f"cannot read journal shard {shard}: {exc}") from exc
     return out
