@@ -89,15 +89,17 @@ def _tube_rows(data) -> list[int]:
     return [k for k, p in enumerate(data["properties"]) if {"family", "kind", "diameter"} <= set(p)]
 
 
-def _section_gaps(data) -> list[str]:
+def _section_gaps(data) -> tuple[list[str], dict]:
     """Band gaps of a chemical operator: BaTiO3 polymorphs, nanotubes by zone-folding label, others."""
     if data["params"].get("operator") not in _CHEMICAL_OPERATORS:
-        return []
+        return [], {}
+    head = {}
     gaps, ids, props = data["gaps"], data["ids"], data["properties"]
     lines = [f"band gaps ({data['params']['operator']} spectra, eV):"]
     bt = _batio3_rows(data)
     if bt:
-        lines.append("  BaTiO3: " + ", ".join(f"{props[k]['phase']} {gaps[k]:.2f}" for k in bt))
+        head["BaTiO3 gaps (eV)"] = ", ".join(f"{props[k]['phase']} {gaps[k]:.2f}" for k in bt)
+        lines.append(f"  BaTiO3: {head['BaTiO3 gaps (eV)']}")
     tubes = _tube_rows(data)
     for label in sorted({props[k].get("electronic", "") for k in tubes} - {""}):
         for lo, hi in ((0.0, 6.0), (6.0, np.inf)):
@@ -112,30 +114,33 @@ def _section_gaps(data) -> list[str]:
         lines.append(f"  {ids[k]} ({_formula(data['structures']['formula'][k])}): {gaps[k]:.2f}")
     if len(other) > 12:
         lines.append(f"  ... {len(other) - 12} more (see `sporep-hpc info`)")
-    return lines if len(lines) > 1 else []
+    return (lines, head) if len(lines) > 1 else ([], {})
 
 
-def _section_batio3(distance, ids, metric, props: dict) -> list[str]:
+def _section_batio3(distance, ids, metric, props: dict) -> tuple[list[str], dict]:
+    """Report lines and headline numbers of the BaTiO3 polymorphs' distances (nothing without them)."""
     idx = [k for k, i in enumerate(ids) if i.startswith("batio3_") and "phase" in props.get(i, {})]
     if len(idx) < 2:
-        return []
+        return [], {}
     sub = distance[np.ix_(idx, idx)]
     names = [ids[k].removeprefix("batio3_") for k in idx]
     pairs = sorted((sub[a, b], names[a], names[b]) for a in range(len(idx)) for b in range(a + 1, len(idx)))
     lines = [f"BaTiO3 polymorphs ({metric} distance, closest first):"]
     lines += [f"  {d:10.3g}  {a} - {b}" for d, a, b in pairs]
     lines.append(f"  closest: {pairs[0][1]} and {pairs[0][2]}; farthest: {pairs[-1][1]} and {pairs[-1][2]}")
-    return lines
+    return lines, {"BaTiO3 closest pair": f"{pairs[0][1]} and {pairs[0][2]}"}
 
 
-def _section_tubes(distance, ids, metric, props: dict) -> list[str]:
+def _section_tubes(distance, ids, metric, props: dict) -> tuple[list[str], dict]:
+    """Report lines and headline numbers of the nanotubes' clustering (nothing without tubes)."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
     from sklearn.metrics import adjusted_rand_score
 
     idx = [k for k, i in enumerate(ids) if {"family", "kind", "diameter"} <= set(props.get(i, {}))]
     if len(idx) < 4:
-        return []
+        return [], {}
+    head = {}
     tube_ids = [ids[k] for k in idx]
     family = [props[i]["family"] for i in tube_ids]
     kind = [props[i]["kind"] for i in tube_ids]
@@ -144,6 +149,7 @@ def _section_tubes(distance, ids, metric, props: dict) -> list[str]:
     lines = [f"nanotubes: {len(idx)} tubes; average-linkage clusters of the {metric} distances"]
     for k in (2, 3):
         clusters = fcluster(z, k, criterion="maxclust")
+        head.setdefault("tubes: 2-cluster ARI vs family", f"{adjusted_rand_score(family, clusters):+.2f}")
         lines.append(
             f"  {k} clusters: adjusted Rand index vs family (metallic/semi-1/semi-2) "
             f"{adjusted_rand_score(family, clusters):+.2f}, vs kind (zigzag/armchair/chiral) "
@@ -176,7 +182,7 @@ def _section_tubes(distance, ids, metric, props: dict) -> list[str]:
     iu = np.triu_indices(len(idx), 1)
     corr = np.corrcoef(np.abs(diam[:, None] - diam[None, :])[iu], sub[iu])[0, 1]
     lines.append(f"  correlation of the distance with the diameter difference: {corr:+.2f}")
-    return lines
+    return lines, head
 
 
 def _section_model(path, name) -> list[str]:
@@ -221,18 +227,13 @@ def _headline(path, data, similarity, model) -> tuple[list[str], dict]:
         rec = read_similarity(path, similarity or sims[0])
         metric = rec.attrs.get("metric", "")
         lines.append(f"similarity /similarity/{rec.name}: {metric} on {rec.attrs.get('fingerprint')}")
-        bt = _section_batio3(rec.distance, rec.ids, metric, props)
-        if bt:
-            head["BaTiO3 closest pair"] = bt[-1].split("closest: ")[1].split(";")[0]
-        tubes = _section_tubes(rec.distance, rec.ids, metric, props)
-        if tubes:
-            head["tubes: 2-cluster ARI vs family"] = tubes[1].split("family (metallic/semi-1/semi-2) ")[1][:5]
-        lines += bt + tubes
-    gaps = _section_gaps(data)
-    for line in gaps:
-        if line.startswith("  BaTiO3: "):
-            head["BaTiO3 gaps (eV)"] = line.removeprefix("  BaTiO3: ")
-    lines += gaps
+        for section in (_section_batio3, _section_tubes):
+            more, numbers = section(rec.distance, rec.ids, metric, props)
+            lines += more
+            head.update(numbers)
+    more, numbers = _section_gaps(data)
+    lines += more
+    head.update(numbers)
     names = model_names(path)
     if names:
         lines += _section_model(path, model)
