@@ -27,8 +27,8 @@ from .smearing import MAX_MP_ORDER, SMEARING_KINDS, Smearing
 from .threads import resolve_threads
 
 __all__ = [
-    "KINETIC_MAX_EV", "MAX_ENERGIES", "PRESETS", "REFERENCES", "FingerprintSpec", "Window", "fingerprint", "get_spec",
-    "make_preset",
+    "KINETIC_MAX_EV", "MAX_ENERGIES", "PRESETS", "REFERENCES", "FingerprintSpec", "Window", "fingerprint",
+    "get_spec", "make_preset",
 ]
 
 REFERENCES = ("fermi", "vbm", "cbm", "zero")
