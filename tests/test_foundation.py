@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import sporep_hpc
@@ -178,3 +179,14 @@ def test_errors_map_to_exit_codes(monkeypatch, raised, code):
 
     monkeypatch.setattr(examples_cli, "examples_command", boom)
     assert main(["examples"]) == code
+
+
+def test_a_closed_stdout_is_not_an_internal_error(tmp_path, make_store):
+    """`sporep-hpc info store.h5 | head -1`: the reader goes away mid-output, the command ends quietly."""
+    n = 3000  # one line per failure: far more than a pipe buffer
+    store = make_store(tmp_path / "s.h5", np.zeros((n, 2)), [0.0, 1.0], failed=range(n))
+    command = f"{sys.executable} -m sporep_hpc info {store} --failures {n} | head -1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.startswith("store ") and "Traceback" not in out.stderr, out.stderr
+    assert "internal error" not in out.stderr and out.returncode == 0, out.stderr

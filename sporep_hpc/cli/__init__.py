@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -140,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("sporep-hpc %s: interrupted", args.command)
         abort_other_ranks(130)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`sporep-hpc info store.h5 | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception:
         log.exception("sporep-hpc %s: internal error (a bug: please report it with this log)", args.command)
         abort_other_ranks(1)
