@@ -57,7 +57,7 @@ def test_run_exit_codes_at_two_ranks(subprocess_env, tmp_path):
     out = tmp_path / "s.h5"
     r = run(env, sporep_mpi("run", *inputs, "-o", out, "--kdensity", "0.5"))
     assert r.returncode == 4, r.stderr  # both ranks exit 4: mpiexec would report another code otherwise
-    assert "broken: " in r.stderr and "run summary" in r.stderr and out.is_file()
+    assert "broken: " in r.stdout and "run summary" in r.stdout and out.is_file()  # the summary: stdout
     r = info(env, out)
     assert r.returncode == 0, r.stderr
     assert "ranks 2" in r.stdout and "structures 3: 2 done, 1 failed, 0 pending" in r.stdout
@@ -73,7 +73,7 @@ def test_run_exit_codes_at_two_ranks(subprocess_env, tmp_path):
     assert r.returncode == 2 and "other parameters" in r.stderr and "kdensity: 0.5 -> 0.4" in r.stderr
     assert out.stat().st_mtime_ns == stamp
     r = run(env, sporep_mpi("run", inputs[0], "-o", tmp_path / "d.h5", "--dry-run"))
-    assert r.returncode == 0 and "estimated cost per rank" in r.stderr
+    assert r.returncode == 0 and "estimated cost per rank" in r.stdout and "core-s" in r.stdout
     assert not (tmp_path / "d.h5").exists()
     r = run(env, sporep_mpi("run", inputs[0], "-o", tmp_path / "x.h5", "--kdensity", "-1"))
     assert r.returncode == 2 and "kdensity must be a number in [0.0127385, inf) 1/Å; got -1.0" in r.stderr
@@ -90,7 +90,7 @@ def test_malformed_corpus_exit_code_4_without_traceback_at_two_ranks(subprocess_
                                        "--max-atoms", "40"))
     assert r.returncode == 4, r.stderr[-3000:]
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert re.search(rf"failed\s+{len(bad)}\n", r.stderr), r.stderr[-3000:]
+    assert re.search(rf"failed\s+{len(bad)}\n", r.stdout), r.stdout[-3000:]
     r = info(subprocess_env, tmp_path / "cli.h5")
     assert f"structures {len(bad) + len(good)}: {len(good)} done, {len(bad)} failed" in r.stdout, r.stdout
     # absurd sizes: refused at parse time, exit 2, naming the parameter
@@ -109,17 +109,18 @@ def test_sigterm_to_mpiexec_stops_both_ranks_with_exit_code_5(subprocess_env, tm
         s.to(filename=str(d / f"si{i:03d}.json"))
     out = tmp_path / "big.h5"
     journal = tmp_path / "big.h5.journal"
-    proc = subprocess.Popen(sporep_mpi("run", d, "-o", out, "--kdensity", "0.08"), env=subprocess_env,
+    proc = subprocess.Popen(sporep_mpi("run", d, "-o", out, "--kdensity", "0.08", "--journal-interval", "0"),
+                            env=subprocess_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 120  # each rank writes its journal after every task (interval 0)
     while not all((journal / f"rank-{r}.h5").exists() for r in (0, 1)) and time.monotonic() < deadline:
         if proc.poll() is not None:  # ended before it started: its stderr says why
             pytest.fail(proc.communicate()[1])
         time.sleep(0.01)
     time.sleep(0.05)  # a few tasks in: the whole run takes seconds
     proc.send_signal(signal.SIGTERM)  # mpiexec forwards it to both ranks
-    _, err = proc.communicate(timeout=120)
+    summary, err = proc.communicate(timeout=120)
     assert proc.returncode == 5, err
-    assert "STOPPED by a signal" in err and not out.exists() and journal.is_dir()
+    assert "STOPPED by a signal" in summary and not out.exists() and journal.is_dir()
     r = info(subprocess_env, out)
     assert r.returncode == 0 and "not assembled yet" in r.stdout
