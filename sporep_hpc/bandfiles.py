@@ -1,5 +1,6 @@
-"""Band-structure import from files: ``.npz`` archives, VASP ``vasprun.xml`` (through pymatgen) and Quantum
-ESPRESSO's ``data-file-schema.xml``.
+"""Band-structure import from files: ``.npz`` archives, VASP ``vasprun.xml`` (through pymatgen), Quantum
+ESPRESSO's ``data-file-schema.xml`` and pymatgen ``BandStructure`` JSON (as the Materials Project API
+returns).
 
 The store's own HDF5 layout is read by `sporep_hpc.store`, not here. `read_bands` picks the reader from the
 file (suffix, then the root element of an ``.xml``); each format has one reader.
@@ -42,6 +43,16 @@ converted with `HARTREE_EV` and lengths with `BOHR_ANGSTROM` (sporep_hpc.operato
 - ``output/convergence_info/scf_conv/convergence_achieved`` false: refused ("SCF not converged") unless
   ``allow_unconverged=True``. Files without it (non-self-consistent runs) are accepted.
 
+pymatgen ``BandStructure`` JSON (`read_pymatgen_bands`): ``BandStructure.from_dict`` of the file's object.
+Only a uniform k-mesh is a band input: a line-mode band structure (``BandStructureSymmLine``, k-points along
+lines, no weights) is refused with that reason. The JSON holds no weights: k-points forming a full
+Monkhorst-Pack mesh get equal weights; k-points forming the irreducible part of such a mesh (what
+``Vasprun.get_band_structure(line_mode=False)`` gives) get the size of their star under the structure's
+symmetry with time reversal (spglib's ``get_ir_reciprocal_mesh``); anything else is refused. The JSON holds
+no occupations or electron count either: the number of electrons is the weighted count of states below the
+file's ``efermi``, rounded to the nearest integer (exact for an insulator whose ``efermi`` lies in the gap);
+pass `n_electrons` when it is known.
+
 Why the standard library's ``xml.etree.ElementTree`` and not ``qeschema``: the reader needs about twenty
 elements whose meaning is fixed by DESIGN.md §8.2; ``qeschema`` would add two dependencies (``qeschema``,
 ``xmlschema``) and validate against QE's XSD for each schema version (a file from a QE newer than the
@@ -67,9 +78,19 @@ import numpy as np
 from .bands import BandStructure
 from .errors import InputError
 from .operators import BOHR_ANGSTROM, HARTREE_EV
+from .params import Param
 from .smearing import Smearing
 
-__all__ = ["DFTBands", "is_qe_xml", "read_bands", "read_qe_xml"]
+__all__ = [
+    "ALLOW_UNCONVERGED",
+    "DFTBands",
+    "is_pymatgen_bands",
+    "is_qe_xml",
+    "qe_xml_structure",
+    "read_bands",
+    "read_pymatgen_bands",
+    "read_qe_xml",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +107,14 @@ _QE_NAME = "data-file-schema.xml"
 _QE_ROOT = re.compile(rb"\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*<(?:[\w.-]+:)?espresso[\s/>]", re.DOTALL)
 _QE_SNIFF_BYTES = 4096
 _MP_TOLERANCE = 1e-6  # fractional k-points are written to ~1e-15; a wrong alat or cell misses by ≫ 1e-6
+#: pymatgen band-structure classes (``@class`` of their JSON): uniform, and the line-mode ones refused
+_PMG_UNIFORM = ("BandStructure",)
+_PMG_LINE_MODE = ("BandStructureSymmLine", "LobsterBandStructureSymmLine")
+_PMG_GRID_MAX = 100  # largest mesh division inferred from a pymatgen k-point list
+
+#: Run parameter: use the bands of a QE XML file whose SCF did not converge.
+ALLOW_UNCONVERGED = Param("allow_unconverged", False, "use the bands of a Quantum ESPRESSO XML file whose "
+                          "SCF did not converge (default: a failed row \"SCF not converged\")", kind=bool)
 
 
 def read_bands(path: str | os.PathLike, n_electrons: float | None = None,
@@ -95,8 +124,9 @@ def read_bands(path: str | os.PathLike, n_electrons: float | None = None,
     Parameters
     ----------
     path : str or path-like
-        ``*.npz``, or ``*.xml``: Quantum ESPRESSO's ``data-file-schema.xml`` (recognised by its name or its
-        root element ``espresso``, see `is_qe_xml`), otherwise a vasprun.
+        ``*.npz``; ``*.xml``: Quantum ESPRESSO's ``data-file-schema.xml`` (recognised by its name or its
+        root element ``espresso``, see `is_qe_xml`), otherwise a vasprun; ``*.json``: a pymatgen
+        ``BandStructure`` (`read_pymatgen_bands`).
     n_electrons : float, optional
         Electrons per cell; overrides what the file says.
     keep_fermi_energy : bool
@@ -125,12 +155,14 @@ def read_bands(path: str | os.PathLike, n_electrons: float | None = None,
         return read_qe_xml(p, n_electrons, keep_fermi_energy, allow_unconverged).bands
     elif suffix == ".xml":
         fields = _read_vasprun(p)
+    elif suffix == ".json":
+        return read_pymatgen_bands(p, n_electrons, keep_fermi_energy).bands
     elif suffix in (".h5", ".hdf5"):
         raise InputError(f"{str(p)!r}: HDF5 stores are read with sporep_hpc.store.open_store, not read_bands")
     else:
         raise InputError(
-            f"{str(p)!r}: unknown band file format {suffix!r}; expected .npz, vasprun .xml or QE "
-            f"{_QE_NAME}"
+            f"{str(p)!r}: unknown band file format {suffix!r}; expected .npz, vasprun .xml, QE "
+            f"{_QE_NAME} or pymatgen BandStructure .json"
         )
     return _build(p, fields, n_electrons, keep_fermi_energy)
 
@@ -605,3 +637,138 @@ def _qe_occupations(p: Path, bs: ET.Element) -> tuple[str, Smearing | None, tupl
             fermi = _numbers(p, element, f"{where}/{tag}", size) * HARTREE_EV
             return kind, smearing, tuple(float(e) for e in fermi)
     return kind, smearing, ()
+
+
+# ---------------------------------------------------------------------- pymatgen BandStructure JSON
+def is_pymatgen_bands(data: Any) -> bool:
+    """True for the decoded JSON of a pymatgen band structure (``@class`` a BandStructure class; uniform or
+    line mode: `read_pymatgen_bands` refuses the latter with its reason)."""
+    return isinstance(data, dict) and data.get("@class") in _PMG_UNIFORM + _PMG_LINE_MODE
+
+
+def read_pymatgen_bands(path: str | os.PathLike, n_electrons: float | None = None,
+                        keep_fermi_energy: bool = False) -> DFTBands:
+    """Read a pymatgen ``BandStructure`` JSON file on a uniform k-mesh (module docstring).
+
+    Parameters
+    ----------
+    path : str or path-like
+        JSON of ``BandStructure.as_dict()`` (e.g. from the Materials Project API).
+    n_electrons : float, optional
+        Electrons per cell; default: the states below the file's ``efermi``, rounded to an integer.
+    keep_fermi_energy : bool
+        Keep the file's ``efermi`` as `BandStructure.fermi_energy`.
+
+    Returns
+    -------
+    DFTBands
+        ``bands`` in eV with fractional k-points and weights from the mesh, ``structure`` (None when the file
+        has none), occupations NaN (the file has none), ``fermi_energies`` = (efermi,).
+
+    Raises
+    ------
+    InputError
+        Missing or malformed file, not a band structure, a line-mode band structure, k-points that are not a
+        uniform mesh or its irreducible part.
+    """
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"band file {str(p)!r} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{str(p)!r}: not JSON: {exc}") from exc
+    if not is_pymatgen_bands(data):
+        raise InputError(f"{str(p)!r}: not a pymatgen BandStructure (@class must be BandStructure)")
+    if data["@class"] in _PMG_LINE_MODE or data.get("branches"):
+        raise InputError(
+            f"{str(p)!r}: a line-mode band structure ({data['@class']}: k-points along lines, no weights) is "
+            "not a DOS input; use a uniform k-mesh band structure (line_mode=False)"
+        )
+    try:
+        from pymatgen.electronic_structure.bandstructure import BandStructure as PmgBands
+        from pymatgen.electronic_structure.core import Spin
+
+        bs = PmgBands.from_dict(data)
+        spins = [s for s in (Spin.up, Spin.down) if s in bs.bands]
+        eig = np.stack([np.asarray(bs.bands[s], dtype=float).T for s in spins])  # (n_spin, n_k, n_bands)
+        frac = np.array([k.frac_coords for k in bs.kpoints], dtype=float).reshape(-1, 3)
+    except Exception as exc:  # pymatgen raises many types (KeyError, ValueError, TypeError, ...)
+        raise InputError(f"{str(p)!r}: cannot read the BandStructure: {type(exc).__name__}: {exc}") from exc
+    weights, grid = _pymatgen_weights(p, frac, bs.structure)
+    efermi = None if bs.efermi is None else float(bs.efermi)
+    fields: dict[str, Any] = {"bands": eig, "weights": weights, "kpoints": frac}
+    if efermi is not None and math.isfinite(efermi):
+        fields["fermi_energy"] = efermi
+        if n_electrons is None:
+            degeneracy = 2.0 if eig.shape[0] == 1 else 1.0
+            count = degeneracy * float(np.einsum("skn,k->", (eig <= efermi).astype(float), weights))
+            n_electrons = float(round(count))
+            log.debug("%s: %g electrons from the states below efermi (count %.6f)", p, n_electrons, count)
+    return DFTBands(
+        bands=_build(p, fields, n_electrons, keep_fermi_energy), structure=bs.structure,
+        occupations=np.full(eig.shape, np.nan), source=f"dft:pymatgen:{p}", code_version="",
+        occupations_kind="", smearing=None, fermi_energies=() if "fermi_energy" not in fields else (efermi,),
+        spin="lsda" if len(spins) == 2 else "none", scf_converged=None, kpoint_grid=grid,
+    )
+
+
+def _pymatgen_weights(p: Path, frac: np.ndarray, structure: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Weights (n_k,) of k-points forming a full Monkhorst-Pack mesh or its irreducible part, and the mesh."""
+    from fractions import Fraction
+
+    mesh, shift = [], []
+    for j in range(3):
+        values = [Fraction(float(v)).limit_denominator(2 * _PMG_GRID_MAX) for v in frac[:, j]]
+        n = math.lcm(*(v.denominator for v in values))
+        s = 0
+        if n % 2 == 0 and all((v * n).numerator % 2 for v in values):
+            n, s = n // 2, 1  # every coordinate an odd multiple of 1/n: a mesh shifted by half a step
+        if n > _PMG_GRID_MAX:
+            raise InputError(f"{str(p)!r}: k-points are not on a uniform mesh (axis {j + 1})")
+        mesh.append(n)
+        shift.append(s)
+    grid = (*mesh, *shift)
+    total = mesh[0] * mesh[1] * mesh[2]
+    steps = frac * np.array(mesh) - 0.5 * np.array(shift)
+    if np.max(np.abs(steps - np.round(steps))) > _MP_TOLERANCE:
+        raise InputError(f"{str(p)!r}: k-points are not on a uniform mesh")
+    index = np.mod(np.round(steps).astype(np.int64), mesh)
+    flat = (index[:, 0] * mesh[1] + index[:, 1]) * mesh[2] + index[:, 2]
+    if len(np.unique(flat)) != len(flat):
+        raise InputError(f"{str(p)!r}: k-points repeat a point of the {mesh[0]}×{mesh[1]}×{mesh[2]} mesh")
+    if len(flat) == total:
+        return np.full(len(flat), 1.0 / total), grid
+    if structure is None:
+        raise InputError(
+            f"{str(p)!r}: k-points are part of a mesh and the file has no structure to weight them"
+        )
+    import spglib
+
+    cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+    mapping, points = spglib.get_ir_reciprocal_mesh(mesh, cell, is_shift=shift, is_time_reversal=True)
+    # spglib numbers grid point (a, b, c) as a + b·n1 + c·n1·n2 (a, b, c in (-n/2, n/2])
+    address = np.mod(np.asarray(points), mesh)
+    order = {(int(a), int(b), int(c)): i for i, (a, b, c) in enumerate(address)}
+    orbits = np.array([mapping[order[tuple(int(x) for x in row)]] for row in index])
+    stars = np.bincount(np.asarray(mapping))
+    if len(np.unique(orbits)) != len(orbits) or len(orbits) != np.count_nonzero(stars):
+        raise InputError(
+            f"{str(p)!r}: {len(orbits)} k-points are neither the full {mesh[0]}×{mesh[1]}×{mesh[2]} mesh "
+            f"({total}) nor its irreducible part ({np.count_nonzero(stars)} points)"
+        )
+    return stars[orbits] / float(total), grid
+
+
+def qe_xml_structure(path: str | os.PathLike) -> Any:
+    """The final structure (``output/atomic_structure``, Å) of a QE XML file, without reading its bands.
+
+    Raises
+    ------
+    InputError
+        As `read_qe_xml` for the file and the structure elements.
+    """
+    p = Path(path)
+    return _qe_structure(p, _find(p, _parse_qe_xml(p), "output"))[0]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ._validation import check_interval
+from .bandfiles import ALLOW_UNCONVERGED
 from .basis import BASIS, EXP_TO_DISCARD
 from .errors import ParameterError
 from .huckel import HUCKEL_K, HUCKEL_WEIGHTED
@@ -40,6 +41,11 @@ from .structures import MAX_ATOMS, MIN_DISTANCE
 #: configuration and `sporep_hpc.jobs` can offer them without importing MPI code).
 SCHEDULES = ("dynamic", "static")
 RESTART_POLICIES = ("auto", "fresh")
+#: What a multi-image structure file (an ASE trajectory, a pw.x output) gives: its last image or every one.
+#: Declared here, below `sporep_hpc.inputs` (which reads the files), as SCHEDULES is for parallel/.
+IMAGE_CHOICES = ("last", "all")
+IMAGES = Param("images", "last", "multi-image files (ASE trajectories, pw.x and VASP outputs): the last "
+               "image, or every image with ids <stem>@<i>", kind=str, choices=IMAGE_CHOICES)
 
 #: Smallest memory budget per rank, bytes: below it not even the smallest structure fits.
 MIN_MEMORY = 16 * 2**20
@@ -80,14 +86,16 @@ FINGERPRINTS = Param("fingerprints", ("kinetic",), "comma-separated fingerprint 
 #: What a run computes, in the order of `RunParameters`' fields (stored with the results).
 RUN_PARAMETERS: tuple[Param, ...] = (
     OPERATOR, BASIS, KDENSITY, KGRID_ROUNDING, EXP_TO_DISCARD, PRECISION, LINDEP, FINGERPRINTS, MAX_ATOMS,
-    MIN_DISTANCE, HUCKEL_K, HUCKEL_WEIGHTED,
+    MIN_DISTANCE, HUCKEL_K, HUCKEL_WEIGHTED, IMAGES, ALLOW_UNCONVERGED,
 )
 
 #: Run parameters that change the spectra, hence the fingerprints (all but the fingerprint presets, which
 #: are compared through their specifications, and the limits deciding which structures are computed):
 #: a classification model refuses a store made with other values.
 SPECTRUM_PARAMETERS = tuple(
-    p.name for p in RUN_PARAMETERS if p.name not in (FINGERPRINTS.name, MAX_ATOMS.name, MIN_DISTANCE.name)
+    p.name for p in RUN_PARAMETERS
+    if p.name not in (FINGERPRINTS.name, MAX_ATOMS.name, MIN_DISTANCE.name, IMAGES.name,
+                      ALLOW_UNCONVERGED.name)
 )
 
 #: How a run is executed, in the order of `ExecutionOptions`' fields (never changes its results).
@@ -155,6 +163,12 @@ class RunParameters:
         Wolfsberg-Helmholz constant K of the ``"huckel"`` operator.
     huckel_weighted : bool
         ``"huckel"`` with the weighted formula of Ammeter et al. (1978) instead of the plain K.
+    images : str
+        ``"last"``: a multi-image file (trajectory, pw.x output) is its last image; ``"all"``: every image,
+        ids ``<stem>@<i>`` (`IMAGES`).
+    allow_unconverged : bool
+        Use the bands of a Quantum ESPRESSO XML file whose SCF did not converge (else a failed row
+        "SCF not converged"; `sporep_hpc.bandfiles.ALLOW_UNCONVERGED`).
     """
 
     operator: str = OPERATOR.default
@@ -169,6 +183,8 @@ class RunParameters:
     min_distance: float = MIN_DISTANCE.default
     huckel_k: float = HUCKEL_K.default
     huckel_weighted: bool = HUCKEL_WEIGHTED.default
+    images: str = IMAGES.default
+    allow_unconverged: bool = ALLOW_UNCONVERGED.default
 
     def __post_init__(self):
         _check_fields(self, RUN_PARAMETERS)

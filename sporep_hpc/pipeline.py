@@ -95,14 +95,16 @@ class FingerprintSet:
         return out
 
 
-def _read_imported_bands(record: InputRecord):
+def _read_imported_bands(record: InputRecord, params: RunParameters) -> BandStructure:
+    """The band structure of a "bands" record: a row of one of our stores (source ``path#id``), or a band
+    file (`sporep_hpc.bandfiles.read_bands`: npz, vasprun.xml, QE XML with `params.allow_unconverged`,
+    pymatgen BandStructure JSON)."""
     source = record.source
     if "#" in source and source.split("#")[0].lower().endswith((".h5", ".hdf5")):
         path, id = source.split("#", 1)
         with open_store(path) as store:
             return store.band_structure(store.index_of(id))
-
-    return read_bands(source)
+    return read_bands(source, allow_unconverged=params.allow_unconverged)
 
 
 def _edges(bands: Any) -> dict[str, float]:
@@ -274,7 +276,7 @@ def compute_record(
         return failed_result(index, record.id, record.error, record.structure), TaskTimes()
     if record.kind == "bands":
         try:
-            bands = _read_imported_bands(record)
+            bands = _read_imported_bands(record, params)
             result, times = _finish_bands(index, record, bands, fingerprints, n_threads, t0)
         except Exception as exc:  # recorded as this structure's failure (see _failure)
             return _failure(index, record.id, record, exc, t0)

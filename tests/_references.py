@@ -187,7 +187,7 @@ def write_malformed_corpus(directory, max_atoms: int = 40) -> dict[str, str]:
         "plain.xyz": ("2\nno lattice\nNa 0 0 0\nCl 2.82 0 0\n", "not periodic"),
         "short.extxyz": (
             '5\nLattice="5.64 0 0 0 5.64 0 0 0 5.64" Properties=species:S:1:pos:R:3\nNa 0 0 0\nCl 2.82 0 0\n',
-            "header says",
+            "expected 5",  # ASE: "Frame has 2 atoms, expected 5"
         ),
         "inf_pos.extxyz": (
             '2\nLattice="5.64 0 0 0 5.64 0 0 0 5.64" Properties=species:S:1:pos:R:3\nNa 0 0 0\nCl inf 0 0\n',
@@ -202,7 +202,7 @@ def write_malformed_corpus(directory, max_atoms: int = 40) -> dict[str, str]:
         "bad_pbc.extxyz": (
             '2\nLattice="5.64 0 0 0 5.64 0 0 0 5.64" Properties=species:S:1:pos:R:3 pbc="T T"\n'
             "Na 0 0 0\nCl 2.82 2.82 2.82\n",
-            "pbc must be three of T/F",
+            "bad_pbc.extxyz: unreadable",  # ASE cannot fit two pbc flags to three directions
         ),
     }
     expected = {}
@@ -396,3 +396,234 @@ def pyscf_matrices(structure: Structure, kpoints: np.ndarray, basis) -> tuple[np
     s = np.asarray(cell.pbc_intor("int1e_ovlp", hermi=1, kpts=kabs))
     t = np.asarray(cell.pbc_intor("int1e_kin", hermi=1, kpts=kabs))
     return s, t
+
+
+# ---------------------------------------------------------------------------- DFT output files
+def write_vasprun(path, eig, occ, kpoints, weights, nelect, efermi):
+    """A minimal vasprun.xml in VASP's layout (eigenvalues (n_spin, n_k, n_bands), occupations in [0, 1])."""
+    rows = "\n".join(f"   <v> {k[0]:.8f} {k[1]:.8f} {k[2]:.8f} </v>" for k in kpoints)
+    wrows = "\n".join(f"   <v> {w:.8f} </v>" for w in weights)
+    spins = []
+    for s in range(eig.shape[0]):
+        ks = []
+        for k in range(eig.shape[1]):
+            pairs = zip(eig[s, k], occ[s, k], strict=True)
+            rs = "\n".join(f"       <r> {e:.8f} {o:.4f} </r>" for e, o in pairs)
+            ks.append(f'      <set comment="kpoint {k + 1}">\n{rs}\n      </set>')
+        spins.append(f'     <set comment="spin {s + 1}">\n' + "\n".join(ks) + "\n     </set>")
+    basis = "\n".join(f"    <v> {' '.join(f'{x:.8f}' for x in row)} </v>" for row in 5.43 * np.eye(3))
+
+    def structure(name):  # the same one-atom cell as initial and final position
+        return f""" <structure name="{name}" >
+  <crystal>
+   <varray name="basis" >
+{basis}
+   </varray>
+  </crystal>
+  <varray name="positions" >
+   <v> 0.0 0.0 0.0 </v>
+  </varray>
+ </structure>"""
+
+    text = f"""<?xml version="1.0" encoding="ISO-8859-1"?>
+<modeling>
+ <generator>
+  <i name="program" type="string">vasp </i>
+  <i name="version" type="string">6.4.2 </i>
+ </generator>
+ <incar>
+  <i name="ISPIN">{eig.shape[0]}</i>
+ </incar>
+ <kpoints>
+  <generation param="Gamma">
+   <v type="int" name="divisions"> 2 2 2 </v>
+  </generation>
+  <varray name="kpointlist" >
+{rows}
+  </varray>
+  <varray name="weights" >
+{wrows}
+  </varray>
+ </kpoints>
+ <parameters>
+  <separator name="electronic" >
+   <i name="NELECT"> {nelect:.8f}</i>
+   <i type="int" name="ISPIN"> {eig.shape[0]}</i>
+   <i type="int" name="NELM"> 60</i>
+   <i type="logical" name="LSORBIT"> F  </i>
+  </separator>
+ </parameters>
+ <atominfo>
+  <atoms> 1 </atoms>
+  <types> 1 </types>
+  <array name="atoms" >
+   <dimension dim="1">ion</dimension>
+   <field type="string">element</field>
+   <field type="int">atomtype</field>
+   <set>
+    <rc><c>Si</c><c> 1</c></rc>
+   </set>
+  </array>
+  <array name="atomtypes" >
+   <dimension dim="1">type</dimension>
+   <field type="int">atomspertype</field>
+   <field type="string">element</field>
+   <field>mass</field>
+   <field>valence</field>
+   <field type="string">pseudopotential</field>
+   <set>
+    <rc><c> 1</c><c>Si</c><c> 28.085</c><c> 4.0</c><c> PAW_PBE Si 05Jan2001</c></rc>
+   </set>
+  </array>
+ </atominfo>
+{structure('initialpos')}
+ <calculation>
+  <energy>
+   <i name="e_fr_energy"> -5.0 </i>
+   <i name="e_wo_entrp"> -5.0 </i>
+   <i name="e_0_energy"> -5.0 </i>
+  </energy>
+  <eigenvalues>
+   <array>
+    <dimension dim="1">band</dimension>
+    <dimension dim="2">kpoint</dimension>
+    <dimension dim="3">spin</dimension>
+    <field>eigene</field>
+    <field>occ</field>
+    <set>
+{chr(10).join(spins)}
+    </set>
+   </array>
+  </eigenvalues>
+  <dos>
+   <i name="efermi"> {efermi:.8f} </i>
+   <total>
+    <array>
+     <dimension dim="1">gridpoints</dimension>
+     <dimension dim="2">spin</dimension>
+     <field>energy</field>
+     <field>total</field>
+     <field>integrated</field>
+     <set>
+      <set comment="spin 1">
+       <r> -10.0 0.0 0.0 </r>
+       <r> 10.0 0.0 0.0 </r>
+      </set>
+     </set>
+    </array>
+   </total>
+  </dos>
+ </calculation>
+{structure('finalpos')}
+</modeling>
+"""
+    path.write_text(text)
+    return path
+
+
+# Quantum ESPRESSO data-file-schema.xml written by hand (tests/test_qe_xml.py, tests/test_inputs.py)
+NS = "http://www.quantum-espresso.org/ns/qes/qes-1.0"
+CELL = np.array([[7.1, 0.0, 0.0], [-3.4, 6.2, 0.0], [0.7, -0.4, 9.3]])  # Bohr; not symmetric, as a^T ≠ a
+ALAT = 7.5  # Bohr; deliberately not |a1|, as after a vc-relax
+ATOMS = [("Ga1", [0.0, 0.0, 0.0]), ("AS", [1.2, 2.1, 4.0])]  # labels as pw.x allows; Bohr
+GRID = (2, 2, 2, 1, 1, 1)  # shifted Monkhorst-Pack
+
+
+def grid_kpoints(grid=GRID):
+    """Fractional k-points (i + s/2)/n of a Monkhorst-Pack grid."""
+    n, s = np.array(grid[:3]), np.array(grid[3:])
+    idx = np.stack(np.meshgrid(*(np.arange(m) for m in n), indexing="ij"), -1).reshape(-1, 3)
+    return (idx + 0.5 * s) / n
+
+
+def to_cartesian(frac, cell=CELL, alat=ALAT):
+    """Cartesian k in units of 2π/alat: alat Σ_j f_j b_j with a_i · b_j = δ_ij."""
+    return alat * frac @ np.linalg.inv(cell).T
+
+
+def numbers(values):
+    return " ".join(f"{float(v):.17e}" for v in values)
+
+
+def qe_xml(eig_ha, occ, *, nelec, spin="none", counts=None, kind="smearing", smearing=("gaussian", 0.02),
+           fermi=None, converged=True, grid=GRID, weights=None, alat=ALAT):
+    """Text of a minimal data-file-schema.xml in QE's layout (Hartree atomic units; per-k value lists).
+
+    counts: (nbnd_up, nbnd_dw) for spin="lsda". fermi: (tag, values) such as ("fermi_energy", [0.1]).
+    """
+    frac = grid_kpoints(grid)
+    weights = np.full(len(frac), 2.0 / len(frac)) if weights is None else weights  # QE's sum: 2
+    atoms = "".join(f'<atom name="{name}" index="{i + 1}">{numbers(r)}</atom>'
+                    for i, (name, r) in enumerate(ATOMS))
+    cell = "".join(f"<a{i + 1}>{numbers(a)}</a{i + 1}>" for i, a in enumerate(CELL))
+    if spin == "lsda":
+        nbnd = f"<nbnd_up>{counts[0]}</nbnd_up><nbnd_dw>{counts[1]}</nbnd_dw>"
+    else:
+        nbnd = f"<nbnd>{len(eig_ha[0])}</nbnd>"
+    conv = "" if converged is None else (
+        "<convergence_info><scf_conv><convergence_achieved>"
+        f"{'true' if converged else 'false'}</convergence_achieved></scf_conv></convergence_info>"
+    )
+    fermi_xml = "" if fermi is None else f"<{fermi[0]}>{numbers(fermi[1])}</{fermi[0]}>"
+    smear = "" if smearing is None else f'<smearing degauss="{smearing[1]!r}">{smearing[0]}</smearing>'
+    mp = '<monkhorst_pack nk1="{}" nk2="{}" nk3="{}" k1="{}" k2="{}" k3="{}">Monkhorst-Pack</monkhorst_pack>'
+    ks = "".join(
+        f'<ks_energies><k_point weight="{float(w)!r}">{numbers(k)}</k_point><npw>100</npw>'
+        f'<eigenvalues size="{len(e)}">{numbers(e)}</eigenvalues>'
+        f'<occupations size="{len(o)}">{numbers(o)}</occupations></ks_energies>\n'
+        for k, w, e, o in zip(to_cartesian(frac, alat=alat), weights, eig_ha, occ, strict=True)
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<qes:espresso xmlns:qes="{NS}" Units="Hartree atomic units">
+<general_info><creator NAME="PWSCF" VERSION="7.3.1">XML file generated by PWSCF</creator></general_info>
+<output>{conv}
+<atomic_structure nat="{len(ATOMS)}" alat="{alat!r}"><atomic_positions>{atoms}</atomic_positions>
+<cell>{cell}</cell></atomic_structure>
+<band_structure><lsda>{str(spin == "lsda").lower()}</lsda>
+<noncolin>{str(spin == "noncollinear").lower()}</noncolin>
+{nbnd}<nelec>{float(nelec)!r}</nelec>{fermi_xml}
+<starting_k_points>{mp.format(*grid)}</starting_k_points><nks>{len(frac)}</nks>
+<occupations_kind>{kind}</occupations_kind>{smear}
+{ks}</band_structure>
+</output>
+</qes:espresso>
+"""
+
+
+# calculation folders (tests/test_inputs.py, tests/mpi/test_inputs_mpi.py)
+def write_vasp_folder(folder, rng, with_vasprun):
+    """POSCAR and a CONTCAR moved from it (and a vasprun.xml): the structures written (initial, final)."""
+    folder.mkdir(parents=True)
+    initial = Structure(Lattice.cubic(5.43), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
+    final = Structure(Lattice.cubic(5.40), ["Si"] * 2, [[0, 0, 0], [0.26, 0.25, 0.24]])
+    initial.to(filename=str(folder / "POSCAR"), fmt="poscar")
+    final.to(filename=str(folder / "CONTCAR"), fmt="poscar")
+    (folder / "INCAR").write_text("ENCUT = 400\n")
+    if with_vasprun:
+        eig = np.sort(rng.uniform(-5, 5, (1, 4, 6)), axis=2)
+        eig[..., :2] -= 10
+        occ = np.zeros_like(eig)
+        occ[..., :2] = 1.0
+        write_vasprun(folder / "vasprun.xml", eig, occ, grid_kpoints((2, 2, 1, 0, 0, 0)), np.full(4, 0.25),
+                      nelect=4.0, efermi=-3.0)
+    return initial, final
+
+
+def write_qe_folder(folder, rng, converged=True, with_input=True):
+    """A QE calculation folder: <prefix>.save/data-file-schema.xml (tests/_references.qe_xml) and a pw.x
+    input of Si (ASE's writer) named gaas.in; returns the XML path."""
+    save = folder / "gaas.save"
+    save.mkdir(parents=True)
+    n_k = len(grid_kpoints())
+    eig = [np.sort(rng.uniform(-0.5, 0.5, 6)) for _ in range(n_k)]
+    occ = [np.r_[np.ones(2), np.zeros(4)] for _ in range(n_k)]
+    text = qe_xml(eig, occ, nelec=4.0, kind="fixed", smearing=None, converged=converged,
+                  fermi=("highestOccupiedLevel", [max(e[1] for e in eig)]))
+    (save / "data-file-schema.xml").write_text(text)
+    if with_input:
+        import ase.build
+        import ase.io
+
+        si = ase.build.bulk("Si", "diamond", a=5.43)
+        ase.io.write(folder / "gaas.in", si, format="espresso-in", pseudopotentials={"Si": "Si.upf"})
+    return save / "data-file-schema.xml"

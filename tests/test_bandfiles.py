@@ -2,134 +2,13 @@
 
 import numpy as np
 import pytest
+from _references import write_vasprun
 from numpy.testing import assert_allclose, assert_array_equal
 
 from sporep_hpc.bandfiles import read_bands
 from sporep_hpc.errors import InputError
 
 pytest.importorskip("pymatgen.io.vasp")
-
-
-def write_vasprun(path, eig, occ, kpoints, weights, nelect, efermi):
-    """A minimal vasprun.xml in VASP's layout (eigenvalues (n_spin, n_k, n_bands), occupations in [0, 1])."""
-    rows = "\n".join(f"   <v> {k[0]:.8f} {k[1]:.8f} {k[2]:.8f} </v>" for k in kpoints)
-    wrows = "\n".join(f"   <v> {w:.8f} </v>" for w in weights)
-    spins = []
-    for s in range(eig.shape[0]):
-        ks = []
-        for k in range(eig.shape[1]):
-            pairs = zip(eig[s, k], occ[s, k], strict=True)
-            rs = "\n".join(f"       <r> {e:.8f} {o:.4f} </r>" for e, o in pairs)
-            ks.append(f'      <set comment="kpoint {k + 1}">\n{rs}\n      </set>')
-        spins.append(f'     <set comment="spin {s + 1}">\n' + "\n".join(ks) + "\n     </set>")
-    basis = "\n".join(f"    <v> {' '.join(f'{x:.8f}' for x in row)} </v>" for row in 5.43 * np.eye(3))
-
-    def structure(name):  # the same one-atom cell as initial and final position
-        return f""" <structure name="{name}" >
-  <crystal>
-   <varray name="basis" >
-{basis}
-   </varray>
-  </crystal>
-  <varray name="positions" >
-   <v> 0.0 0.0 0.0 </v>
-  </varray>
- </structure>"""
-
-    text = f"""<?xml version="1.0" encoding="ISO-8859-1"?>
-<modeling>
- <generator>
-  <i name="program" type="string">vasp </i>
-  <i name="version" type="string">6.4.2 </i>
- </generator>
- <incar>
-  <i name="ISPIN">{eig.shape[0]}</i>
- </incar>
- <kpoints>
-  <generation param="Gamma">
-   <v type="int" name="divisions"> 2 2 2 </v>
-  </generation>
-  <varray name="kpointlist" >
-{rows}
-  </varray>
-  <varray name="weights" >
-{wrows}
-  </varray>
- </kpoints>
- <parameters>
-  <separator name="electronic" >
-   <i name="NELECT"> {nelect:.8f}</i>
-   <i type="int" name="ISPIN"> {eig.shape[0]}</i>
-   <i type="int" name="NELM"> 60</i>
-   <i type="logical" name="LSORBIT"> F  </i>
-  </separator>
- </parameters>
- <atominfo>
-  <atoms> 1 </atoms>
-  <types> 1 </types>
-  <array name="atoms" >
-   <dimension dim="1">ion</dimension>
-   <field type="string">element</field>
-   <field type="int">atomtype</field>
-   <set>
-    <rc><c>Si</c><c> 1</c></rc>
-   </set>
-  </array>
-  <array name="atomtypes" >
-   <dimension dim="1">type</dimension>
-   <field type="int">atomspertype</field>
-   <field type="string">element</field>
-   <field>mass</field>
-   <field>valence</field>
-   <field type="string">pseudopotential</field>
-   <set>
-    <rc><c> 1</c><c>Si</c><c> 28.085</c><c> 4.0</c><c> PAW_PBE Si 05Jan2001</c></rc>
-   </set>
-  </array>
- </atominfo>
-{structure('initialpos')}
- <calculation>
-  <energy>
-   <i name="e_fr_energy"> -5.0 </i>
-   <i name="e_wo_entrp"> -5.0 </i>
-   <i name="e_0_energy"> -5.0 </i>
-  </energy>
-  <eigenvalues>
-   <array>
-    <dimension dim="1">band</dimension>
-    <dimension dim="2">kpoint</dimension>
-    <dimension dim="3">spin</dimension>
-    <field>eigene</field>
-    <field>occ</field>
-    <set>
-{chr(10).join(spins)}
-    </set>
-   </array>
-  </eigenvalues>
-  <dos>
-   <i name="efermi"> {efermi:.8f} </i>
-   <total>
-    <array>
-     <dimension dim="1">gridpoints</dimension>
-     <dimension dim="2">spin</dimension>
-     <field>energy</field>
-     <field>total</field>
-     <field>integrated</field>
-     <set>
-      <set comment="spin 1">
-       <r> -10.0 0.0 0.0 </r>
-       <r> 10.0 0.0 0.0 </r>
-      </set>
-     </set>
-    </array>
-   </total>
-  </dos>
- </calculation>
-{structure('finalpos')}
-</modeling>
-"""
-    path.write_text(text)
-    return path
 
 
 def insulator_arrays(rng, n_spin=1):

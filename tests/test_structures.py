@@ -143,7 +143,7 @@ def test_extxyz_info_and_json_properties_become_record_properties(tmp_path, nacl
     body = "\n".join(f"{s.specie.symbol} {x:.10f} {y:.10f} {z:.10f}" for s, (x, y, z) in
                      zip(nacl, nacl.cart_coords, strict=True))
     comment = (f'Lattice="{lat}" Properties=species:S:1:pos:R:3 energy=-3.25 n=7 metal=F '
-               f'label="rock salt" stress="1 2 3" pbc="T T T"')
+               f'label="rock salt" vec="1 2 3" pbc="T T T"')  # ASE reads stress= as a 3x3 matrix only
     (tmp_path / "x.xyz").write_text(f"2\n{comment}\n{body}\n2\nLattice=\"{lat}\" tag=b\n{body}\n")
     with_props = nacl.copy()
     with_props.properties = {"electronic": "semiconducting", "gap": 5.0}
@@ -152,7 +152,7 @@ def test_extxyz_info_and_json_properties_become_record_properties(tmp_path, nacl
     records = {r.id: r for r in collect_inputs([tmp_path])}
     # the values written above, typed as extended XYZ defines them (T/F bool, ints, floats, quoted text)
     assert records["x-0"].properties == {
-        "energy": -3.25, "n": 7, "metal": False, "label": "rock salt", "stress": [1.0, 2.0, 3.0]
+        "energy": -3.25, "n": 7, "metal": False, "label": "rock salt", "vec": [1.0, 2.0, 3.0]
     }
     assert records["x-1"].properties == {"tag": "b"}
     assert records["y"].properties == {"electronic": "semiconducting", "gap": 5.0}

@@ -22,9 +22,22 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 DESCRIPTION = """\
 Compute operator spectra and SOREP fingerprints of crystal structures and write one HDF5 store.
 
-Inputs: structure files (CIF, POSCAR/CONTCAR, *.vasp, pymatgen JSON, extended XYZ), directories
-(searched recursively), built-in sets (examples:cnt?max_atoms=120, examples:batio3, examples:aflow),
-imported band structures (*.npz, vasprun*.xml, our own *.h5 stores).
+Inputs (id: the file's stem; under a directory, its relative path without the suffix):
+  CIF, POSCAR/CONTCAR, *.vasp, pymatgen JSON   pymatgen; several structures: <stem>-<i>
+  extended XYZ (.xyz, .extxyz)                 ASE; every frame, <stem>-<i>; info keys as properties
+  .traj, pw.x output, OUTCAR, XDATCAR, .xsf    ASE; the last image (--images all: <stem>@<i>)
+  ASE database (.db)                           one structure per row: its name key, else <stem>@<row id>
+  pw.x input (.pwi, .in), other ASE formats    ASE, recognised by content when given by name
+  VASP folder (vasprun.xml, CONTCAR, POSCAR)   one input, id the folder: bands of vasprun.xml, else
+                                               CONTCAR, else POSCAR (-v logs the choice)
+  QE folder (*.save/data-file-schema.xml, pw.x files)  one input, id the folder: bands of the XML,
+                                               else the last image of the pw.x output, else its input
+  QE XML (data-file-schema.xml, <espresso>)    DFT bands; SCF not converged fails (--allow-unconverged)
+  vasprun*.xml, *.npz, our own *.h5 stores     imported bands (a store: its computed rows)
+  pymatgen BandStructure JSON                  imported bands on a uniform k-mesh (line mode refused)
+  examples:cnt?max_atoms=120, examples:batio3, examples:aflow   built-in sets
+  directories                                  searched recursively; a calculation folder is one input
+  A Wannier90 *_hr.dat is not a structure: a failed row when given, skipped in directories.
 
 Progress is journaled in <store>.journal/: rerunning the same command resumes a killed or signalled
 run (SIGTERM/SIGUSR1 stop cleanly after the current task, exit code 5). Rerunning it on a complete

@@ -6,13 +6,24 @@ run's inputs and their expansion into records), `digests` (SHA-256 of inputs).
 """
 
 from .digests import input_digests, inputs_digest
-from .files import collect_inputs, list_input_files, read_file, read_structures, records_from_file
+from .files import (
+    InputUnit,
+    calculation,
+    collect_inputs,
+    list_input_files,
+    list_units,
+    read_file,
+    read_structures,
+    records_from_file,
+)
 from .records import InputRecord, check_unique_ids, clean_id, compact_record
 from .resolve import EXAMPLES_PREFIX, expand_unit, input_units, resolve_inputs
 
 __all__ = [
     "EXAMPLES_PREFIX",
     "InputRecord",
+    "InputUnit",
+    "calculation",
     "check_unique_ids",
     "clean_id",
     "collect_inputs",
@@ -22,6 +33,7 @@ __all__ = [
     "input_units",
     "inputs_digest",
     "list_input_files",
+    "list_units",
     "read_file",
     "read_structures",
     "records_from_file",

@@ -36,6 +36,8 @@ class InputRecord:
     properties : dict or None
         Extra per-structure properties (built-in sets; ``info`` of extended XYZ frames; the
         ``properties`` of pymatgen JSON structures), stored as JSON in /structures/properties.
+    note : str
+        How the input was chosen, for the dry-run plan (a calculation folder: which file and why), else empty.
     """
 
     id: str
@@ -44,6 +46,7 @@ class InputRecord:
     structure: Any = None
     error: str = ""
     properties: Any = None
+    note: str = ""
 
 
 def compact_record(record: InputRecord) -> InputRecord:

@@ -1,6 +1,6 @@
-"""What the inputs of a run mean: files, directories, ``examples:<spec>`` sets and our own stores,
-as independent units (cheap to list) expanded into input records (the expensive part, shared out
-over the ranks by the driver).
+"""What the inputs of a run mean: files, directories (calculation folders one unit each),
+``examples:<spec>`` sets and our own stores, as independent units (cheap to list) expanded into input
+records (the expensive part, shared out over the ranks by the driver).
 """
 
 from __future__ import annotations
@@ -8,42 +8,46 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..config import IMAGES
 from ..errors import SporepError
 from ..examples import load_set
 from ..store import STATUS_DONE as DONE
 from ..store import open_store
-from .files import list_input_files, records_from_file
+from .files import InputUnit, list_units, unit_records
 from .records import InputRecord, check_unique_ids
 
 EXAMPLES_PREFIX = "examples:"
 
 
 # ---------------------------------------------------------------------------- inputs
-def input_units(inputs: Iterable[str]) -> list[tuple[str, str, str]]:
-    """The inputs as independent units (kind, source, base id), in order; cheap (names only).
+def input_units(inputs: Iterable[str]) -> list[InputUnit]:
+    """The inputs as independent units (`InputUnit`: kind, source, base id, note), in order; cheap (names,
+    and the first bytes of ``.xml``, ``.in`` and ``.out`` files).
 
-    kind is "examples" (a built-in set spec) or "file" (one file of the inputs, directories expanded).
+    kind is "examples" (a built-in set spec), "file" (one file of the inputs, directories expanded) or
+    "calculation" (the file a calculation folder is read from).
     """
-    units: list[tuple[str, str, str]] = []
+    units: list[InputUnit] = []
     for item in inputs:
         item = str(item)
         if item.startswith(EXAMPLES_PREFIX):
-            units.append(("examples", item, ""))
+            units.append(InputUnit("examples", item, ""))
         else:
-            units.extend(("file", str(path), base) for path, base in list_input_files([item]))
+            units.extend(list_units([item]))
     return units
 
 
-def expand_unit(unit: tuple[str, str, str]) -> list[InputRecord]:
-    """The input records of one unit (reads the file or builds the set)."""
-    kind, source, base = unit
-    if kind == "examples":
+def expand_unit(unit: InputUnit, images: str = IMAGES.default) -> list[InputRecord]:
+    """The input records of one unit (reads the file or builds the set); `images`: see
+    `sporep_hpc.config.IMAGES`."""
+    unit = InputUnit(*unit)
+    if unit.kind == "examples":
         return [
-            InputRecord(id, source, "structure", structure, "", properties)
-            for id, structure, properties in load_set(source[len(EXAMPLES_PREFIX) :])
+            InputRecord(id, unit.source, "structure", structure, "", properties)
+            for id, structure, properties in load_set(unit.source[len(EXAMPLES_PREFIX) :])
         ]
     records = []
-    for record in records_from_file(source, base):
+    for record in unit_records(unit, IMAGES.check(images)):
         if record.kind == "bands" and Path(record.source).suffix.lower() in (".h5", ".hdf5"):
             records.extend(_store_records(record))
         else:
@@ -51,13 +55,14 @@ def expand_unit(unit: tuple[str, str, str]) -> list[InputRecord]:
     return records
 
 
-def resolve_inputs(inputs: Iterable[str], max_id_bytes: int = 64) -> list[InputRecord]:
+def resolve_inputs(inputs: Iterable[str], max_id_bytes: int = 64, images: str = IMAGES.default
+                   ) -> list[InputRecord]:
     """Input records for files, directories, ``examples:<spec>`` sets and our own stores (``*.h5``).
 
     Ids are checked for uniqueness (InputError before anything runs). Serial; the driver
     distributes `expand_unit` over the ranks instead.
     """
-    records = [r for unit in input_units(inputs) for r in expand_unit(unit)]
+    records = [r for unit in input_units(inputs) for r in expand_unit(unit, images)]
     check_unique_ids(records, max_id_bytes)
     return records
 
