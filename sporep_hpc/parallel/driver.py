@@ -69,7 +69,7 @@ from .journal import (
     stale_ids,
 )
 from .plan import OVER_BUDGET, PlanEntry, Task, check_memory_budget, make_tasks, memory_budget, plan_records
-from .progress import Progress, RunReport, plan_table, summary_table
+from .progress import Progress, RunReport
 from .restart import check_existing_store
 from .schedule import TaskCounter, block_range, largest_first, lpt_assign
 
@@ -150,7 +150,8 @@ def run(
     n_threads : int
         OpenMP threads per rank for the kernels.
     dry_run : bool
-        Plan only: rank 0 logs the task plan; nothing is computed or written.
+        Plan only: the report holds the plan and each rank's estimated cost (`plan_table` prints
+        them); nothing is computed or written.
     stop : StopFlag, optional
         Checked between tasks (the CLI connects it to SIGTERM/SIGUSR1).
     on_task_done : callable(n_finished_on_this_rank), optional
@@ -238,20 +239,17 @@ def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry
         "t_setup": t_setup,
     }
     if stopped:
-        report = run.report(n_done=0, n_failed=0, n_skipped=n_skipped, stopped=True, **timing)
-        if comm.rank == 0:
-            log.warning("%s", summary_table(report))
-        return report
+        if comm.rank == 0:  # the summary (RunReport) is printed by the caller (cli.run: stdout)
+            log.warning("stopped by a signal: the journal %s is consistent; rerun the same command to resume",
+                        run.jdir)
+        return run.report(n_done=0, n_failed=0, n_skipped=n_skipped, stopped=True, **timing)
     t_io = time.perf_counter()
     failures, pending = _assemble(run)
-    report = run.report(
+    return run.report(  # its summary is printed by the caller (cli.run: stdout)
         n_done=len(run.records) - len(failures) - len(pending), n_failed=len(failures),
         n_pending=len(pending), n_skipped=n_skipped, failures=failures + pending, store=str(output),
         t_assembly=time.perf_counter() - t_io, **timing,
     )
-    if comm.rank == 0:
-        log.info("%s", summary_table(report))
-    return report
 
 
 def _check(run: _Run) -> None:
@@ -299,13 +297,11 @@ def _decide(run: _Run, dry_run: bool) -> list[tuple[str, str]] | None:
 
 def _up_to_date(run: _Run, failures: list[tuple[str, str]]) -> RunReport:
     n = len(run.records)
-    report = run.report(n_done=n - len(failures), n_failed=len(failures), n_skipped=n, failures=failures,
-                        store=str(run.output), up_to_date=True)
     if run.comm.rank == 0:
         log.info("%s is complete and up to date (same parameters, same inputs): nothing to compute; "
                  "use --restart fresh to recompute it", run.output)
-        log.info("%s", summary_table(report))
-    return report
+    return run.report(n_done=n - len(failures), n_failed=len(failures), n_skipped=n, failures=failures,
+                      store=str(run.output), up_to_date=True)
 
 
 def _plan(run: _Run) -> None:
@@ -317,12 +313,12 @@ def _plan(run: _Run) -> None:
 
 
 def _dry_run(run: _Run) -> RunReport:
+    """The report of a dry run: the plan and each rank's estimated cost (the caller prints them)."""
     costs = [e.cost for e in run.plan]
     per_rank = [sum(costs[i] for i in tasks) for tasks in lpt_assign(costs, run.comm.size)]
-    if run.comm.rank == 0:
-        log.info("%s", plan_table(run.plan, per_rank, run.n_threads))
     failed = [(e.id, e.error) for e in run.plan if e.kind == "failed"]
-    return run.report(n_done=0, n_failed=len(failed), n_skipped=0, failures=failed)
+    return run.report(n_done=0, n_failed=len(failed), n_skipped=0, failures=failed, plan=list(run.plan),
+                      rank_costs=per_rank)
 
 
 def _prepare(run: _Run) -> tuple[list[Task], list[tuple[int, int]], int]:

@@ -35,6 +35,16 @@ COST_INTEGRAL_WEIGHT = 150.0
 COST_CONSTANT = 6.0e6
 
 
+#: Core-seconds per unit of `cost_model`: the CPU time (one thread) of `pipeline.compute_record` divided
+#: by the model's cost, summed over 52 structures (BaTiO3, nanotubes of 16-124 atoms, AFLOW prototypes of
+#: 2-30 atoms; n_ao 14-496, costs 9e6-2e9): 3.65 s / 7.85e9 = 4.6e-10 (least squares through 0: 3.8e-10
+#: and 5.1e-10 in two batches; median ratio per structure 5.2e-10 to 6.8e-10; single structures within a
+#: factor 0.6-5, the worst small cells with many k-points). CPU time, not wall time: on the shared
+#: machine of the fit (load 6 on 2 cores) the wall time was 3-4 times longer. Printed by ``--dry-run``
+#: as estimated core-seconds (`sporep_hpc.parallel.progress.plan_table`).
+COST_SECONDS = 5.0e-10
+
+
 #: Safety factor on the screening radius of the memory estimate: the prefactors of the primitive-pair
 #: bound (operators module docstring) add 5-10 % to √(2 ln(1/precision) / α_min) (measured 13.0 vs 12.4 Å
 #: for Ba at precision 1e-12, 19.8 vs 19.7 Å at 1e-30).
@@ -91,8 +101,9 @@ def cost_model(n_ao: int, n_k: int, volume: float) -> float:
     """Estimated cost of one structure: n_ao³·n_k (eigen) + w·n_ao²·n_T (integrals) + c.
 
     n_T, the number of lattice translations in a sphere of COST_LATTICE_RADIUS Å, is
-    (4/3)πR³ / volume (at least 1); w = COST_INTEGRAL_WEIGHT, c = COST_CONSTANT. Units are
-    arbitrary (about 3 ns on this machine's core); only ratios matter.
+    (4/3)πR³ / volume (at least 1); w = COST_INTEGRAL_WEIGHT, c = COST_CONSTANT. One unit is about
+    COST_SECONDS core-seconds (5e-10 s: CPU time of one thread, fitted on 52 structures); the
+    schedule uses only ratios, the dry run prints costs × COST_SECONDS as estimated core-seconds.
     """
     n_t = _translations(volume, COST_LATTICE_RADIUS)
     return float(n_ao) ** 3 * n_k + COST_INTEGRAL_WEIGHT * float(n_ao) ** 2 * n_t + COST_CONSTANT

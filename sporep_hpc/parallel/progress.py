@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from .plan import COST_SECONDS
+
 log = logging.getLogger("sporep_hpc.progress")
 
 
@@ -96,6 +98,11 @@ class RunReport:
     n_pending : int
         Structures left pending by the machinery (lost journal entry, internal error; listed in
         `failures` too): the next run computes them again.
+    plan : list of PlanEntry
+        Dry run only: every structure's plan entry (`sporep_hpc.parallel.plan.PlanEntry`); else empty.
+    rank_costs : list of float
+        Dry run only: the cost-model estimate of each rank's tasks under the static LPT assignment
+        (units of `sporep_hpc.parallel.plan.cost_model`); else empty.
     """
 
     n_total: int
@@ -114,6 +121,8 @@ class RunReport:
     t_assembly: float = 0.0
     up_to_date: bool = False
     n_pending: int = 0
+    plan: Sequence[Any] = field(default_factory=list)
+    rank_costs: Sequence[float] = field(default_factory=list)
 
     @property
     def load_imbalance(self) -> float:
@@ -166,17 +175,29 @@ def summary_table(report: RunReport, max_failures: int = 20) -> str:
 
 
 def plan_table(entries: Sequence[Any], per_rank_cost: Sequence[float], n_threads: int) -> str:
-    """The dry-run task plan: one line per structure and the estimated cost per rank."""
-    head = ("index", "id", "kind", "atoms", "n_ao", "n_k", "cost")
+    """The dry-run task plan: one line per structure, then the total and each rank's share (static LPT
+    assignment of `per_rank_cost`, cost-model units), all as estimated core-seconds (× COST_SECONDS)."""
+    head = ("index", "id", "kind", "atoms", "n_ao", "n_k", "core-s")
     lines = ["{:>6s}  {:<32s} {:<9s} {:>5s} {:>5s} {:>5s} {:>10s}  note".format(*head)]
     for e in entries:
         lines.append(
             f"{e.index:>6d}  {e.id[:32]:<32s} {e.kind:<9s} {e.n_atoms:>5d} {e.n_ao:>5d} {e.n_k:>5d} "
-            f"{e.cost:>10.3g}  {e.error}"
+            f"{e.cost * COST_SECONDS:>10.3g}  {e.error}"
         )
     total = sum(per_rank_cost)
+    lines.append(f"estimated cost {_core_seconds(total * COST_SECONDS)} in all (CPU time of one thread on "
+                 "an idle core; a loaded machine takes longer)")
     lines.append(f"estimated cost per rank ({len(per_rank_cost)} ranks x {n_threads} threads, static LPT):")
     for r, c in enumerate(per_rank_cost):
         share = c / total if total else 0.0
-        lines.append(f"  rank {r:>4d}  {c:>12.4g}  ({share:6.1%})")
+        lines.append(f"  rank {r:>4d}  {_core_seconds(c * COST_SECONDS):>22s}  ({share:6.1%})")
+    busiest = max(per_rank_cost, default=0.0) * COST_SECONDS
+    lines.append(f"estimated time in tasks {format_duration(busiest / n_threads)} (the busiest rank's "
+                 f"core-seconds / {n_threads} thread(s), if they scale; without setup and store assembly)")
     return "\n".join(lines)
+
+
+def _core_seconds(seconds: float) -> str:
+    """``0.0123 core-s`` / ``12.3 core-s`` / ``45,000 core-s (12.5 core-h)``."""
+    text = f"{seconds:,.0f} core-s" if seconds >= 1000 else f"{seconds:.3g} core-s"
+    return text + (f" ({seconds / 3600:.3g} core-h)" if seconds >= 3600 else "")

@@ -27,7 +27,7 @@ from ..inputs.files import _stem
 from ..inputs.records import check_unique_ids
 from ..inputs.resolve import resolve_inputs
 from ..jobs import CHUNK_FORMAT, chunk_files, read_list
-from .plan import plan_record
+from .plan import COST_SECONDS, plan_record
 from .schedule import lpt_assign
 
 MANIFEST = "split.json"
@@ -240,13 +240,14 @@ def split_list(
 
 
 def split_table(split: Split) -> str:
-    """Per-chunk summary: entries, structures, estimated cost and share of the total."""
+    """Per-chunk summary: entries, structures, estimated cost (core-seconds, × COST_SECONDS) and share."""
     costs = split.costs
     total = sum(costs) or 1.0
-    rows = [f"{'chunk':>6} {'entries':>8} {'structures':>10} {'est. cost':>12} {'share':>7}"]
+    rows = [f"{'chunk':>6} {'entries':>8} {'structures':>10} {'est. core-s':>12} {'share':>7}"]
     for k, chunk in enumerate(split.chunks):
         rows.append(
-            f"{k:>6} {len(chunk):>8} {len(split.ids(k)):>10} {costs[k]:>12.4g} {costs[k] / total:>7.1%}"
+            f"{k:>6} {len(chunk):>8} {len(split.ids(k)):>10} {costs[k] * COST_SECONDS:>12.4g} "
+            f"{costs[k] / total:>7.1%}"
         )
     n_ids = sum(len(u.ids) for u in split.units)
     rows.append(
