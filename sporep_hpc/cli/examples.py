@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+log = logging.getLogger("sporep_hpc")
 
 DESCRIPTION = """\
 Built-in structure sets (generated or read from installed packages; use them as inputs of
-`sporep-hpc run examples:<spec>`). Without SPEC: the sets and their filters. With SPEC: its structures.
+`sporep-hpc run examples:<spec>`). Without SPEC: the sets, their sizes and filters. With SPEC: its
+structures (listed without being built; --write builds them).
 
   sporep-hpc examples
   sporep-hpc examples "cnt?max_atoms=120"
@@ -16,13 +20,18 @@ Built-in structure sets (generated or read from installed packages; use them as 
 
 
 def add_parser(subparsers) -> None:
+    from ..examples import registry
+
     p = subparsers.add_parser(
         "examples",
         help="list the built-in structure sets",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", nargs="?", default=None, help="set name with filters, e.g. cnt?max_atoms=120")
+    names = ", ".join(registry())
+    p.add_argument(
+        "spec", nargs="?", default=None, help=f"set name ({names}) with filters, e.g. cnt?max_atoms=120"
+    )
     p.add_argument("--write", default=None, metavar="DIR", help="write the structures as CIF files into DIR")
     p.set_defaults(run=examples_command)
 
@@ -50,5 +59,5 @@ def examples_command(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for sid, structure, _ in load_set(args.spec):
             structure.to(filename=str(out / f"{sid}.cif"))
-        print(f"CIF files written to {out}")
+        log.info("%d CIF files written to %s", len(entries), out)
     return 0

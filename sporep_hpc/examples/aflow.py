@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import importlib.util
 import json
 import re
-from importlib import resources
+from pathlib import Path
 
 from ..errors import InputError
 
@@ -25,12 +26,16 @@ DATA_FILE = "aflow_prototypes.json.gz"
 def _load() -> tuple:
     """The raw records (dicts with ``snl`` and ``tags``), read as plain JSON.
 
-    Plain JSON plus `Structure.from_dict` takes ~0.1 s; monty's loadfn, which builds full StructureNL
-    objects (BibTeX parsing included), takes seconds.
+    Plain JSON takes ~0.1 s; monty's loadfn, which builds full StructureNL objects (BibTeX parsing
+    included), takes seconds. The file is found without importing ``pymatgen.analysis.prototypes``,
+    whose import runs that loadfn on it (7.5 s here).
     """
     try:
-        path = resources.files("pymatgen.analysis.prototypes").joinpath(DATA_FILE)
-        with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
+        spec = importlib.util.find_spec("pymatgen.analysis.prototypes")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError("no package pymatgen.analysis.prototypes")
+        path = Path(next(iter(spec.submodule_search_locations))) / DATA_FILE
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
             data = json.load(fh)
     except (ModuleNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
         raise InputError(f"pymatgen's {DATA_FILE} is not installed or unreadable ({exc})") from exc
@@ -41,6 +46,18 @@ def _structure(snl: dict):
     from pymatgen.core import Structure
 
     return Structure.from_dict(snl)
+
+
+def _formula(snl: dict) -> str:
+    """Reduced formula of a prototype from its sites' species, without building the Structure: listing
+    the set (`sporep_hpc.examples.catalogue`) builds no structure."""
+    from pymatgen.core import Composition
+
+    counts: dict[str, float] = {}
+    for site in snl["sites"]:
+        for species in site["species"]:
+            counts[species["element"]] = counts.get(species["element"], 0.0) + species["occu"]
+    return Composition(counts).reduced_formula
 
 
 def _clean(value) -> str:
@@ -72,7 +89,7 @@ def entries() -> list:
     seen: dict = {}
     for item in _load():
         snl, tags = item["snl"], item.get("tags", {})
-        formula = _structure(snl).composition.reduced_formula
+        formula = _formula(snl)
         label = _clean(tags.get("aflow")) or formula
         match = re.search(r"_(\d+)_", label)
         props = {
