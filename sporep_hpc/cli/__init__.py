@@ -37,6 +37,9 @@ typical session:
   sporep-hpc classify store.h5 --labels labels.csv --plots figs/
   sporep-hpc report store.h5                                          what the analysis found
 
+output: results (tables, summaries, plans) on standard output; progress, warnings and errors on
+        standard error (`sporep-hpc run ... --dry-run > plan.txt` keeps the plan)
+
 exit codes: 0 ok, 1 internal error, 2 bad input or parameters, 3 store problem,
             4 some structures failed, 5 stopped by a signal (rerun the same command to resume)
 """
@@ -53,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sporep-hpc {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (on standard error)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:

@@ -45,12 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p_examples.set_defaults(run=run_examples)
 
-    r = actions.add_parser(
-        "render",
-        help="fill a template with checked values",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    r = actions.add_parser("render", help="fill a template with checked values")
+    r.add_argument(
+        "template", choices=sorted(jobs.TEMPLATES), help="the job's template (`sporep-hpc jobs list`)"
     )
-    r.add_argument("template", choices=sorted(jobs.TEMPLATES))
     r.add_argument("--script", help="write the script to this file (default: standard output)")
     r.add_argument(
         "--dry-run", action="store_true", help="print the plan (resources, budget, inputs), no script"
@@ -59,28 +57,70 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d = jobs.JobSpec("single-node", structures="-")
     g = r.add_argument_group("job")
     g.add_argument("--structures", help="structure list: one file, directory or examples:<set> per line")
-    g.add_argument("--output", default=d.output, help="store to write (array: directory of chunk stores)")
-    g.add_argument("--ranks", type=int, default=d.ranks, help="MPI ranks in all (array: per task)")
-    g.add_argument("--nodes", type=int, default=d.nodes)
     g.add_argument(
-        "--threads", type=int, default=d.threads, help="OpenMP/BLAS threads per rank (--cpus-per-task)"
+        "--output",
+        default=d.output,
+        help=f"store to write (array: directory of chunk stores) (default {d.output})",
     )
-    g.add_argument("--time", default=d.time, help="Slurm time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S")
-    g.add_argument("--job-name", default=d.job_name)
-    g.add_argument("--partition")
-    g.add_argument("--account")
-    g.add_argument("--qos")
-    g.add_argument("--constraint")
-    g.add_argument("--mem-per-cpu", help="e.g. 2000 or 4G")
-    g.add_argument("--cores-per-node", type=int, help="check ranks per node x threads fits the node")
-    g.add_argument("--launcher", choices=jobs.LAUNCHERS, default=d.launcher)
+    g.add_argument(
+        "--ranks", type=int, default=d.ranks, help=f"MPI ranks in all (array: per task) (default {d.ranks})"
+    )
+    g.add_argument(
+        "--nodes",
+        type=int,
+        default=d.nodes,
+        help=f"nodes (single-node: 1; multi-node: ranks must be a multiple of it) (default {d.nodes})",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help=f"OpenMP/BLAS threads per rank (--cpus-per-task) (default {d.threads})",
+    )
+    g.add_argument(
+        "--time",
+        default=d.time,
+        help=f"Slurm time limit (array: per task) as M, M:S, H:M:S, D-H, D-H:M or D-H:M:S (days, hours, "
+        f"minutes, seconds) (default {d.time})",
+    )
+    g.add_argument(
+        "--job-name",
+        default=d.job_name,
+        help=f"Slurm job name, 1 to 64 characters from A-Z a-z 0-9 _ . + - (default {d.job_name})",
+    )
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    g.add_argument("--account", help="Slurm account charged (default: yours)")
+    g.add_argument("--qos", help="Slurm quality of service (default: the partition's)")
+    g.add_argument("--constraint", help="Slurm node features, e.g. 'skylake&ib'")
+    g.add_argument(
+        "--mem-per-cpu",
+        metavar="SIZE",
+        help="memory per CPU as Slurm writes it: MB, or with a unit K/M/G/T, e.g. 2000 or 4G "
+        "(default: the partition's)",
+    )
+    g.add_argument(
+        "--cores-per-node",
+        type=int,
+        help="cores per node: checks that ranks per node x threads fit (default: not checked)",
+    )
+    g.add_argument(
+        "--launcher",
+        choices=jobs.LAUNCHERS,
+        default=d.launcher,
+        help=f"the MPI launcher in the script (default {d.launcher})",
+    )
     g.add_argument(
         "--schedule",
         choices=jobs.SCHEDULES,
         default=d.schedule,
-        help="run's task schedule: dynamic (RMA counter) or static (cost-model LPT, no one-sided MPI)",
+        help=f"the run's task schedule: dynamic (RMA counter) or static (cost-model LPT, no one-sided MPI) "
+        f"(default {d.schedule})",
     )
-    g.add_argument("--python", default=sys.executable, help="the Python where sporep-hpc is installed")
+    g.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the Python where sporep-hpc is installed, as the compute nodes see it (default: this one)",
+    )
     g.add_argument(
         "--setup",
         action="append",
@@ -101,23 +141,48 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     a = r.add_argument_group("array")
     a.add_argument("--chunks", type=int, help="number of chunks (default: the chunk lists found)")
     a.add_argument("--chunk-dir", help="directory of chunk-NNNN.txt (default: <structures stem>.chunks)")
-    a.add_argument("--max-parallel", type=int, help="at most this many array tasks at once")
+    a.add_argument(
+        "--max-parallel", type=int, help="at most this many array tasks at once (default: no limit)"
+    )
     s = r.add_argument_group("restart")
     s.add_argument(
-        "--signal-seconds", type=int, default=d.signal_seconds, help="SIGUSR1 this long before the limit"
+        "--signal-seconds",
+        type=int,
+        default=d.signal_seconds,
+        help=f"SIGUSR1 this many seconds before the time limit (default {d.signal_seconds} s)",
     )
-    s.add_argument("--max-restarts", type=int, default=d.max_restarts)
+    s.add_argument(
+        "--max-restarts",
+        type=int,
+        default=d.max_restarts,
+        help=f"requeue the job at most this many times (default {d.max_restarts})",
+    )
     n = r.add_argument_group("analysis")
     n.add_argument("--store", help="the store to analyse (merged first when --merge-dir is given)")
     n.add_argument("--merge-dir", help="merge the chunk stores of this directory into --store first")
-    n.add_argument("--merge-pattern", default=d.merge_pattern)
+    n.add_argument(
+        "--merge-pattern",
+        default=d.merge_pattern,
+        help=f"file names of the chunk stores in --merge-dir (default {d.merge_pattern})",
+    )
     n.add_argument(
         "--manifest", help="split.json of `sporep-hpc split`: merge checks completeness, keeps order"
     )
-    n.add_argument("--fingerprint", default=d.fingerprint)
-    n.add_argument("--metric", choices=jobs.METRICS, default=d.metric)
+    n.add_argument(
+        "--fingerprint",
+        default=d.fingerprint,
+        help=f"fingerprint name in the store (default {d.fingerprint})",
+    )
+    n.add_argument(
+        "--metric",
+        choices=jobs.METRICS,
+        default=d.metric,
+        help=f"distance of the similarity step (default {d.metric})",
+    )
     n.add_argument("--labels", help="labels CSV: adds the classification step")
-    n.add_argument("--plots", default=d.plots, help="directory for figures")
+    n.add_argument(
+        "--plots", default=d.plots, metavar="DIR", help=f"directory for figures (default {d.plots})"
+    )
     r.set_defaults(run=run_render)
 
 

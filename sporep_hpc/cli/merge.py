@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-
-log = logging.getLogger("sporep_hpc")
 
 _DESCRIPTION = """\
 Merge stores written by `sporep-hpc run` with identical parameters (refused otherwise, naming the
@@ -46,16 +43,12 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
     order = expected_ids(args.manifest) if args.manifest else None
     report = merge_stores(args.inputs, args.output, comm, order=order, force=args.force)
-    mode = f"{report.n_ranks} rank(s), {'collective mpio' if report.parallel else 'serial HDF5 on rank 0'}"
-    log.info(
-        "merged %d stores into %s: %d structures (%d done, %d failed), %.1f MB in %.2f s (%s)",
-        report.n_inputs,
-        report.output,
-        report.n_rows,
-        report.n_done,
-        report.n_failed,
-        report.bytes_written / 1e6,
-        report.seconds,
-        mode,
-    )
+    if comm.rank == 0:  # the result to stdout, logs to stderr
+        how = "collective mpio" if report.parallel else "serial HDF5 on rank 0"
+        print(
+            f"merged {report.n_inputs} stores into {report.output}: {report.n_rows} structures "
+            f"({report.n_done} done, {report.n_failed} failed), {report.bytes_written / 1e6:.1f} MB in "
+            f"{report.seconds:.2f} s ({report.n_ranks} rank(s), {how})",
+            flush=True,
+        )
     return 0

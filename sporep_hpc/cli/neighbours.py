@@ -36,6 +36,7 @@ Metrics: euclidean, cosine, tanimoto (1 - T, pymatgen's index) and wasserstein (
 def add_parser(subparsers) -> None:
     from ..analysis.neighbours import DEFAULT_TILE
     from ..analysis.similarity import METRICS
+    from .similarity import THREADS_HELP
 
     p = subparsers.add_parser(
         "neighbours",
@@ -62,7 +63,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--tile", type=int, default=DEFAULT_TILE, help=f"tile edge in rows (default {DEFAULT_TILE})"
     )
-    p.add_argument("--threads", type=int, default=None, help="OpenMP threads per rank")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(run=neighbours_command)
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 log = logging.getLogger("sporep_hpc")
 
+#: Help of --threads in the analysis commands (`sporep_hpc.threads.resolve_threads` decides).
+THREADS_HELP = "OpenMP threads per rank (default: OMP_NUM_THREADS, else 1)"
+
 DESCRIPTION = """\
 Distance matrix between the fingerprints of a store, computed in tiles shared by the MPI ranks and
 written to /similarity/<name>/distance (chunked; the matrix never has to fit in memory), with the
@@ -36,7 +39,9 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--tile", type=int, default=DEFAULT_TILE, help=f"tile edge in rows (default {DEFAULT_TILE})"
     )
-    p.add_argument("--linkage", default="average", choices=LINKAGE_METHODS, help="scipy linkage method")
+    p.add_argument(
+        "--linkage", default="average", choices=LINKAGE_METHODS, help="scipy linkage method (default average)"
+    )
     p.add_argument(
         "--max-linkage",
         type=int,
@@ -44,7 +49,7 @@ def add_parser(subparsers) -> None:
         dest="max_linkage",
         help="cluster only up to this many structures (default 20000)",
     )
-    p.add_argument("--threads", type=int, default=None, help="OpenMP threads per rank")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument(
         "--show", default=None, metavar="ID,ID,...",
