@@ -10,23 +10,18 @@ from ..config import RUN_PARAMETERS, build_config, load_toml
 
 log = logging.getLogger(__name__)
 
-#: The run parameters that change a list's costs (basis size, k-points, which structures fail) or its
-#: structures' ids (images): the options of `split`, made from their declarations as in `run`.
-COST_PARAMETERS = tuple(
-    p
-    for p in RUN_PARAMETERS
-    if p.name
-    in (
-        "basis",
-        "kdensity",
-        "kgrid_rounding",
-        "vacuum_kpoints",
-        "exp_to_discard",
-        "max_atoms",
-        "min_distance",
-        "images",
-    )
+#: The run parameters that change a list's costs (basis size, k-points, which structures fail): the
+#: options of `split`, made from their declarations as in `run`.
+_COST_NAMES = (
+    "basis",
+    "kdensity",
+    "kgrid_rounding",
+    "vacuum_kpoints",
+    "exp_to_discard",
+    "max_atoms",
+    "min_distance",
 )
+COST_PARAMETERS = tuple(p for p in RUN_PARAMETERS if p.name in _COST_NAMES)
 
 _DESCRIPTION = """\
 Split a structure list (one file, directory or examples:<set> per line) into N chunk lists
