@@ -27,6 +27,7 @@ BAD_CLI = {
     "basis": "",
     "kdensity": "0.001",  # below KDENSITY_MIN ≈ 0.0127 1/Å
     "kgrid_rounding": "floor",
+    "vacuum_kpoints": "none",
     "exp_to_discard": "-0.1",
     "precision": "0.01",  # issue 17: passed the parser, then every structure failed (exit 4)
     "lindep": "0",  # issue 17: the reverse case
@@ -39,6 +40,7 @@ BAD_CLI = {
     "threads": "0",
     "restart": "never",
     "progress_interval": "0",
+    "journal_interval": "-1",
     "keep_journal": None,
     "split_kpoints": None,
     "max_memory": "1MiB",
@@ -201,7 +203,8 @@ def test_the_stored_parameters_text_is_unchanged():
     expected = (
         '{"basis": "ano-valence", "exp_to_discard": 0.1, "fingerprints": ["kinetic"], "huckel_k": 1.75, '
         '"huckel_weighted": false, "kdensity": 0.15, "kgrid_rounding": "ceil", "lindep": 1e-08, '
-        '"max_atoms": 200, "min_distance": 0.5, "operator": "kinetic", "precision": 1e-12}'
+        '"max_atoms": 200, "min_distance": 0.5, "operator": "kinetic", "precision": 1e-12, '
+        '"vacuum_kpoints": "gamma"}'
     )
     assert RunParameters().to_json() == expected
     assert RunParameters.from_json(expected) == RunParameters()
