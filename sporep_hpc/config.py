@@ -32,7 +32,7 @@ from .bandfiles import ALLOW_UNCONVERGED
 from .basis import BASIS, EXP_TO_DISCARD
 from .errors import ParameterError
 from .huckel import HUCKEL_K, HUCKEL_WEIGHTED
-from .kpoints import KDENSITY, KDENSITY_MIN, KGRID_ROUNDING, MAX_ATOMIC_VOLUME, MAX_KPOINTS
+from .kpoints import KDENSITY, KDENSITY_MIN, KGRID_ROUNDING, MAX_ATOMIC_VOLUME, MAX_KPOINTS, VACUUM_KPOINTS
 from .operators import LINDEP, OPERATOR, PRECISION
 from .params import Param, diff_texts
 from .structures import MAX_ATOMS, MIN_DISTANCE
@@ -85,8 +85,8 @@ FINGERPRINTS = Param("fingerprints", ("kinetic",), "comma-separated fingerprint 
 
 #: What a run computes, in the order of `RunParameters`' fields (stored with the results).
 RUN_PARAMETERS: tuple[Param, ...] = (
-    OPERATOR, BASIS, KDENSITY, KGRID_ROUNDING, EXP_TO_DISCARD, PRECISION, LINDEP, FINGERPRINTS, MAX_ATOMS,
-    MIN_DISTANCE, HUCKEL_K, HUCKEL_WEIGHTED, IMAGES, ALLOW_UNCONVERGED,
+    OPERATOR, BASIS, KDENSITY, KGRID_ROUNDING, VACUUM_KPOINTS, EXP_TO_DISCARD, PRECISION, LINDEP,
+    FINGERPRINTS, MAX_ATOMS, MIN_DISTANCE, HUCKEL_K, HUCKEL_WEIGHTED, IMAGES, ALLOW_UNCONVERGED,
 )
 
 #: Run parameters that change the spectra, hence the fingerprints (all but the fingerprint presets, which
@@ -147,6 +147,9 @@ class RunParameters:
         which even a 1-atom cell gets more than MAX_KPOINTS points).
     kgrid_rounding : str
         n_i = ceil(|b_i| / kdensity) (``"ceil"``) or round (``"round"``, the original study's grids).
+    vacuum_kpoints : str
+        ``"gamma"``: n_i = 1 along lattice directions with a vacuum gap at least
+        `sporep_hpc.pipeline.vacuum_gap` wide (DESIGN.md §8.4); ``"full"``: the k-spacing everywhere.
     exp_to_discard : float
         Primitives with smaller exponents are dropped, Bohr⁻².
     precision : float
@@ -175,6 +178,7 @@ class RunParameters:
     basis: str = BASIS.default
     kdensity: float = KDENSITY.default
     kgrid_rounding: str = KGRID_ROUNDING.default
+    vacuum_kpoints: str = VACUUM_KPOINTS.default
     exp_to_discard: float = EXP_TO_DISCARD.default
     precision: float = PRECISION.default
     lindep: float = LINDEP.default

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 #: Constructor arguments passed to `sporep_hpc.config.RunParameters` (every field but ``fingerprints``,
 #: which the featurizer's ``preset`` replaces); None leaves RunParameters' default.
 RUN_PARAMETERS = (
-    "operator", "basis", "kdensity", "kgrid_rounding", "exp_to_discard", "precision", "lindep",
-    "max_atoms", "min_distance", "huckel_k", "huckel_weighted",
+    "operator", "basis", "kdensity", "kgrid_rounding", "vacuum_kpoints", "exp_to_discard", "precision",
+    "lindep", "max_atoms", "min_distance", "huckel_k", "huckel_weighted",
 )
 
 #: What a structure that cannot be computed gives: an InputError naming it, or a row of NaN.
@@ -205,8 +205,8 @@ class SorepFeaturizer(TransformerMixin, BaseEstimator):
         Fingerprint: a preset name of `sporep_hpc.fingerprints.PRESETS` (``"kinetic"``, ``"fermi"``,
         ``"vbm"``, ``"cbm"``, ``"vbm_cbm"``, ``"vbm_fermi_cbm"``), a FingerprintSpec, its JSON, a Window
         or a sequence of Windows (`sporep_hpc.fingerprints.get_spec`).
-    operator, basis, kdensity, kgrid_rounding, exp_to_discard, precision, lindep, max_atoms, \
-min_distance, huckel_k, huckel_weighted : optional
+    operator, basis, kdensity, kgrid_rounding, vacuum_kpoints, exp_to_discard, precision, lindep, \
+max_atoms, min_distance, huckel_k, huckel_weighted : optional
         Run parameters, passed unchanged to `sporep_hpc.config.RunParameters` (meaning, units, valid
         ranges and defaults there); None keeps RunParameters' default, the default of
         ``sporep-hpc run``. Not used for band objects, whose spectrum is given.
@@ -250,6 +250,7 @@ min_distance, huckel_k, huckel_weighted : optional
         basis: str | None = None,
         kdensity: float | None = None,
         kgrid_rounding: str | None = None,
+        vacuum_kpoints: str | None = None,
         exp_to_discard: float | None = None,
         precision: float | None = None,
         lindep: float | None = None,
@@ -265,6 +266,7 @@ min_distance, huckel_k, huckel_weighted : optional
         self.basis = basis
         self.kdensity = kdensity
         self.kgrid_rounding = kgrid_rounding
+        self.vacuum_kpoints = vacuum_kpoints
         self.exp_to_discard = exp_to_discard
         self.precision = precision
         self.lindep = lindep

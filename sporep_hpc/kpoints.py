@@ -9,6 +9,18 @@ grids; halves round up). The irreducible points and integer multiplicities come 
 A grid has at most MAX_KPOINTS (10⁶) points: a finer one is refused before anything
 is allocated (InputError naming the structure for a grid from a spacing, ParameterError for an explicit
 grid), never left to overflow or to exhaust the memory.
+
+Vacuum directions (DESIGN.md §8.4). Lattice direction i is "vacuum" when the structure leaves an empty
+slab at least `vacuum_gap` thick across face i: with the fractional coordinates f_i of the atoms wrapped
+onto the circle [0, 1) and s_i the largest empty arc between two of them (the wrap-around one included),
+the empty slab is s_i d_i thick, d_i = 2π / |b_i| the spacing of the lattice planes (a_j, a_k) (the
+height of the cell over that face). With every atom represented on one side of that empty slab (moved
+by a whole a_i where needed: a change of gauge that leaves every eigenvalue as it is), each translation
+T = Σ n_j a_j with n_i ≠ 0 moves each atom at least s_i d_i away (along b_i) from every atom, so no pair
+of atoms across face i comes closer than `vacuum_gap`. The measure uses b_i, not a Cartesian axis, so
+tilted cells are exact.
+With ``vacuum_kpoints = "gamma"`` (`VACUUM_KPOINTS`) such directions get n_i = 1 (`kpoint_grid`); the
+caller decides `vacuum_gap` (the run takes it from the basis extent: `sporep_hpc.pipeline.vacuum_gap`).
 """
 
 from __future__ import annotations
@@ -36,12 +48,19 @@ __all__ = [
     "MAX_ATOMIC_VOLUME",
     "MAX_KPOINTS",
     "ROUNDING_MODES",
+    "VACUUM_KPOINTS",
+    "VACUUM_MODES",
     "full_grid",
     "irreducible_kpoints",
+    "kpoint_grid",
     "monkhorst_pack_grid",
+    "vacuum_directions",
+    "vacuum_gaps",
 ]
 
 ROUNDING_MODES = ("ceil", "round")
+#: Sampling of vacuum directions: one k-point (Γ) or the k-spacing like any other direction.
+VACUUM_MODES = ("gamma", "full")
 #: Volume per atom of the most open elemental crystal, rounded up (bcc Cs: 117 Å³), Å³.
 MAX_ATOMIC_VOLUME = 120.0
 #: Smallest kdensity of a run, 1/Å: below it even a 1-atom cell of MAX_ATOMIC_VOLUME needs more than
@@ -55,6 +74,11 @@ KDENSITY = Param("kdensity", 0.15, "Monkhorst-Pack k-point spacing", low=KDENSIT
 KGRID_ROUNDING = Param(
     "kgrid_rounding", "ceil", "n_i = ceil(|b_i| / kdensity) (guarantees the spacing) or round (the original "
     "study's grids)", kind=str, choices=ROUNDING_MODES,
+)
+VACUUM_KPOINTS = Param(
+    "vacuum_kpoints", "gamma", "gamma: one k-point along lattice directions with a vacuum gap wider than "
+    "the basis extent (slabs, wires, tubes, molecules in boxes); full: the k-spacing there too",
+    kind=str, choices=VACUUM_MODES,
 )
 
 
@@ -120,9 +144,12 @@ def monkhorst_pack_grid(lattice_matrix: Any, kdensity: float, rounding: str = "c
     return _grid_impl(lat, float(kdensity), rounding, "the lattice")
 
 
-def _grid_impl(lat: np.ndarray, kdensity: float, rounding: str, label: str) -> tuple[int, int, int]:
-    """Grid shape for a clean lattice (rows, Å) and a positive spacing; InputError naming `label` when it
-    has more than MAX_KPOINTS points (checked in floating point, before any integer can overflow)."""
+def _grid_impl(
+    lat: np.ndarray, kdensity: float, rounding: str, label: str, gamma_axes: np.ndarray | None = None
+) -> tuple[int, int, int]:
+    """Grid shape for a clean lattice (rows, Å) and a positive spacing, one point along the directions
+    where `gamma_axes` (3 bools) is true; InputError naming `label` when it has more than MAX_KPOINTS
+    points (checked in floating point, before any integer can overflow)."""
     recip = 2.0 * np.pi * np.linalg.inv(lat).T  # rows b_i, Å⁻¹
     with np.errstate(over="ignore"):
         ratios = np.linalg.norm(recip, axis=1) / kdensity
@@ -131,6 +158,8 @@ def _grid_impl(lat: np.ndarray, kdensity: float, rounding: str, label: str) -> t
         counts = np.maximum(1.0, np.ceil(ratios - 1e-10))
     else:
         counts = np.maximum(1.0, np.floor(ratios + 0.5))
+    if gamma_axes is not None:
+        counts = np.where(gamma_axes, 1.0, counts)
     with np.errstate(over="ignore"):
         total = float(np.prod(counts))
     if not total <= MAX_KPOINTS:  # also catches inf and NaN
@@ -140,6 +169,94 @@ def _grid_impl(lat: np.ndarray, kdensity: float, rounding: str, label: str) -> t
             f"more than {MAX_KPOINTS} (MAX_KPOINTS); use a larger kdensity"
         )
     return tuple(int(n) for n in counts)  # type: ignore[return-value]
+
+
+def vacuum_gaps(structure: Any) -> np.ndarray:
+    """Thickness of the empty slab across each face of the cell (see the module docstring).
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+        Ordered structure (lattice vectors as rows, Å).
+
+    Returns
+    -------
+    ndarray of shape (3,), float64, Å
+        Per lattice direction i: s_i d_i, the widest empty interval of the atoms' (wrapped) fractional
+        coordinates f_i times the spacing d_i = 2π / |b_i| of the lattice planes spanned by the other
+        two lattice vectors; with the atoms on one side of that empty slab, the distance (along b_i)
+        from any atom to any atom translated across face i is at least this. One atom: d_i.
+
+    Raises
+    ------
+    InputError
+        The structure cannot be used (`sporep_hpc.structures.as_cell`).
+    """
+    cell = as_cell(structure)
+    return _gaps_impl(cell.lattice, cell.frac)
+
+
+def _gaps_impl(lat: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """`vacuum_gaps` for a clean lattice (rows, Å) and fractional positions (n_atoms, 3)."""
+    spacing = 1.0 / np.linalg.norm(np.linalg.inv(lat).T, axis=1)  # d_i = 2π/|b_i| = V/|a_j × a_k|, Å
+    wrapped = np.sort(frac - np.floor(frac), axis=0)  # in [0, 1) (1.0 only after round-off of -tiny)
+    inner = np.diff(wrapped, axis=0) if len(wrapped) > 1 else np.zeros((0, 3))
+    around = 1.0 - (wrapped[-1] - wrapped[0])  # the arc from the highest atom to the lowest one's image
+    widest = np.max(np.vstack([inner, around[None, :]]), axis=0)
+    return np.clip(widest, 0.0, 1.0) * spacing
+
+
+def vacuum_directions(structure: Any, vacuum_gap: float) -> tuple[bool, bool, bool]:
+    """Which lattice directions have an empty slab at least `vacuum_gap` thick (`vacuum_gaps`).
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+    vacuum_gap : float, Å
+        Smallest empty thickness of a vacuum direction, in (0, inf).
+
+    Returns
+    -------
+    tuple of 3 bool
+        True for the vacuum directions (a molecule in a box: all three; a bulk crystal: none).
+    """
+    check_interval("vacuum_gap", vacuum_gap, 0.0, None, closed="neither", unit="Å")
+    return tuple(bool(v) for v in vacuum_gaps(structure) >= vacuum_gap)  # type: ignore[return-value]
+
+
+def kpoint_grid(
+    structure: Any, kdensity: float, rounding: str = "ceil", vacuum_gap: float | None = None
+) -> tuple[int, int, int]:
+    """Grid shape of a structure: `monkhorst_pack_grid` of its lattice, with n_i = 1 along the
+    directions with an empty slab at least `vacuum_gap` thick (`vacuum_directions`).
+
+    Parameters
+    ----------
+    structure : pymatgen.core.Structure
+    kdensity : float, Å⁻¹
+    rounding : {"ceil", "round"}
+    vacuum_gap : float, Å, optional
+        None (the default): no direction is treated as vacuum (the plain Monkhorst-Pack grid).
+
+    Returns
+    -------
+    tuple of 3 int
+
+    Raises
+    ------
+    ParameterError
+        Invalid kdensity, rounding or vacuum_gap.
+    InputError
+        The structure cannot be used, or its grid has more than MAX_KPOINTS points (the message names
+        the structure).
+    """
+    check_interval("kdensity", kdensity, 0.0, None, closed="neither", unit="1/Å")
+    check_choice("rounding", rounding, ROUNDING_MODES)
+    if vacuum_gap is not None:
+        check_interval("vacuum_gap", vacuum_gap, 0.0, None, closed="neither", unit="Å")
+    cell = as_cell(structure)
+    gamma = None if vacuum_gap is None else _gaps_impl(cell.lattice, cell.frac) >= vacuum_gap
+    return _grid_impl(cell.lattice, float(kdensity), rounding, f"structure {_label(structure)!r}", gamma)
 
 
 def full_grid(grid: Sequence[int], shift: Sequence[int] = (0, 0, 0)) -> np.ndarray:

@@ -8,8 +8,10 @@ it; they never propagate.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import re
 import time
 import traceback
@@ -21,13 +23,14 @@ import numpy as np
 
 from .bandfiles import read_bands
 from .bands import BandStructure
+from .basis import load_basis
 from .config import RunParameters
 from .errors import SporepError
 from .fingerprints import fingerprint, get_spec
 from .huckel import provenance as huckel_provenance
 from .inputs.records import InputRecord
-from .kpoints import irreducible_kpoints
-from .operators import spectrum_with_stats
+from .kpoints import irreducible_kpoints, kpoint_grid
+from .operators import BOHR_ANGSTROM, spectrum_with_stats
 from .store import open_store
 from .store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
 from .store.writer import FingerprintMeta
@@ -165,9 +168,69 @@ def structure_id(journal_id: str) -> str:
     return m.group(1) if m else journal_id
 
 
+#: Points of the radial grid of `_function_radius` (from 0 to a bound of the radius: steps of about 1e-4
+#: of it, 0.002 Bohr for carbon at precision 1e-12).
+_RADIAL_POINTS = 10001
+
+
+@functools.lru_cache(maxsize=1024)
+def _function_radius(basis_name: str, exp_to_discard: float, symbol: str, amplitude: float) -> float:
+    """Largest r (Bohr) where a basis function of `symbol` reaches `amplitude`, to a grid step: the last
+    point of a radial grid with max over its shells of |R_l(r)| √((2l+1)/4π) ≥ amplitude (R_l(r) =
+    Σ c r^l e^{−α r²}, the normalised contraction; √((2l+1)/4π) bounds the real spherical harmonics);
+    0 when none does. The grid ends where the bound Σ|c| r^l e^{−α_min r²} √((2l+1)/4π) falls below
+    `amplitude` (found by fixed-point iteration from above, as the operators' screening radii)."""
+    radius = 0.0
+    for sh in load_basis(basis_name, exp_to_discard).element(symbol):
+        angular = math.sqrt((2 * sh.l + 1) / (4.0 * math.pi))
+        scale = float(np.sum(np.abs(sh.kernel_coefficients))) * angular / amplitude
+        alpha, end = float(sh.exponents.min()), 1e3
+        for _ in range(60):
+            end = math.sqrt(max(math.log(scale) + sh.l * math.log(max(end, 1.0)), 0.0) / alpha)
+        r = np.linspace(0.0, end + 1.0, _RADIAL_POINTS)
+        tail = sh.kernel_coefficients[:, None] * np.exp(-np.outer(sh.exponents, r * r))
+        value = np.abs(tail.sum(axis=0)) * r**sh.l * angular
+        above = np.flatnonzero(value >= amplitude)
+        if above.size:
+            radius = max(radius, float(r[above[-1]]))
+    return radius
+
+
+def vacuum_gap(structure: Any, params: RunParameters) -> float | None:
+    """Smallest empty slab (Å) across a cell face that makes that lattice direction "vacuum" (one k-point
+    with ``vacuum_kpoints = "gamma"``; DESIGN.md §8.4); None with ``"full"``.
+
+    Twice the radius of the structure's most extended basis function at the lattice-sum `precision`:
+    the radius beyond which every function of `params.basis` (after `exp_to_discard`) on the
+    structure's elements has amplitude below √precision (`_function_radius`). Two functions on either
+    side of such a gap meet below √precision each, so their overlap and kinetic integrals are of the
+    order of `precision` (Hartree) or smaller: the Bloch matrices change along that direction by that
+    much, the spectrum by about as much, far below what a fingerprint resolves (tests/test_vacuum.py:
+    ≤ 1e-6 relative; measured at most 1.1e-8, on the (4, 0) tube). Carbon at precision 1e-12: 9.6 Å
+    (nanotubes with 10 Å of vacuum qualify); aluminium: 12.0 Å; at 1e-8: 7.6 and 9.6 Å. Elements the
+    basis lacks are skipped here (the operators report them); None when it has none of them.
+    """
+    if params.vacuum_kpoints == "full":
+        return None
+    basis = load_basis(params.basis, params.exp_to_discard)
+    symbols = sorted({site.specie.symbol for site in as_structure(structure)} & set(basis.shells))
+    if not symbols:
+        return None
+    amplitude = math.sqrt(params.precision)
+    radius = max(_function_radius(params.basis, params.exp_to_discard, e, amplitude) for e in symbols)
+    return 2.0 * radius * BOHR_ANGSTROM if radius > 0 else None
+
+
+def structure_grid(structure: Any, params: RunParameters) -> tuple[int, int, int]:
+    """Monkhorst-Pack grid shape of a structure for these parameters (one point along its vacuum
+    directions with ``vacuum_kpoints = "gamma"``: `vacuum_gap`, `sporep_hpc.kpoints.kpoint_grid`)."""
+    return kpoint_grid(structure, params.kdensity, params.kgrid_rounding, vacuum_gap(structure, params))
+
+
 def structure_kpoints(structure: Any, params: RunParameters) -> tuple[np.ndarray, np.ndarray]:
-    """Irreducible k-points (n_k, 3) and weights (n_k,) of a structure for these parameters."""
-    return irreducible_kpoints(structure, kdensity=params.kdensity, rounding=params.kgrid_rounding)
+    """Irreducible k-points (n_k, 3) and weights (n_k,) of a structure for these parameters, on the
+    grid of `structure_grid`."""
+    return irreducible_kpoints(structure, grid=structure_grid(structure, params))
 
 
 def compute_part(

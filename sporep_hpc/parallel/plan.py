@@ -16,9 +16,8 @@ from ..basis import load_basis, n_ao
 from ..config import MAX_ATOMIC_VOLUME, RunParameters, default_max_memory, format_bytes
 from ..errors import InputError, ParameterError
 from ..inputs.records import InputRecord
-from ..kpoints import monkhorst_pack_grid
 from ..operators import _PHASED_BYTES, BOHR_ANGSTROM
-from ..pipeline import FingerprintSet, _reason, chunk_id, structure_kpoints
+from ..pipeline import FingerprintSet, _reason, chunk_id, structure_grid, structure_kpoints
 from ..structures import as_structure, check_structure
 
 #: Radius (Å) of the sphere of lattice translations assumed by the integral term of the cost model.
@@ -85,6 +84,9 @@ class PlanEntry:
         Reason when `kind` is "failed".
     memory : int
         Estimated peak memory of computing it, bytes (`memory_estimate`; 0 when unknown).
+    grid : tuple of int
+        Monkhorst-Pack grid shape (`sporep_hpc.pipeline.structure_grid`: one point along vacuum
+        directions with ``vacuum_kpoints = "gamma"``); () when unknown.
     """
     index: int
     id: str
@@ -95,6 +97,7 @@ class PlanEntry:
     cost: float = 0.0
     error: str = ""
     memory: int = 0
+    grid: tuple[int, ...] = ()
 
 
 def cost_model(n_ao: int, n_k: int, volume: float) -> float:
@@ -246,7 +249,7 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
         alpha_min = min(float(np.min(sh.exponents)) for e in set(symbols) for sh in basis.element(e))
     except InputError as exc:
         raise InputError(f"structure {record.id!r}: {exc}") from exc
-    grid = monkhorst_pack_grid(s.lattice.matrix, params.kdensity, params.kgrid_rounding)
+    grid = structure_grid(s, params)
     kpts, _ = structure_kpoints(s, params)
     n_t = stored_translations(s.lattice.matrix, screening_radius(alpha_min, params.precision))
     need = memory_estimate(nao, len(kpts), math.prod(grid), n_t, dos_bytes, n_operators(params))
@@ -256,7 +259,7 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
             f"{len(kpts)} k-points), {OVER_BUDGET}{format_bytes(max_memory)} per rank"
         )
     cost = cost_model(nao, len(kpts), s.volume)
-    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost, memory=need)
+    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost, memory=need, grid=grid)
 
 
 def plan_record(

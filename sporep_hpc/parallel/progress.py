@@ -177,12 +177,13 @@ def summary_table(report: RunReport, max_failures: int = 20) -> str:
 def plan_table(entries: Sequence[Any], per_rank_cost: Sequence[float], n_threads: int) -> str:
     """The dry-run task plan: one line per structure, then the total and each rank's share (static LPT
     assignment of `per_rank_cost`, cost-model units), all as estimated core-seconds (× COST_SECONDS)."""
-    head = ("index", "id", "kind", "atoms", "n_ao", "n_k", "core-s")
-    lines = ["{:>6s}  {:<32s} {:<9s} {:>5s} {:>5s} {:>5s} {:>10s}  note".format(*head)]
+    head = ("index", "id", "kind", "atoms", "n_ao", "grid", "n_k", "core-s")
+    lines = ["{:>6s}  {:<32s} {:<9s} {:>5s} {:>5s} {:>11s} {:>5s} {:>10s}  note".format(*head)]
     for e in entries:
+        grid = "x".join(str(n) for n in e.grid) or "-"  # Monkhorst-Pack shape; "-" when not planned
         lines.append(
-            f"{e.index:>6d}  {e.id[:32]:<32s} {e.kind:<9s} {e.n_atoms:>5d} {e.n_ao:>5d} {e.n_k:>5d} "
-            f"{e.cost * COST_SECONDS:>10.3g}  {e.error}"
+            f"{e.index:>6d}  {e.id[:32]:<32s} {e.kind:<9s} {e.n_atoms:>5d} {e.n_ao:>5d} {grid:>11s} "
+            f"{e.n_k:>5d} {e.cost * COST_SECONDS:>10.3g}  {e.error}"
         )
     total = sum(per_rank_cost)
     lines.append(f"estimated cost {_core_seconds(total * COST_SECONDS)} in all (CPU time of one thread on "
