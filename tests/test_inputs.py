@@ -176,19 +176,49 @@ def test_qe_folder_is_its_xml_bands(tmp_path, rng):
     assert (record.id, record.kind, record.source) == ("gaas-scf", "bands", str(xml))
     assert record.note == "QE folder: DFT bands from gaas.save/data-file-schema.xml"
     assert [s.specie.symbol for s in record.structure] == ["Ga", "As"]  # the XML's, not the pw.x input's
-    # without the XML: the structure of the pw.x input
+    # without the XML or a pw.x output the folder is no calculation: its pw.x input is a structure file
     shutil.rmtree(tmp_path / "gaas-scf" / "gaas.save")
+    assert calculation(tmp_path / "gaas-scf") is None
     (record,) = resolve_inputs([str(tmp_path / "gaas-scf")])
-    assert record.kind == "structure" and "pw.x input gaas.in" in record.note
+    assert (record.id, record.kind, record.note) == ("gaas", "structure", "")
     same_positions(record.structure, si_atoms())
 
 
-def test_folder_with_only_a_pw_input_is_a_calculation(tmp_path):
-    folder = tmp_path / "relax"
+def test_calculation_claims_only_its_files(tmp_path, rng):
+    """A flat directory with a POSCAR, pw.x inputs and CIFs: the POSCAR is the folder's calculation (id the
+    folder, as before), every other file stays its own input."""
+    folder = tmp_path / "flat"
     folder.mkdir()
-    ase.io.write(folder / "x.pwi", si_atoms(), format="espresso-in", pseudopotentials={"Si": "Si.upf"})
+    si = Structure(Lattice.cubic(5.43), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])
+    si.to(filename=str(folder / "POSCAR"), fmt="poscar")
+    for name in ("a.cif", "b.cif"):
+        si.to(filename=str(folder / name))
+    for name in ("scf.in", "relax.pwi"):
+        ase.io.write(folder / name, si_atoms(), format="espresso-in", pseudopotentials={"Si": "Si.upf"})
+    (folder / "notes.out").write_text("not a pw.x output\n")
+    records = resolve_inputs([str(folder)])
+    assert [(r.id, r.kind) for r in records] == [
+        ("flat", "structure"), ("a", "structure"), ("b", "structure"), ("relax", "structure"),
+        ("scf", "structure"),
+    ]
+    assert records[0].note == "VASP folder: final structure from POSCAR"
+
+
+def test_pw_output_folder_gives_the_last_image(tmp_path):
+    """A folder with a pw.x output and its input, no XML: the output's last image. The output is the two-step
+    relaxation ASE's own reader tests use (ase/test/fio/test_espresso.py), named .out as pw.x users do."""
+    pw_output_text = pytest.importorskip("ase.test.fio.test_espresso").pw_output_text
+    folder = tmp_path / "fe2h-relax"
+    folder.mkdir()
+    (folder / "relax.out").write_text(pw_output_text)
+    ase.io.write(folder / "relax.in", si_atoms(), format="espresso-in", pseudopotentials={"Si": "Si.upf"})
+    steps = ase.io.read(folder / "relax.out", index=":", format="espresso-out")
+    assert len(steps) == 2  # so that "last" is not also "first"
     (record,) = resolve_inputs([str(tmp_path)])
-    assert record.id == "relax" and record.note.startswith("QE folder: structure of the pw.x input x.pwi")
+    assert (record.id, record.kind) == ("fe2h-relax", "structure")
+    assert record.note == "QE folder: last image of the pw.x output relax.out (no QE XML)"
+    same_positions(record.structure, steps[-1])
+    assert record.properties["energy"] == pytest.approx(steps[-1].get_potential_energy(), abs=0)
 
 
 # ---------------------------------------------------------------------------- QE XML through a run

@@ -5,9 +5,10 @@ Readers, by file:
 - pymatgen: CIF, POSCAR/CONTCAR/``*.vasp``/``*.poscar``, pymatgen ``Structure`` JSON (one object or a list);
 - ASE (``ase.io.read``) for every other structure format it knows: extended XYZ (every frame; ``info``
   keys and the calculator's scalar results such as ``energy`` become properties), ASE trajectories
-  (``.traj``), pw.x inputs (``.pwi`` or any name ASE recognises as ``espresso-in``, e.g. ``.in``) and outputs
-  (``.pwo``, ``espresso-out``), ``.xsf``, ASE databases (``.db``: one structure per row, properties from
-  its key-value pairs), and any other file given by name whose content ASE recognises;
+  (``.traj``), pw.x inputs (``.pwi`` or any name ASE recognises as ``espresso-in``, e.g. ``.in``) and
+  outputs (``.pwo``, ``espresso-out``; in directories ``.in``/``.out`` files are looked into), ``.xsf``,
+  ASE databases (``.db``: one structure per row, properties from its key-value pairs), and any other file
+  given by name whose content ASE recognises;
 - band files (`InputRecord.kind` ``"bands"``, read by sporep_hpc.pipeline through sporep_hpc.bandfiles):
   ``*.npz``, ``vasprun*.xml``, Quantum ESPRESSO XML (``data-file-schema.xml`` or any ``.xml`` whose root
   is ``<espresso>``), pymatgen ``BandStructure`` JSON and our own ``*.h5`` stores. A vasprun.xml, QE XML or
@@ -22,11 +23,14 @@ Not structures: a Wannier90 Hamiltonian (``*_hr.dat``) given by name is a failed
 directories it is not looked at (directories are searched by name for the formats above only).
 
 Calculation folders are one input each (`calculation`): a folder holding ``vasprun.xml``, ``CONTCAR``,
-``POSCAR`` or ``OUTCAR`` (VASP), or ``data-file-schema.xml``, ``*.save/data-file-schema.xml`` or a pw.x
-input/output (Quantum ESPRESSO) gives DFT bands (vasprun.xml; QE XML) when present, else its final
-structure (CONTCAR, then POSCAR, then the last image of OUTCAR; the last image of a pw.x output, then the
-pw.x input). The choice is logged at debug level and kept in `InputRecord.note`. A directory of such
-folders (a database of calculations) gives one input per folder; other files keep their own rules.
+``POSCAR`` or ``OUTCAR`` (VASP), or ``data-file-schema.xml``, ``*.save/data-file-schema.xml`` or one pw.x
+output (Quantum ESPRESSO) gives DFT bands (vasprun.xml; QE XML) when present, else its final structure
+(CONTCAR, then POSCAR, then the last image of OUTCAR; the last image of the pw.x output). The choice is
+logged at debug level and kept in `InputRecord.note`. The calculation claims those files (and its pw.x
+inputs and ``.save`` folder); any other input file in the folder stays an input of its own, as does each
+pw.x file of a folder without QE XML and with no or several pw.x outputs (a pw.x input alone is a
+structure file, not a calculation). A directory of calculation folders (a database of calculations) gives
+one input per folder.
 
 Ids:
 
@@ -75,6 +79,7 @@ QE_XML = "data-file-schema.xml"
 #: Names of pw.x files recognised without looking inside; ``.in``/``.out`` are recognised by content.
 _PW_SUFFIXES = {".pwi": "espresso-in", ".pwo": "espresso-out"}
 _PW_SNIFFED = (".in", ".out")
+_PW_SNIFF_BYTES = 1 << 16  # pw.x writes its name in the first lines; an input's cards fit in 64 kB
 #: ASE calculator results with one value per atom (not structure properties).
 _PER_ATOM_RESULTS = ("forces", "stresses", "charges", "magmoms", "energies")
 
@@ -137,25 +142,36 @@ def _relative_id(path: Path, root: Path) -> str:
 
 # ---------------------------------------------------------------------------- calculation folders
 def _pw_format(path: Path) -> str | None:
-    """``"espresso-in"``/``"espresso-out"`` for a pw.x input/output (by suffix; .in/.out by content)."""
+    """``"espresso-in"``/``"espresso-out"`` for a pw.x input/output: by suffix (``.pwi``, ``.pwo``), or for
+    ``.in``/``.out`` by content (a ``&control`` namelist and ``ATOMIC_POSITIONS``; ``Program PWSCF``), as
+    ASE takes any ``.out`` for a pw.x output and ``.in`` for several formats."""
     suffix = path.suffix.lower()
     if suffix in _PW_SUFFIXES:
         return _PW_SUFFIXES[suffix]
     if suffix not in _PW_SNIFFED:
         return None
-    from ase.io.formats import UnknownFileTypeError, filetype
-
     try:
-        fmt = filetype(str(path), guess=False)
-    except (UnknownFileTypeError, OSError, UnicodeDecodeError, ValueError):
+        with open(path, "rb") as fh:
+            head = fh.read(_PW_SNIFF_BYTES).lower()
+    except OSError:
         return None
-    return fmt if fmt in ("espresso-in", "espresso-out") else None
+    if suffix == ".in" and b"&control" in head and b"atomic_positions" in head:
+        return "espresso-in"
+    if suffix == ".out" and b"program pwscf" in head:
+        return "espresso-out"
+    return None
 
 
 def calculation(folder: str | Path) -> tuple[Path, str] | None:
     """The file a calculation folder is read from, and a note saying which and why; None for a folder
     that holds no VASP or Quantum ESPRESSO calculation (module docstring for the rules)."""
-    folder = Path(folder)
+    found = _calculation(Path(folder))
+    return None if found is None else found[:2]
+
+
+def _calculation(folder: Path) -> tuple[Path, str, frozenset[Path]] | None:
+    """`calculation` and the files the calculation claims (the other files of the folder stay inputs of
+    their own)."""
     try:
         files = {f.name: f for f in sorted(folder.iterdir()) if f.is_file()}
     except OSError as exc:
@@ -167,24 +183,17 @@ def calculation(folder: str | Path) -> tuple[Path, str] | None:
         what = "DFT bands from" if chosen == "vasprun.xml" else (
             "final structure (last image) from" if chosen == "OUTCAR" else "final structure from")
         others = f" (also {', '.join(vasp[1:])})" if len(vasp) > 1 else ""
-        return files[chosen], f"VASP folder: {what} {chosen}{others}"
+        return files[chosen], f"VASP folder: {what} {chosen}{others}", frozenset(files[n] for n in vasp)
     xml = [files[QE_XML]] if QE_XML in files else sorted(folder.glob(f"*.save/{QE_XML}"))
-    pw = {name: fmt for name, f in files.items() if (fmt := _pw_format(f)) is not None}
-    outputs = [name for name, fmt in pw.items() if fmt == "espresso-out"]
-    inputs = [name for name, fmt in pw.items() if fmt == "espresso-in"]
+    pw = {f: fmt for f in files.values() if (fmt := _pw_format(f)) is not None}
+    outputs = [f for f, fmt in pw.items() if fmt == "espresso-out"]
+    claimed = frozenset([*pw, *xml])
     if xml:
-        chosen = xml[0]
-        rel = chosen.relative_to(folder).as_posix()
+        rel = xml[0].relative_to(folder).as_posix()
         others = f" ({len(xml) - 1} more QE XML files ignored)" if len(xml) > 1 else ""
-        return chosen, f"QE folder: DFT bands from {rel}{others}"
-    if outputs:
-        extra = f" ({len(outputs) - 1} more pw.x outputs ignored)" if len(outputs) > 1 else ""
-        note = f"QE folder: last image of the pw.x output {outputs[-1]} (no QE XML){extra}"
-        return files[outputs[-1]], note
-    if inputs:
-        extra = f" ({len(inputs) - 1} more pw.x inputs ignored)" if len(inputs) > 1 else ""
-        note = f"QE folder: structure of the pw.x input {inputs[0]} (no QE XML or output){extra}"
-        return files[inputs[0]], note
+        return xml[0], f"QE folder: DFT bands from {rel}{others}", claimed
+    if len(outputs) == 1:  # several outputs without an XML: no one calculation, each file is an input
+        return outputs[0], f"QE folder: last image of the pw.x output {outputs[0].name} (no QE XML)", claimed
     return None
 
 
@@ -194,9 +203,10 @@ def _walk(root: Path) -> list[InputUnit]:
     found: list[tuple[Path, InputUnit]] = []
 
     def visit(folder: Path) -> None:
-        calc = calculation(folder)
+        calc = _calculation(folder)
+        claimed: frozenset[Path] = frozenset()
         if calc is not None:
-            chosen, note = calc
+            chosen, note, claimed = calc
             rel = folder.relative_to(root).as_posix()
             base = _folder_name(root) if rel == "." else clean_id(rel)
             log.debug("%s: %s", folder, note)
@@ -208,13 +218,18 @@ def _walk(root: Path) -> list[InputUnit]:
             return
         for entry in entries:
             if entry.is_dir() and not entry.is_symlink():
-                if calc is None or not entry.name.endswith(".save"):
+                if calc is None or not (entry.name.endswith(".save") and (entry / QE_XML).is_file()):
                     visit(entry)
-            elif calc is None and entry.is_file() and (is_structure_file(entry) or is_band_file(entry)):
+            elif entry.is_file() and entry not in claimed and _is_input_file(entry):
                 found.append((entry, InputUnit("file", str(entry), _relative_id(entry, root))))
 
     visit(root)
     return [unit for _, unit in sorted(found, key=lambda item: item[0])]
+
+
+def _is_input_file(path: Path) -> bool:
+    """A file searched for in directories: a structure or band file by name, or a pw.x input/output."""
+    return is_structure_file(path) or is_band_file(path) or _pw_format(path) is not None
 
 
 def list_units(paths: Iterable[str | Path]) -> list[InputUnit]:
