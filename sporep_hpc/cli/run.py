@@ -46,6 +46,9 @@ first run). Changed parameters or inputs are refused, and an existing store is n
 unless --restart fresh. Exit code 4: the store was written but some structures failed (reasons in
 the summary and in `sporep-hpc info`).
 
+The summary (with --dry-run: the plan, costs in estimated core-seconds) goes to standard output,
+progress and messages to standard error: `sporep-hpc run ... --dry-run > plan.txt` keeps the plan.
+
 A --config TOML file holds the same settings (flags override it), flat or in two tables:
   [parameters]                    # stored in the store; a resumed run must keep them
   kdensity = 0.15                 # 1/Å
@@ -74,7 +77,8 @@ def add_parser(subparsers) -> None:
     e = p.add_argument_group("execution (never changes the results)")
     for param in EXECUTION_OPTIONS:
         param.add_argument(e)
-    e.add_argument("--dry-run", action="store_true", help="print the task plan and exit")
+    e.add_argument("--dry-run", action="store_true",
+                   help="print the task plan (estimated core-seconds per structure and per rank) and exit")
     p.set_defaults(run=run_command)
 
 
@@ -174,8 +178,19 @@ def run_command(args) -> int:
             log.exception("sporep-hpc run: internal error on rank %d; aborting all ranks", comm.rank)
             comm.Abort(1)
         raise
+    if comm.rank == 0:  # results to stdout (`> plan.txt`), logs and progress to stderr
+        print_report(report, args.dry_run)
     if report.exit_code:
         _leave_mpi(comm, MPI)
     else:
         comm.Barrier()  # rank 0 has printed the summary before any rank exits
     return 0 if args.dry_run else report.exit_code
+
+
+def print_report(report, dry_run: bool) -> None:
+    """The task plan of a dry run, else the end-of-run summary, on standard output (rank 0 calls it)."""
+    from ..parallel.progress import plan_table, summary_table
+
+    text = plan_table(report.plan, report.rank_costs, report.threads) if dry_run else summary_table(report)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
