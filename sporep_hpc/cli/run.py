@@ -30,8 +30,8 @@ Inputs (id: the file's stem; under a directory, its relative path without the su
   pw.x input (.pwi, .in), other ASE formats    ASE, recognised by content when given by name
   VASP folder (vasprun.xml, CONTCAR, POSCAR)   one input, id the folder: bands of vasprun.xml, else
                                                CONTCAR, else POSCAR (-v logs the choice)
-  QE folder (*.save/data-file-schema.xml, pw.x files)  one input, id the folder: bands of the XML,
-                                               else the last image of the pw.x output, else its input
+  QE folder (*.save/data-file-schema.xml, or one pw.x output and its inputs)   one input, id the
+                                               folder: bands of the XML, else the output's last image
   QE XML (data-file-schema.xml, <espresso>)    DFT bands; SCF not converged fails (--allow-unconverged)
   vasprun*.xml, *.npz, our own *.h5 stores     imported bands (a store: its computed rows)
   pymatgen BandStructure JSON                  imported bands on a uniform k-mesh (line mode refused)
