@@ -36,6 +36,8 @@ BAD_CLI = {
     "min_distance": "-1",
     "huckel_k": "1",
     "huckel_weighted": None,
+    "images": "first",
+    "allow_unconverged": None,
     "schedule": "roundrobin",
     "threads": "0",
     "restart": "never",
@@ -201,8 +203,9 @@ def test_operator_spectrum_defaults_come_from_the_declarations():
 def test_the_stored_parameters_text_is_unchanged():
     # the default run's JSON as stored before issue 17 (stores must stay bit-identical)
     expected = (
-        '{"basis": "ano-valence", "exp_to_discard": 0.1, "fingerprints": ["kinetic"], "huckel_k": 1.75, '
-        '"huckel_weighted": false, "kdensity": 0.15, "kgrid_rounding": "ceil", "lindep": 1e-08, '
+        '{"allow_unconverged": false, "basis": "ano-valence", "exp_to_discard": 0.1, '
+        '"fingerprints": ["kinetic"], "huckel_k": 1.75, "huckel_weighted": false, "images": "last", '
+        '"kdensity": 0.15, "kgrid_rounding": "ceil", "lindep": 1e-08, '
         '"max_atoms": 200, "min_distance": 0.5, "operator": "kinetic", "precision": 1e-12, '
         '"vacuum_kpoints": "gamma"}'
     )
