@@ -35,7 +35,7 @@ from .huckel import HUCKEL_K, HUCKEL_WEIGHTED
 from .kpoints import KDENSITY, KDENSITY_MIN, KGRID_ROUNDING, MAX_ATOMIC_VOLUME, MAX_KPOINTS, VACUUM_KPOINTS
 from .operators import LINDEP, OPERATOR, PRECISION
 from .params import Param, diff_texts
-from .structures import MAX_ATOMS, MIN_DISTANCE
+from .structures import KEEP_CELL, MAX_ATOMS, MIN_DISTANCE
 
 #: Schedules of `sporep_hpc.parallel.driver` (declared here, below `parallel/`, so that the run's
 #: configuration and `sporep_hpc.jobs` can offer them without importing MPI code).
@@ -86,7 +86,7 @@ FINGERPRINTS = Param("fingerprints", ("kinetic",), "comma-separated fingerprint 
 #: What a run computes, in the order of `RunParameters`' fields (stored with the results).
 RUN_PARAMETERS: tuple[Param, ...] = (
     OPERATOR, BASIS, KDENSITY, KGRID_ROUNDING, VACUUM_KPOINTS, EXP_TO_DISCARD, PRECISION, LINDEP,
-    FINGERPRINTS, MAX_ATOMS, MIN_DISTANCE, HUCKEL_K, HUCKEL_WEIGHTED, IMAGES, ALLOW_UNCONVERGED,
+    FINGERPRINTS, MAX_ATOMS, MIN_DISTANCE, HUCKEL_K, HUCKEL_WEIGHTED, IMAGES, ALLOW_UNCONVERGED, KEEP_CELL,
 )
 
 #: Run parameters that change the spectra, hence the fingerprints (all but the fingerprint presets, which
@@ -172,6 +172,10 @@ class RunParameters:
     allow_unconverged : bool
         Use the bands of a Quantum ESPRESSO XML file whose SCF did not converge (else a failed row
         "SCF not converged"; `sporep_hpc.bandfiles.ALLOW_UNCONVERGED`).
+    keep_cell : bool
+        Compute each structure in the cell it is given in; by default it is reduced to its standardized
+        primitive cell (`sporep_hpc.structures.primitive_cell`) and band files' fingerprints are per
+        primitive cell (`sporep_hpc.pipeline.computed_structure`).
     """
 
     operator: str = OPERATOR.default
@@ -189,6 +193,7 @@ class RunParameters:
     huckel_weighted: bool = HUCKEL_WEIGHTED.default
     images: str = IMAGES.default
     allow_unconverged: bool = ALLOW_UNCONVERGED.default
+    keep_cell: bool = KEEP_CELL.default
 
     def __post_init__(self):
         _check_fields(self, RUN_PARAMETERS)

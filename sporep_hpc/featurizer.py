@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 #: which the featurizer's ``preset`` replaces); None leaves RunParameters' default.
 RUN_PARAMETERS = (
     "operator", "basis", "kdensity", "kgrid_rounding", "vacuum_kpoints", "exp_to_discard", "precision",
-    "lindep", "max_atoms", "min_distance", "huckel_k", "huckel_weighted",
+    "lindep", "max_atoms", "min_distance", "huckel_k", "huckel_weighted", "keep_cell",
 )
 
 #: What a structure that cannot be computed gives: an InputError naming it, or a row of NaN.
@@ -206,10 +206,12 @@ class SorepFeaturizer(TransformerMixin, BaseEstimator):
         ``"vbm"``, ``"cbm"``, ``"vbm_cbm"``, ``"vbm_fermi_cbm"``), a FingerprintSpec, its JSON, a Window
         or a sequence of Windows (`sporep_hpc.fingerprints.get_spec`).
     operator, basis, kdensity, kgrid_rounding, vacuum_kpoints, exp_to_discard, precision, lindep, \
-max_atoms, min_distance, huckel_k, huckel_weighted : optional
+max_atoms, min_distance, huckel_k, huckel_weighted, keep_cell : optional
         Run parameters, passed unchanged to `sporep_hpc.config.RunParameters` (meaning, units, valid
         ranges and defaults there); None keeps RunParameters' default, the default of
-        ``sporep-hpc run``. Not used for band objects, whose spectrum is given.
+        ``sporep-hpc run``: a structure is computed in its standardized primitive cell, so any cell of
+        one crystal gives one row (``keep_cell=True``: the cell given). Not used for band objects,
+        whose spectrum (and cell) is given.
     n_jobs : int or None, default 1
         Worker processes (-1: every core; None: 1). Each runs its kernels with one thread; the rows
         do not depend on n_jobs (bitwise). A worker first pays its start (imports, basis, kernels: a
@@ -258,6 +260,7 @@ max_atoms, min_distance, huckel_k, huckel_weighted : optional
         min_distance: float | None = None,
         huckel_k: float | None = None,
         huckel_weighted: bool | None = None,
+        keep_cell: bool | None = None,
         n_jobs: int | None = 1,
         on_error: str = "raise",
     ) -> None:
@@ -274,6 +277,7 @@ max_atoms, min_distance, huckel_k, huckel_weighted : optional
         self.min_distance = min_distance
         self.huckel_k = huckel_k
         self.huckel_weighted = huckel_weighted
+        self.keep_cell = keep_cell
         self.n_jobs = n_jobs
         self.on_error = on_error
 

@@ -27,8 +27,8 @@ from .smearing import MAX_MP_ORDER, SMEARING_KINDS, Smearing
 from .threads import resolve_threads
 
 __all__ = [
-    "KINETIC_MAX_EV", "MAX_ENERGIES", "PRESETS", "REFERENCES", "FingerprintSpec", "Window", "fingerprint",
-    "get_spec", "make_preset",
+    "DFT_PRESET", "KINDS", "KINETIC_MAX_EV", "MAX_ENERGIES", "PRESETS", "REFERENCES", "FingerprintSpec",
+    "Window", "fingerprint", "get_spec", "make_preset", "source_kind", "spec_kinds",
 ]
 
 REFERENCES = ("fermi", "vbm", "cbm", "zero")
@@ -40,6 +40,11 @@ REFERENCES = ("fermi", "vbm", "cbm", "zero")
 #: 0.5 Å⁻¹), at most 799 eV (Lu; then Yb 732, F 713, Tm 705; C 416, N 438, B 276; graphene 216). The
 #: former 180 eV cut the top of B, C and N (hBN kept 28 of 32 states). 1000 eV leaves a 25 % margin.
 KINETIC_MAX_EV = 1000.0
+#: Kinds of spectra (DESIGN.md §8.2), by the prefix of a row's source: ``operator:<name>`` (computed
+#: here) or ``dft:<code>:<file>`` (imported bands of a DFT code).
+KINDS = ("operator", "dft")
+#: The fingerprint band files get when none of a run's fingerprints applies to them (`spec_kinds`).
+DFT_PRESET = "fermi"
 #: Most sample energies of one window: the DOS kernel keeps 64 partial sums of the grid, so a window
 #: of n energies needs about 67 × 8 × n bytes (0.5 GiB at this limit).
 MAX_ENERGIES = 10**6
@@ -254,6 +259,24 @@ def get_spec(name_or_spec: str | FingerprintSpec | Window | Sequence[Window]) ->
     raise ParameterError(
         f"fingerprint must be a preset name, a FingerprintSpec or a sequence of Window; got {name_or_spec!r}"
     )
+
+
+def spec_kinds(spec: FingerprintSpec) -> tuple[str, ...]:
+    """The kinds of spectra (`KINDS`) a fingerprint makes sense for.
+
+    A window on absolute energies (reference ``zero``, e.g. the ``kinetic`` preset) only for operator
+    spectra: each DFT code puts its energy zero elsewhere (VASP: the average electrostatic potential; QE:
+    its own convention), so absolute DFT eigenvalues compare nothing. Windows around the Fermi level or
+    a band edge suit both kinds.
+    """
+    return ("operator",) if any(w.reference == "zero" for w in spec.windows) else KINDS
+
+
+def source_kind(source: str) -> str:
+    """The kind (`KINDS`) of a row from its source (``operator:kinetic`` -> ``"operator"``); "" when
+    unknown (rows of stores written before schema 1.3, or of inputs that could not be read)."""
+    head = source.split(":", 1)[0]
+    return head if head in KINDS else ""
 
 
 def reference_energy(bands: BandStructure, reference: str) -> float:

@@ -17,16 +17,17 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .bandfiles import read_bands
+from .bandfiles import is_qe_xml, read_bands
 from .bands import BandStructure
 from .basis import load_basis
 from .config import RunParameters
 from .errors import SporepError
-from .fingerprints import fingerprint, get_spec
+from .fingerprints import DFT_PRESET, FingerprintSpec, fingerprint, get_spec, source_kind, spec_kinds
 from .huckel import provenance as huckel_provenance
 from .inputs.records import InputRecord
 from .kpoints import irreducible_kpoints, kpoint_grid
@@ -34,7 +35,7 @@ from .operators import BOHR_ANGSTROM, spectrum_with_stats
 from .store import open_store
 from .store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
 from .store.writer import FingerprintMeta
-from .structures import as_structure
+from .structures import as_structure, primitive_cell
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,33 @@ PHASES = ("integrals", "eigen", "dos", "io", "other")
 
 @dataclass(frozen=True)
 class FingerprintSet:
-    """The fingerprint specifications of a run, by name (same order as the parameters)."""
+    """The fingerprint specifications of a run, by group name (same order as the parameters), and the
+    kinds of rows each is computed for (default `sporep_hpc.fingerprints.spec_kinds`)."""
 
     specs: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)
 
     @classmethod
     def from_parameters(cls, params: RunParameters) -> FingerprintSet:
         return cls({name: get_spec(name) for name in params.fingerprints})
+
+    def kinds_of(self, name: str) -> tuple[str, ...]:
+        """The kinds of rows (`sporep_hpc.fingerprints.KINDS`) group `name` is computed for."""
+        return self.kinds.get(name) or spec_kinds(self.specs[name])
+
+    def for_kind(self, kind: str) -> dict[str, FingerprintSpec]:
+        """The fingerprints computed for rows of `kind` (none for an unknown kind): the other kind's rows
+        are NaN in a group, as failed rows are."""
+        return {name: spec for name, spec in self.specs.items() if kind in self.kinds_of(name)}
+
+    def for_records(self, records: Sequence[InputRecord]) -> FingerprintSet:
+        """These fingerprints, plus group ``dft_fermi`` (DFT_PRESET, for DFT bands only) when `records`
+        hold band inputs and none of the run's fingerprints applies to DFT bands (``kinetic``, on absolute
+        energies, does not): band files always get a fingerprint, kept apart from operator spectra."""
+        if any(r.kind == "bands" for r in records) and not self.for_kind("dft"):
+            name = f"dft_{DFT_PRESET}"
+            return FingerprintSet({**self.specs, name: get_spec(DFT_PRESET)}, {**self.kinds, name: ("dft",)})
+        return self
 
     def parameters_json(self, params: RunParameters) -> str:
         """The store's root ``parameters`` attribute: run parameters plus the full specifications (and, for
@@ -93,6 +114,7 @@ class FingerprintSet:
                 # [e_min (eV), e_max (eV), n_energies] per window
                 "window": json.dumps([[w["e_min"], w["e_max"], w["n_energies"]] for w in windows]),
                 "smearing": json.dumps([{k: w[k] for k in ("smearing", "width", "order")} for w in windows]),
+                "kinds": "+".join(self.kinds_of(name)),  # rows it is computed for: "operator", "dft"
             }
             out[name] = FingerprintMeta(energies=spec.energies, attrs=attrs)
         return out
@@ -108,6 +130,45 @@ def _read_imported_bands(record: InputRecord, params: RunParameters) -> BandStru
         with open_store(path) as store:
             return store.band_structure(store.index_of(id))
     return read_bands(source, allow_unconverged=params.allow_unconverged)
+
+
+def record_source(record: InputRecord, params: RunParameters) -> str:
+    """The `/structures/source` of a record's row (DESIGN.md §8.2): ``operator:<params.operator>`` for a
+    structure; ``dft:<code>:<file name>`` for a band file (code ``npz``, ``vasp``, ``qe`` or ``pymatgen``,
+    from the file as `sporep_hpc.bandfiles.read_bands` picks its reader); for a row of one of our stores
+    (``path#id``), that row's own source, or ``dft:store:<file name>#<id>`` when the store does not record
+    it (written before schema 1.3: imported eigenvalues count as DFT bands); "" for an unreadable input.
+    Never raises (a store that cannot be opened makes the row fail elsewhere)."""
+    if record.kind == "structure":
+        return f"operator:{params.operator}"
+    if record.kind != "bands":
+        return ""
+    path = record.source
+    name = Path(path).name
+    if "#" in path and path.split("#")[0].lower().endswith((".h5", ".hdf5")):
+        store_path, id = path.split("#", 1)
+        try:
+            with open_store(store_path) as store:
+                source = store.sources[store.index_of(id)]
+        except SporepError:
+            source = ""
+        return source or f"dft:store:{Path(store_path).name}#{id}"
+    suffix = Path(path).suffix.lower()
+    code = {".npz": "npz", ".json": "pymatgen"}.get(suffix) or ("qe" if is_qe_xml(path) else "vasp")
+    return f"dft:{code}:{name}"
+
+
+def computed_structure(structure: Any, params: RunParameters) -> tuple[Any, int]:
+    """The cell a structure is computed in and how many of them the given cell holds.
+
+    By default its standardized primitive cell (`sporep_hpc.structures.primitive_cell`), so that a
+    primitive cell, a conventional cell and a supercell of one crystal give the same k-points, spectrum
+    and fingerprints; with ``keep_cell`` the structure itself and 1.
+    """
+    structure = as_structure(structure)
+    if params.keep_cell:
+        return structure, 1
+    return primitive_cell(structure)
 
 
 def _edges(bands: Any) -> dict[str, float]:
@@ -245,7 +306,7 @@ def compute_part(
     t0 = time.perf_counter()
     id = record.id if n_chunks == 1 else chunk_id(record.id, chunk, n_chunks)
     try:
-        structure = as_structure(record.structure)
+        structure, _ = computed_structure(record.structure, params)
         kpts, weights = structure_kpoints(structure, params)
         part = np.array_split(np.arange(len(weights)), n_chunks)[chunk]
         bands, stats = spectrum_with_stats(
@@ -271,6 +332,7 @@ def compute_part(
         weights=np.asarray(weights[part], dtype=np.float64),
         eigenvalues=np.ascontiguousarray(bands.eigenvalues, dtype=np.float64),
         n_electrons=float("nan") if bands.n_electrons is None else float(bands.n_electrons),
+        source=record_source(record, params),
         **structure_fields(structure),
     )
     total = time.perf_counter() - t0
@@ -299,15 +361,22 @@ def finish(
             n_electrons=None if np.isnan(n_e) else n_e,
             kpoints=np.concatenate([p.kpoints for p in parts]),
         )
-        return _finish_bands(index, record, bands, fingerprints, n_threads, t0)
+        first = parts[0]  # the cell computed (`computed_structure`), not the input's; parts read back
+        # from a journal have no source (the driver sets every row's source at assembly)
+        row = {"formula": first.formula, "cell": first.cell, "numbers": first.numbers,
+               "positions": first.positions, "source": first.source}
+        return _finish_bands(index, record, bands, fingerprints, n_threads, t0, row, "operator")
     except Exception as exc:  # recorded as this structure's failure (see _failure)
         return _failure(index, record.id, record, exc, t0)
 
 
-def _finish_bands(index, record, bands, fingerprints, n_threads, t0) -> tuple[StructureResult, TaskTimes]:
+def _finish_bands(index, record, bands, fingerprints, n_threads, t0, row: dict, kind: str, n_cells: int = 1
+                  ) -> tuple[StructureResult, TaskTimes]:
+    """The done row of `bands`: band edges, the fingerprints of `kind` (`FingerprintSet.for_kind`)
+    divided by `n_cells`, and the /structures fields and source in `row`."""
     vectors = {
-        name: np.asarray(fingerprint(bands, spec, n_threads=n_threads), dtype=np.float64)
-        for name, spec in fingerprints.specs.items()
+        name: np.asarray(fingerprint(bands, spec, n_threads=n_threads), dtype=np.float64) / n_cells
+        for name, spec in fingerprints.for_kind(kind).items()
     }
     kpts = bands.kpoints
     if kpts is None:
@@ -321,7 +390,7 @@ def _finish_bands(index, record, bands, fingerprints, n_threads, t0) -> tuple[St
         eigenvalues=np.ascontiguousarray(bands.eigenvalues, dtype=np.float64),
         fingerprints=vectors,
         **_edges(bands),
-        **structure_fields(record.structure),
+        **row,
     )
     return result, TaskTimes(dos=time.perf_counter() - t0)
 
@@ -340,7 +409,12 @@ def compute_record(
     if record.kind == "bands":
         try:
             bands = _read_imported_bands(record, params)
-            result, times = _finish_bands(index, record, bands, fingerprints, n_threads, t0)
+            # per primitive cell like computed spectra: the calculation's cell holds n_cells of them
+            n_cells = 1 if record.structure is None else computed_structure(record.structure, params)[1]
+            row = {**structure_fields(record.structure), "source": record_source(record, params)}
+            kind = source_kind(row["source"])
+            result, times = _finish_bands(index, record, bands, fingerprints, n_threads, t0, row, kind,
+                                          n_cells)
         except Exception as exc:  # recorded as this structure's failure (see _failure)
             return _failure(index, record.id, record, exc, t0)
         return result, TaskTimes(other=times.total)

@@ -243,3 +243,51 @@ def closest_distance(structure: Any, cutoff: float) -> float:
     """Shortest distance between two atoms, periodic images included, if below `cutoff` (else inf), Å."""
     _, _, _, dist = structure.get_neighbor_list(r=cutoff, exclude_self=True)
     return float(np.min(dist)) if len(dist) else float("inf")
+
+
+#: Run parameter: compute structures in the cell they are given in instead of their primitive cell.
+KEEP_CELL = Param("keep_cell", False, "compute each structure in the cell it is given in (default: its "
+                  "standardized primitive cell, so that any cell of one crystal gives one fingerprint)",
+                  kind=bool)
+
+#: Symmetry tolerance of `primitive_cell`, Å (the default of `sporep_hpc.kpoints.irreducible_kpoints`).
+PRIMITIVE_SYMPREC = 1e-5
+
+
+def primitive_cell(structure: Any) -> tuple[Any, int]:
+    """The standardized primitive cell of a structure and the number of such cells in the given one.
+
+    spglib's ``standardize_cell(to_primitive=True)`` on the cleaned cell (`as_cell`) with symmetry
+    tolerance PRIMITIVE_SYMPREC Å, idealized: the lattice is rotated to spglib's standard orientation and
+    the positions are symmetrized (they move by at most the tolerance). Any cell of one crystal (primitive,
+    conventional, supercell, rotated, with its origin shifted) gives the same lattice vectors, hence the
+    same k-point grid and spectrum; the atoms may differ by a lattice-preserving symmetry, which leaves
+    the spectrum unchanged.
+
+    Returns
+    -------
+    (pymatgen Structure, int)
+        The primitive cell (Å; site properties are not kept) and len(structure) / len(primitive).
+
+    Raises
+    ------
+    InputError
+        Not a clean structure (`as_cell`), or spglib finds no primitive cell.
+    """
+    import spglib
+    from pymatgen.core import Lattice, Structure
+
+    cell = as_cell(structure)
+    try:
+        found = spglib.standardize_cell((cell.lattice, cell.frac, cell.numbers), to_primitive=True,
+                                        no_idealize=False, symprec=PRIMITIVE_SYMPREC)
+    except spglib.SpglibError as exc:  # spglib >= 2.5 raises instead of returning None
+        raise InputError(f"spglib finds no primitive cell: {exc}") from exc
+    if found is None:
+        raise InputError("spglib finds no primitive cell")
+    lattice, frac, numbers = found
+    n_cells, rest = divmod(len(cell.numbers), len(numbers))
+    if rest:
+        raise InputError(f"spglib's primitive cell has {len(numbers)} atoms, not a divisor of "
+                         f"{len(cell.numbers)}")
+    return Structure(Lattice(lattice), [int(z) for z in numbers], frac), n_cells

@@ -28,7 +28,7 @@ from sporep_hpc import BandStructure, InputError, ParameterError, SorepFeaturize
 from sporep_hpc.bandfiles import read_bands
 from sporep_hpc.config import RunParameters, build_config
 from sporep_hpc.featurizer import CITATION, RUN_PARAMETERS, feature_labels
-from sporep_hpc.fingerprints import PRESETS, FingerprintSpec, Window
+from sporep_hpc.fingerprints import PRESETS, FingerprintSpec, Window, spec_kinds
 from sporep_hpc.parallel.driver import run
 from sporep_hpc.store import STATUS_DONE, open_store
 
@@ -93,6 +93,11 @@ def test_rows_equal_the_cli_store(store_run, preset):
     assert_array_equal(f.energies_, energies)  # the same spec, hence the same sample energies
     for i, name in enumerate(names):
         stored = values[rows[name]]
+        if name == "bands" and "dft" not in spec_kinds(f.spec_):
+            # the store applies a preset only to the kind it suits (DESIGN.md §8.2): the band file's row is
+            # NaN in "kinetic"; the featurizer computes what it is asked for on a band object
+            assert np.all(np.isnan(stored)) and np.all(np.isfinite(X[i])), name
+            continue
         if status[rows[name]] != STATUS_DONE:
             assert np.all(np.isnan(X[i])) and np.all(np.isnan(stored)), name
             continue

@@ -38,6 +38,7 @@ BAD_CLI = {
     "huckel_weighted": None,
     "images": "first",
     "allow_unconverged": None,
+    "keep_cell": None,
     "schedule": "roundrobin",
     "threads": "0",
     "restart": "never",
@@ -205,7 +206,7 @@ def test_the_stored_parameters_text_is_unchanged():
     expected = (
         '{"allow_unconverged": false, "basis": "ano-valence", "exp_to_discard": 0.1, '
         '"fingerprints": ["kinetic"], "huckel_k": 1.75, "huckel_weighted": false, "images": "last", '
-        '"kdensity": 0.15, "kgrid_rounding": "ceil", "lindep": 1e-08, '
+        '"kdensity": 0.15, "keep_cell": false, "kgrid_rounding": "ceil", "lindep": 1e-08, '
         '"max_atoms": 200, "min_distance": 0.5, "operator": "kinetic", "precision": 1e-12, '
         '"vacuum_kpoints": "gamma"}'
     )

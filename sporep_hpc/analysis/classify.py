@@ -734,6 +734,7 @@ def classify_store(
     config: ClassifierConfig | None = None,
     save: bool = True,
     where: str | None = None,
+    mix_kinds: bool = False,
 ) -> ClassificationResult:
     """Train and evaluate on a store's fingerprint; save the model in /models/<name>.
 
@@ -753,9 +754,13 @@ def classify_store(
     where : str, optional
         Keep only structures whose stored property satisfies ``NAME OP VALUE`` (OP one of
         ``>= <= > < == !=``; numbers compare as numbers, e.g. ``"diameter>=6"``); see `property_filter`.
+    mix_kinds : bool
+        Train on rows of different kinds (operator spectra and DFT bands, DESIGN.md §8.2); by default an
+        InputError (`sporep_hpc.store.reader.check_kinds`).
     """
     from ..store import STATUS_DONE, open_store
     from ..store import groups as store_groups
+    from ..store.reader import check_kinds
 
     config = config or ClassifierConfig()
     with open_store(path) as store:
@@ -765,6 +770,7 @@ def classify_store(
         run_parameters = _spectrum_parameters(store.parameters)
         # properties stored with the structures; None for stores before schema 1.2 (catalogue fallback)
         stored = store.all_properties() if store.has_properties else None
+        sources = store.sources
     labelled, source = labels_for_ids(ids, labels, stored)
     if where:
         keep = property_filter(where, stored if stored is not None else [example_properties(ids).get(i, {})
@@ -784,6 +790,7 @@ def classify_store(
                  f" or fail {where!r}" if where else "")
     if not usable:
         raise InputError(f"no structure of {path} has both a label (from {source}) and a fingerprint")
+    check_kinds(sources, usable, f"{path}: classification on fingerprint {fingerprint!r}", mix_kinds)
     result = evaluate(
         values[usable], [labelled[i] for i in usable], energies, config, ids=[ids[i] for i in usable]
     )

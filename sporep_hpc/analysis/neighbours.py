@@ -353,13 +353,17 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _usable_rows(store, fingerprint: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, list]:
-    """(values of the usable rows, their store rows, energies, fingerprint attrs, all ids)."""
+def _usable_rows(store, fingerprint: str, mix_kinds: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, list]:
+    """(values of the usable rows, their store rows, energies, fingerprint attrs, all ids); InputError
+    when the usable rows are of different kinds, unless `mix_kinds` (`store.reader.check_kinds`)."""
     from ..store import STATUS_DONE
+    from ..store.reader import check_kinds
 
     values, energies, attrs = store.fingerprints(fingerprint)
     usable = (store.status == STATUS_DONE) & np.all(np.isfinite(values), axis=1)
     rows = np.flatnonzero(usable).astype(np.int64)
+    check_kinds(store.sources, rows, f"{store.path}: neighbours of fingerprint {fingerprint!r}", mix_kinds)
     return np.ascontiguousarray(values[rows]), rows, energies, attrs, store.ids
 
 
@@ -423,6 +427,7 @@ def compute_neighbours(
     comm: Any = None,
     tile: int = DEFAULT_TILE,
     n_threads: int | None = None,
+    mix_kinds: bool = False,
 ) -> NeighboursRecord:
     """The k nearest neighbours of every structure of a store, written to /neighbours/<fingerprint>_<metric>.
 
@@ -438,6 +443,8 @@ def compute_neighbours(
         Neighbours per structure, in [1, n − 1] for n structures with a fingerprint.
     metric : {"euclidean", "cosine", "tanimoto", "wasserstein"}
     comm, tile, n_threads : see `nearest_neighbours`.
+    mix_kinds : bool
+        Compare rows of different kinds (operator spectra and DFT bands; refused by default).
 
     Returns
     -------
@@ -452,7 +459,7 @@ def compute_neighbours(
 
     def read():
         with open_store(path) as store:
-            return _usable_rows(store, fingerprint)
+            return _usable_rows(store, fingerprint, mix_kinds)
 
     values, rows, energies, attrs, ids = all_call(comm, read)
     if rows.size < len(ids) and (comm is None or comm.rank == 0):
@@ -609,6 +616,7 @@ def query_store(
     comm: Any = None,
     tile: int = DEFAULT_TILE,
     n_threads: int | None = None,
+    mix_kinds: bool = False,
 ) -> QueryResult:
     """The k stored structures nearest to each input (structure files, directories, band files, stores).
 
@@ -622,7 +630,8 @@ def query_store(
         What `sporep-hpc run` accepts; fingerprints are computed with the store's parameters.
     k : int
         In [1, n] for n stored structures with a fingerprint.
-    metric, fingerprint, comm, tile, n_threads : see `compute_neighbours`.
+    metric, fingerprint, comm, tile, n_threads, mix_kinds : see `compute_neighbours` (`mix_kinds`: the
+        stored rows searched).
     """
     from ..store import open_store
 
@@ -630,7 +639,7 @@ def query_store(
 
     def read():
         with open_store(path) as store:
-            return _usable_rows(store, fingerprint)
+            return _usable_rows(store, fingerprint, mix_kinds)
 
     values, rows, energies, attrs, stored_ids = all_call(comm, read)
     _check_k(k, rows.size, "a query")

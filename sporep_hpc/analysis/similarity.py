@@ -418,6 +418,7 @@ def compute_similarity(
     linkage_method: str = "average",
     max_linkage: int = 20000,
     n_threads: int | None = None,
+    mix_kinds: bool = False,
 ) -> SimilarityResult:
     """Distance matrix of a stored fingerprint, written to /similarity/<name> with its clustering.
 
@@ -443,9 +444,13 @@ def compute_similarity(
         Largest n for which the linkage is computed (it needs the condensed matrix in memory).
     n_threads : int, optional
         OpenMP threads per rank.
+    mix_kinds : bool
+        Compare rows of different kinds (operator spectra and DFT bands, DESIGN.md §8.2); by default an
+        InputError (`sporep_hpc.store.reader.check_kinds`).
     """
     from ..store import STATUS_DONE, open_store
     from ..store import groups as store_groups
+    from ..store.reader import check_kinds
 
     check_choice("metric", metric, METRICS)
     check_choice("linkage_method", linkage_method, LINKAGE_METHODS)
@@ -455,8 +460,9 @@ def compute_similarity(
         values, energies, attrs = store.fingerprints(fingerprint)
         status = store.status
         ids = store.ids
-    usable = (status == STATUS_DONE) & np.all(np.isfinite(values), axis=1)
-    index = np.flatnonzero(usable).astype(np.int64)
+        usable = (status == STATUS_DONE) & np.all(np.isfinite(values), axis=1)
+        index = np.flatnonzero(usable).astype(np.int64)
+        check_kinds(store.sources, index, f"{path}: similarity of fingerprint {fingerprint!r}", mix_kinds)
     root = comm is None or comm.rank == 0
     if index.size < values.shape[0] and root:
         log.warning("similarity %s: %d of %d structures have no fingerprint and are left out",

@@ -19,6 +19,7 @@ saved in the store under /models/<name> with the fingerprint parameters; `sporep
 
 def add_parser(subparsers) -> None:
     from ..analysis.classify import BALANCING, ClassifierConfig
+    from .similarity import MIX_KINDS_HELP
 
     d = ClassifierConfig()
     p = subparsers.add_parser(
@@ -66,6 +67,7 @@ def add_parser(subparsers) -> None:
         help="only structures whose stored property satisfies NAME OP VALUE, e.g. 'diameter>=6' "
         "(OP: >= <= > < == !=)",
     )
+    p.add_argument("--mix-kinds", action="store_true", dest="mix_kinds", help=MIX_KINDS_HELP)
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument("--no-save", action="store_true", dest="no_save", help="do not store the model")
     p.set_defaults(run=classify_command)
@@ -164,7 +166,7 @@ def classify_command(args) -> int:
     name = args.name or fingerprint
     result = classify_store(
         args.store, fingerprint, args.labels, name=name, config=config, save=not args.no_save,
-        where=args.where,
+        where=args.where, mix_kinds=args.mix_kinds,
     )
     where = f" where {args.where}" if args.where else ""
     print(

@@ -36,7 +36,7 @@ Metrics: euclidean, cosine, tanimoto (1 - T, pymatgen's index) and wasserstein (
 def add_parser(subparsers) -> None:
     from ..analysis.neighbours import DEFAULT_TILE
     from ..analysis.similarity import METRICS
-    from .similarity import THREADS_HELP
+    from .similarity import MIX_KINDS_HELP, THREADS_HELP
 
     p = subparsers.add_parser(
         "neighbours",
@@ -64,6 +64,7 @@ def add_parser(subparsers) -> None:
         "--tile", type=int, default=DEFAULT_TILE, help=f"tile edge in rows (default {DEFAULT_TILE})"
     )
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--mix-kinds", action="store_true", dest="mix_kinds", help=MIX_KINDS_HELP)
     p.set_defaults(run=neighbours_command)
 
 
@@ -79,7 +80,7 @@ def neighbours_command(args) -> int:
     comm = import_mpi().COMM_WORLD
     setup_logging(rank=comm.rank, verbose=getattr(args, "verbose", False))
     fingerprint = args.fingerprint or default_fingerprint(args.store, quiet=comm.rank > 0 or args.json)
-    common = {"comm": comm, "tile": args.tile, "n_threads": args.threads}
+    common = {"comm": comm, "tile": args.tile, "n_threads": args.threads, "mix_kinds": args.mix_kinds}
     if args.query:
         res = query_store(args.store, args.query, args.k, args.metric, fingerprint=fingerprint, **common)
         if comm.rank == 0:

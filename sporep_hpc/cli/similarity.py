@@ -10,6 +10,9 @@ log = logging.getLogger("sporep_hpc")
 
 #: Help of --threads in the analysis commands (`sporep_hpc.threads.resolve_threads` decides).
 THREADS_HELP = "OpenMP threads per rank (default: OMP_NUM_THREADS, else 1)"
+#: Help of --mix-kinds in similarity, neighbours and classify (`sporep_hpc.store.reader.check_kinds`).
+MIX_KINDS_HELP = ("compare rows of different kinds (operator spectra and DFT bands) in one fingerprint; "
+                  "refused by default (DESIGN.md §8.2)")
 
 DESCRIPTION = """\
 Distance matrix between the fingerprints of a store, computed in tiles shared by the MPI ranks and
@@ -50,6 +53,7 @@ def add_parser(subparsers) -> None:
         help="cluster only up to this many structures (default 20000)",
     )
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--mix-kinds", action="store_true", dest="mix_kinds", help=MIX_KINDS_HELP)
     p.add_argument("--plots", default=None, metavar="DIR", help="write PNG figures into DIR")
     p.add_argument(
         "--show", default=None, metavar="ID,ID,...",
@@ -184,6 +188,7 @@ def similarity_command(args) -> int:
         linkage_method=args.linkage,
         max_linkage=args.max_linkage,
         n_threads=args.threads,
+        mix_kinds=args.mix_kinds,
     )
     if comm.rank != 0:
         return 0

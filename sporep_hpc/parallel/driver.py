@@ -28,6 +28,7 @@ import bisect
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -38,10 +39,20 @@ from .. import __version__
 from ..basis import load_basis
 from ..config import RunConfig
 from ..errors import InputError, StoreError
+from ..fingerprints import source_kind
 from ..inputs.digests import input_digests
 from ..inputs.records import InputRecord, check_unique_ids, compact_record
 from ..inputs.resolve import expand_unit, input_units
-from ..pipeline import PHASES, FingerprintSet, TaskTimes, chunk_id, compute_part, compute_record, finish
+from ..pipeline import (
+    PHASES,
+    FingerprintSet,
+    TaskTimes,
+    chunk_id,
+    compute_part,
+    compute_record,
+    finish,
+    record_source,
+)
 from ..store import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -213,8 +224,12 @@ class _Run:
 
     def report(self, **fields: Any) -> RunReport:
         """A RunReport with this run's size, ranks, threads and wall time so far."""
+        kinds = Counter(source_kind(record_source(r, self.params)) for r in self.records)
+        kinds.pop("", None)  # unreadable inputs
+        specs = self.fingerprints.specs if self.fingerprints else {}
         return RunReport(n_total=len(self.records), wall_time=time.perf_counter() - self.t_start,
-                         n_ranks=self.comm.size, threads=self.n_threads, **fields)
+                         n_ranks=self.comm.size, threads=self.n_threads, kinds=dict(kinds),
+                         fingerprint_kinds={n: self.fingerprints.kinds_of(n) for n in specs}, **fields)
 
 
 def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry_run: bool, stop: StopFlag,
@@ -273,6 +288,7 @@ def _resolve(run: _Run, inputs: list[str]) -> None:
     mine = all_call(comm, lambda: [[compact_record(r) for r in expand_unit(u)] for u in units[lo:hi]])
     run.records = [r for block in comm.allgather(mine) for unit in block for r in unit]
     all_call(comm, lambda: check_unique_ids(run.records))
+    run.fingerprints = run.fingerprints.for_records(run.records)  # band files get a DFT fingerprint
     if not run.records:
         shown = ", ".join(map(str, inputs)) or "the (empty) input list"
         raise InputError(f"no structures found in {shown}")
@@ -542,9 +558,10 @@ def _agree_journal_writes(comm: Any, errors: list[str], jdir: Path) -> None:
         raise error
 
 
-def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry]):
+def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: Sequence[PlanEntry],
+          params: Any):
     """StructureResults of rows [lo, hi): from the journal (`loaded`), or failed rows from the plan;
-    properties from the input records (they are inputs, not results: not journaled).
+    properties and source from the input records (inputs, not results: not journaled).
 
     A row the machinery lost (no journal entry), that failed with an internal error or that did not
     fit the memory budget (an execution option) is written as pending (STATUS_PENDING, reason in
@@ -562,7 +579,8 @@ def _rows(lo: int, hi: int, loaded: dict, records: Sequence[InputRecord], plan: 
             row = replace(failed_result(i, e.id, why, records[i].structure), status=STATUS_PENDING)
         if row.status == STATUS_FAILED and (INTERNAL in row.error or OVER_BUDGET in row.error):
             row = replace(row, status=STATUS_PENDING, error=f"{row.error} (retried by the next run)")
-        rows.append(replace(row, properties=properties_json(records[i].properties)))
+        rows.append(replace(row, properties=properties_json(records[i].properties),
+                            source=record_source(records[i], params)))
     return rows
 
 
@@ -592,7 +610,7 @@ def _assemble(run: _Run) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
             log.info("h5py without MPI (or SPOREP_FORCE_SERIAL_HDF5=1): rank 0 assembles the store")
         blocks = [(0, n)] + [(n, n)] * (comm.size - 1)
     lo, hi = blocks[comm.rank]
-    rows = _rows(lo, hi, _exchange_rows(comm, refs, plan, blocks), records, plan)
+    rows = _rows(lo, hi, _exchange_rows(comm, refs, plan, blocks), records, plan, run.params)
     try:
         write_store_atomically(output, rows, lo, n, header, run.fingerprints.store_meta(), comm)
     except StoreError as exc:  # agreed by every rank; the partial file is already removed

@@ -17,7 +17,14 @@ from ..config import MAX_ATOMIC_VOLUME, RunParameters, default_max_memory, forma
 from ..errors import InputError, ParameterError
 from ..inputs.records import InputRecord
 from ..operators import _PHASED_BYTES, BOHR_ANGSTROM
-from ..pipeline import FingerprintSet, _reason, chunk_id, structure_grid, structure_kpoints
+from ..pipeline import (
+    FingerprintSet,
+    _reason,
+    chunk_id,
+    computed_structure,
+    structure_grid,
+    structure_kpoints,
+)
 from ..structures import as_structure, check_structure
 
 #: Radius (Å) of the sphere of lattice translations assumed by the integral term of the cost model.
@@ -242,6 +249,7 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
     """`plan_record` for a record of kind "structure" whose problems raise InputError."""
     s = as_structure(record.structure)
     check_structure(s, record.id, max_atoms=params.max_atoms, min_distance=params.min_distance)
+    s, _ = computed_structure(s, params)  # planned in the cell it is computed in
     symbols = [site.specie.symbol for site in s]
     basis = load_basis(params.basis, params.exp_to_discard)
     try:

@@ -103,6 +103,10 @@ class RunReport:
     rank_costs : list of float
         Dry run only: the cost-model estimate of each rank's tasks under the static LPT assignment
         (units of `sporep_hpc.parallel.plan.cost_model`); else empty.
+    kinds : dict of str to int
+        Inputs per kind of spectrum (``operator``, ``dft``; `sporep_hpc.fingerprints.source_kind`).
+    fingerprint_kinds : dict of str to tuple of str
+        The kinds each fingerprint group was computed for (`sporep_hpc.fingerprints.spec_kinds`).
     """
 
     n_total: int
@@ -123,6 +127,8 @@ class RunReport:
     n_pending: int = 0
     plan: Sequence[Any] = field(default_factory=list)
     rank_costs: Sequence[float] = field(default_factory=list)
+    kinds: dict[str, int] = field(default_factory=dict)
+    fingerprint_kinds: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def load_imbalance(self) -> float:
@@ -152,6 +158,11 @@ def summary_table(report: RunReport, max_failures: int = 20) -> str:
         f"(setup {format_duration(report.t_setup)}, store assembly {format_duration(report.t_assembly)})",
         "  time per phase in tasks (summed over ranks; io = journal):",
     ]
+    if len(report.kinds) > 1:  # said once: operator spectra and DFT bands are kept apart
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(report.kinds.items()))
+        groups = ", ".join(f"{name} ({'+'.join(k)})" for name, k in report.fingerprint_kinds.items())
+        lines.append(f"  kinds          mixed: {counts} inputs; fingerprints per kind: {groups} (the other "
+                     "kind is NaN); similarity/neighbours/classify compare one kind at a time")
     for phase, t in report.phase_times.items():
         lines.append(f"    {phase:<10s} {format_duration(t):>10s}")
     if report.busy_times:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import InputError, StoreError
+from ..fingerprints import source_kind
 from .h5 import open_h5
 from .schema import (
     DATASETS,
@@ -191,6 +192,15 @@ class Store:
         self.require("structures/properties")
         return "structures/properties" in self.file
 
+    @property
+    def sources(self) -> list[str]:
+        """Source of every row in row order (``operator:kinetic``, ``dft:vasp:vasprun.xml``, DESIGN.md §8.2);
+        "" when unknown: unreadable inputs, and every row of a store written before schema 1.3."""
+        self.require("structures/source")
+        if "structures/source" not in self.file:
+            return [""] * len(self)
+        return [from_fixed(x) for x in self._get("structures/source")]
+
     def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cell (3,3) Å, numbers (n,), positions (n,3) Å) of row `i`."""
         row = self._read(i, i + 1, ("structures/cell", "structures/numbers", "structures/positions"))[0]
@@ -306,6 +316,27 @@ class Store:
         grp = self.file[f"fingerprints/{name}"]
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in grp.attrs.items()}
         return grp["values"][()], grp["energies"][()], attrs
+
+
+def check_kinds(sources: Sequence[str], rows: Sequence[int], what: str, mix_kinds: bool = False) -> None:
+    """InputError (exit code 2) when the rows `rows` that `what` compares hold spectra of different kinds
+    (operator spectra and DFT bands: `sporep_hpc.fingerprints.source_kind` of `sources`, a store's
+    `Store.sources`), unless `mix_kinds` (``--mix-kinds``). Rows of unknown source (stores before schema
+    1.3) are not counted: such a store is compared as before. Called by similarity, neighbours and
+    classify before they compare."""
+    if mix_kinds:
+        return
+    seen: dict[str, list[str]] = {}
+    for i in rows:
+        kind = source_kind(sources[int(i)])
+        if kind:
+            seen.setdefault(kind, []).append(sources[int(i)])
+    if len(seen) > 1:
+        parts = ", ".join(f"{len(v)} {k} (e.g. {v[0]})" for k, v in sorted(seen.items()))
+        raise InputError(
+            f"{what} would compare rows of different kinds: {parts}; compare one kind at a "
+            "time (DESIGN.md §8.2), or pass --mix-kinds (mix_kinds=True) to compare them anyway"
+        )
 
 
 def open_store(path: Any, mode: str = "r", comm: Any = None) -> Store:

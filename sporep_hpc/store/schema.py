@@ -7,7 +7,9 @@ The schema lives here and nowhere else. All energies are eV, lengths Å.
 /structures/      attrs: inputs_digest (SHA-256 hex of the inputs of these rows; written by `run`, since 1.1)
                   id S64, formula S64, n_atoms, cell (N,3,3) Å, status (0 pending, 1 done, -1 failed),
                   error S256, atoms_offset (N+1), numbers (M), positions (M,3) Å,
-                  properties_offset (N+1), properties (P) uint8 (since 1.2; see below)
+                  properties_offset (N+1), properties (P) uint8 (since 1.2; see below),
+                  source S128 (since 1.3: ``operator:<name>`` or ``dft:<code>:<file name>``, DESIGN.md §8.2;
+                  "" for inputs that could not be read; absent in older stores: source unknown)
 /spectra/         kpoints_offset (N+1), kpoints (K,3) fractional, weights (K), bands_offset (N+1),
                   n_bands (N), eigenvalues (flat: n_spin*n_k*n_bands per structure, C order), n_electrons,
                   fermi_energy, vbm, cbm, band_gap (N) eV
@@ -45,11 +47,12 @@ from ..structures import as_structure
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 ID_WIDTH = 64
 FORMULA_WIDTH = 64
 ERROR_WIDTH = 256
+SOURCE_WIDTH = 128
 TRUNCATION_MARK = "...[truncated]"
 
 STATUS_PENDING = 0
@@ -138,6 +141,7 @@ DATASETS = {
         ("properties_offset",), "u", "uint8", field="properties", since="1.2",
         attrs=(("encoding", "UTF-8 JSON text per structure (properties_offset)"),),
     ),
+    "structures/source": _row("S", f"S{SOURCE_WIDTH}", "source", since="1.3"),
     "spectra/kpoints_offset": _offsets(),
     "spectra/kpoints": DatasetLayout(
         ("kpoints_offset", 3), "f", "float64", "fractional (reciprocal lattice)", "kpoints"
@@ -236,6 +240,9 @@ class StructureResult:
         One vector per fingerprint name (empty when failed).
     properties : str
         Per-structure properties as canonical JSON text ("" when none).
+    source : str
+        Where the spectrum comes from: ``operator:<name>`` or ``dft:<code>:<file name>`` (DESIGN.md §8.2;
+        its kind: `sporep_hpc.fingerprints.source_kind`); "" when unknown.
     """
 
     index: int
@@ -256,6 +263,7 @@ class StructureResult:
     band_gap: float = float("nan")
     fingerprints: dict = field(default_factory=dict)
     properties: str = ""
+    source: str = ""
 
     @property
     def n_atoms(self) -> int:
