@@ -62,7 +62,8 @@ def test_presets_apply_to_the_kinds_they_suit():
     assert spec_kinds(PRESETS["kinetic"]) == ("operator",)
     for name in ("fermi", "vbm", "cbm", "vbm_cbm", "vbm_fermi_cbm"):
         assert spec_kinds(PRESETS[name]) == ("operator", "dft")
-    assert source_kind("operator:huckel") == "operator" and source_kind("dft:qe:data-file-schema.xml") == "dft"
+    assert source_kind("operator:huckel") == "operator"
+    assert source_kind("dft:qe:data-file-schema.xml") == "dft"
     assert source_kind("") == "" and source_kind("store:x") == ""
 
 
@@ -112,8 +113,9 @@ def test_similarity_refuses_mixed_kinds_unless_asked(shared_group, tmp_path):
     # a group of one kind is compared as before, whatever else the store holds
     assert compute_similarity(shared_group, "kinetic", "cosine").ids == ["a_si", "b_nacl"]
     # the command line: exit 2 with the reason, then --mix-kinds
-    assert main(["similarity", str(shared_group), "--fingerprint", "fermi", "--name", "cli"]) == 2
-    assert main(["similarity", str(shared_group), "--fingerprint", "fermi", "--name", "cli", "--mix-kinds"]) == 0
+    argv = ["similarity", str(shared_group), "--fingerprint", "fermi", "--name", "cli"]
+    assert main(argv) == 2
+    assert main([*argv, "--mix-kinds"]) == 0
 
 
 def test_neighbours_and_classify_refuse_mixed_kinds_unless_asked(shared_group, tmp_path, capsys):
@@ -146,4 +148,4 @@ def test_stores_before_schema_1_3_read_as_source_unknown(shared_group, tmp_path)
     with h5py.File(old, "r+") as f:
         f.attrs["schema_version"] = "1.3"
     with open_store(old) as store, pytest.raises(StoreError, match="structures/source"):
-        store.sources
+        _ = store.sources
