@@ -627,3 +627,38 @@ def write_qe_folder(folder, rng, converged=True, with_input=True):
         si = ase.build.bulk("Si", "diamond", a=5.43)
         ase.io.write(folder / "gaas.in", si, format="espresso-in", pseudopotentials={"Si": "Si.upf"})
     return save / "data-file-schema.xml"
+
+
+def cell_choices():
+    """One crystal in several cells, for the cell-choice tests (issue 13.6): {crystal: {cell name:
+    pymatgen Structure}}, Si (diamond) and NaCl (rocksalt): the conventional cubic cell, pymatgen's own
+    primitive cell (`get_primitive_structure`, not spglib's), a 2×1×1 supercell of it and the conventional
+    cell with its origin shifted by (0.1, 0.2, 0.3)."""
+    crystals = {
+        "si": Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]),
+        "nacl": Structure.from_spacegroup(
+            "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+        ),
+    }
+    out = {}
+    for name, conventional in crystals.items():
+        primitive = conventional.get_primitive_structure()
+        supercell = primitive.copy()
+        supercell.make_supercell([2, 1, 1])
+        shifted = conventional.copy()
+        shifted.translate_sites(list(range(len(shifted))), [0.1, 0.2, 0.3])
+        out[name] = {"primitive": primitive, "conventional": conventional, "supercell": supercell,
+                     "shifted": shifted}
+    return out
+
+
+def relative_distances(values, energies, window_offsets):
+    """{metric: largest distance between the rows of `values` (one crystal in several cells), relative}:
+    euclidean / ‖row 0‖; cosine and tanimoto as they are (dimensionless, 1 − similarity); wasserstein
+    (eV) / the summed width of the windows (`sporep_hpc.analysis.similarity.pairwise_distances`)."""
+    from sporep_hpc.analysis.similarity import METRICS, pairwise_distances
+
+    width = sum(energies[b - 1] - energies[a] for a, b in itertools.pairwise(window_offsets))
+    scale = {"euclidean": np.linalg.norm(values[0]), "cosine": 1.0, "tanimoto": 1.0, "wasserstein": width}
+    return {m: float(np.max(pairwise_distances(values, metric=m, energies=energies,
+                                               window_offsets=window_offsets))) / scale[m] for m in METRICS}
