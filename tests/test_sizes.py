@@ -44,8 +44,9 @@ def test_memory_estimate_bounds_the_measured_peak(name, make, kdensity, precisio
     # that does not fit, one far above (> 5x) would refuse structures that do. precision 1e-30 widens
     # the lattice sums (2-3x the translations of 1e-12): the estimate must follow.
     structure = make()
+    # keep_cell: the model is checked on these cells, not on their primitive cells (issue 13.6)
     params = build_config(overrides={"kdensity": kdensity, "operator": operator, "precision": precision,
-                                     "fingerprints": "kinetic,vbm_cbm"}).parameters
+                                     "fingerprints": "kinetic,vbm_cbm", "keep_cell": True}).parameters
     fps = FingerprintSet.from_parameters(params)
     record = InputRecord(name, "test", "structure", structure)
     (entry,) = plan_records([record], params)
@@ -62,7 +63,8 @@ def test_memory_estimate_bounds_the_measured_peak(name, make, kdensity, precisio
 
 
 def test_a_structure_over_the_budget_fails_alone():
-    params = build_config(overrides={"kdensity": 0.3}).parameters
+    # keep_cell: the 40-atom cell as given, not its 5-atom primitive cell (issue 13.6)
+    params = build_config(overrides={"kdensity": 0.3, "keep_cell": True}).parameters
     small = InputRecord("cu", "test", "structure", Structure(Lattice.cubic(3.6), ["Cu"], [[0, 0, 0]]))
     big = InputRecord("big", "test", "structure", batio3(2))
     assert [e.kind for e in plan_records([small, big], params)] == ["structure", "structure"]
