@@ -344,3 +344,28 @@ def test_pymatgen_band_structure_refusals(tmp_path):
     write_band_json(tmp_path / "some.json", frac[:2] + 0.0137, silicon())
     with pytest.raises(InputError, match=r"some\.json.*(not on a uniform mesh|neither the full)"):
         read_pymatgen_bands(tmp_path / "some.json")
+
+
+def test_run_takes_every_image_and_the_plan_names_the_file_read(tmp_path, rng):
+    """Through the driver: `images="all"` gives one row per trajectory image, and the dry-run plan says
+    which file of a calculation folder was read."""
+    from mpi4py import MPI
+
+    from sporep_hpc.config import build_config
+    from sporep_hpc.parallel.driver import run
+    from sporep_hpc.parallel.progress import plan_table
+    from sporep_hpc.store import open_store
+
+    d = tmp_path / "inputs"
+    d.mkdir()
+    si = ase.build.bulk("Si", "diamond", a=5.43)
+    ase.io.write(d / "relax.traj", [si, si, si])
+    write_vasp_folder(d / "mp-149", rng, with_vasprun=False)
+    config = build_config(overrides={"kdensity": 0.5, "images": "all"})
+    report = run([str(d)], tmp_path / "s.h5", config, MPI.COMM_SELF)
+    assert report.exit_code == 0, report.failures
+    with open_store(tmp_path / "s.h5") as store:
+        assert sorted(store.ids) == ["mp-149", "relax@0", "relax@1", "relax@2"]
+    plan = run([str(d)], tmp_path / "dry.h5", config, MPI.COMM_SELF, dry_run=True)
+    text = plan_table(plan.plan, plan.rank_costs, 1)
+    assert "CONTCAR" in next(line for line in text.splitlines() if "mp-149" in line)

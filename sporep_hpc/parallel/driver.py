@@ -285,7 +285,8 @@ def _resolve(run: _Run, inputs: list[str]) -> None:
     comm = run.comm
     units = root_call(comm, lambda: input_units(inputs))
     lo, hi = block_range(len(units), comm.size, comm.rank)
-    mine = all_call(comm, lambda: [[compact_record(r) for r in expand_unit(u)] for u in units[lo:hi]])
+    images = run.params.images
+    mine = all_call(comm, lambda: [[compact_record(r) for r in expand_unit(u, images)] for u in units[lo:hi]])
     run.records = [r for block in comm.allgather(mine) for unit in block for r in unit]
     all_call(comm, lambda: check_unique_ids(run.records))
     run.fingerprints = run.fingerprints.for_records(run.records)  # band files get a DFT fingerprint

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import socket
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -105,6 +105,7 @@ class PlanEntry:
     error: str = ""
     memory: int = 0
     grid: tuple[int, ...] = ()
+    note: str = ""  # what was read for this input (a calculation folder's chosen file), for the plan
 
 
 def cost_model(n_ao: int, n_k: int, volume: float) -> float:
@@ -299,7 +300,8 @@ def plan_records(
     """`plan_record` for records[lo:hi] (global indices lo..hi-1), with the memory budget `max_memory`."""
     hi = len(records) if hi is None else hi
     dos_bytes = fingerprint_bytes(FingerprintSet.from_parameters(params))
-    return [plan_record(i, records[i], params, max_memory, dos_bytes) for i in range(lo, hi)]
+    return [replace(plan_record(i, records[i], params, max_memory, dos_bytes), note=records[i].note)
+            for i in range(lo, hi)]
 
 
 # ---------------------------------------------------------------------------- task list

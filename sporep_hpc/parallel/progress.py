@@ -194,7 +194,7 @@ def plan_table(entries: Sequence[Any], per_rank_cost: Sequence[float], n_threads
         grid = "x".join(str(n) for n in e.grid) or "-"  # Monkhorst-Pack shape; "-" when not planned
         lines.append(
             f"{e.index:>6d}  {e.id[:32]:<32s} {e.kind:<9s} {e.n_atoms:>5d} {e.n_ao:>5d} {grid:>11s} "
-            f"{e.n_k:>5d} {e.cost * COST_SECONDS:>10.3g}  {e.error}"
+            f"{e.n_k:>5d} {e.cost * COST_SECONDS:>10.3g}  {e.error or e.note}"
         )
     total = sum(per_rank_cost)
     lines.append(f"estimated cost {_core_seconds(total * COST_SECONDS)} in all (CPU time of one thread on "
