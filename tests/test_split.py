@@ -82,7 +82,7 @@ def test_cost_of_a_unit_uses_the_run_cost_model(database):
     """Si, 8 atoms: ano-valence keeps one s and one p shell of Si -> 8 x (1 + 3) = 32 functions (by hand)."""
     import spglib
 
-    params = RunParameters()
+    params = RunParameters(keep_cell=True)  # the 8-atom cell as given, not its primitive cell (issue 13.6)
     (unit,) = plan_units(["si8.cif"], params)
     s = si_conventional()
     recip = np.linalg.norm(s.lattice.reciprocal_lattice.matrix, axis=1)  # includes 2π
