@@ -167,13 +167,14 @@ def test_memory_budget_is_applied_before_any_work(comm, shared_tmp_path):
                         [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]) * (2, 2, 2)
         big.to(filename=str(d / "big.json"))  # 40 atoms, 152 basis functions: about 20 MB at kdensity 0.5
     comm.Barrier()
-    report = run([str(d)], shared_tmp_path / "budget.h5", config(max_memory="16MiB"), comm)
+    # keep_cell: the 40-atom cell as given, not its 5-atom primitive cell (issue 13.6)
+    report = run([str(d)], shared_tmp_path / "budget.h5", config(max_memory="16MiB", keep_cell=True), comm)
     failures = dict(report.failures)
     assert list(failures) == ["big"] and report.n_done == 1, failures
     assert report.n_pending == 1  # an execution option, not the structure: the next run retries it
     assert failures["big"].startswith("structure 'big': needs about ")
     assert failures["big"].endswith("more than max_memory=16 MiB per rank (retried by the next run)")
-    report = run([str(d)], shared_tmp_path / "budget.h5", config(max_memory="1GiB"), comm)
+    report = run([str(d)], shared_tmp_path / "budget.h5", config(max_memory="1GiB", keep_cell=True), comm)
     assert report.n_done == 2 and report.n_skipped == 1 and report.exit_code == 0  # cu from the journal
     out = shared_tmp_path / "absurd.h5"
     absurd = r"^kdensity=0.0128 1/Å .* needs about .* more than max_memory=16 MiB"
