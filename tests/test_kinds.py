@@ -18,7 +18,7 @@ from sporep_hpc.errors import InputError, StoreError
 from sporep_hpc.fingerprints import PRESETS, fingerprint, source_kind, spec_kinds
 from sporep_hpc.parallel.driver import run
 from sporep_hpc.parallel.progress import summary_table
-from sporep_hpc.store import open_store
+from sporep_hpc.store import open_store, to_dataframe
 
 KDENSITY = 0.5  # 1/Å: coarse grids, a fraction of a second per structure
 
@@ -77,6 +77,7 @@ def test_rows_record_their_source_and_kinds_get_separate_groups(mixed):
         kinetic, _, attrs = store.fingerprints("kinetic")
         dft, _, dft_attrs = store.fingerprints("dft_fermi")
     assert attrs["kinds"] == "operator" and dft_attrs["kinds"] == "dft"
+    assert list(to_dataframe(store_path)["source"]) == ["operator:kinetic"] * 2 + ["dft:npz:c_metal.npz"]
     # the band file: NaN in kinetic (absolute energies), its Fermi-window DOS in dft_fermi (reference:
     # fingerprint of the file's bands, no pipeline; the .npz has no structure, so no per-cell division)
     assert np.all(np.isnan(kinetic[2])) and np.all(np.isfinite(kinetic[:2]))

@@ -346,7 +346,7 @@ def open_store(path: Any, mode: str = "r", comm: Any = None) -> Store:
 
 def to_dataframe(path_or_store: Any):
     """One row per structure: id, formula, n_atoms, status, error, n_kpoints, n_bands, /spectra scalars,
-    and properties (JSON text).
+    properties (JSON text) and source (`Store.sources`).
 
     Returns
     -------
@@ -366,6 +366,7 @@ def to_dataframe(path_or_store: Any):
             table[name] = store._get(f"spectra/{name}")
         # JSON text ("" when none; json.loads for a dict); "" throughout for stores before schema 1.2
         table["properties"] = store._all_properties_text()
+        table["source"] = store.sources  # "" throughout for stores before schema 1.3
         return pd.DataFrame(table).set_index("id")
     finally:
         if own:
