@@ -198,8 +198,8 @@ class SorepFeaturizer(TransformerMixin, BaseEstimator):
     fingerprint ``sporep-hpc run`` stores for it with the same parameters (the same code computes it).
     One exception: a BandStructure gets the preset asked for whatever its kind (the featurizer cannot
     tell an operator spectrum from DFT bands), where a run leaves DFT bands NaN in ``kinetic``
-    (absolute energies; `sporep_hpc.fingerprints.spec_kinds`). Stateless: `fit` only validates the parameters and records the energy axis; `transform` works
-    without it.
+    (absolute energies; `sporep_hpc.fingerprints.spec_kinds`). Stateless: `fit` only validates the
+    parameters and records the energy axis; `transform` works without it.
 
     Parameters
     ----------
