@@ -35,7 +35,7 @@ from .operators import BOHR_ANGSTROM, spectrum_with_stats
 from .store import open_store
 from .store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
 from .store.writer import FingerprintMeta
-from .structures import as_structure, primitive_cell
+from .structures import CompactStructure, as_structure, primitive_cell
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +288,34 @@ def structure_grid(structure: Any, params: RunParameters) -> tuple[int, int, int
     return kpoint_grid(structure, params.kdensity, params.kgrid_rounding, vacuum_gap(structure, params))
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A structure as it is computed, made once (by the planner) and carried to the rank computing it.
+
+    Attributes
+    ----------
+    structure : CompactStructure
+        The cell computed (`computed_structure`: by default the standardized primitive cell).
+    n_cells : int
+        How many such cells the input cell holds.
+    kpoints : ndarray of shape (n_k, 3), float64, fractional
+        Irreducible k-points (`structure_kpoints`).
+    weights : ndarray of shape (n_k,), float64, sum 1
+    """
+
+    structure: Any
+    n_cells: int
+    kpoints: np.ndarray
+    weights: np.ndarray
+
+
+def prepare(structure: Any, params: RunParameters) -> Prepared:
+    """The computed cell and its irreducible k-points: the symmetry work (spglib) of one structure."""
+    cell, n_cells = computed_structure(structure, params)
+    kpoints, weights = structure_kpoints(cell, params)
+    return Prepared(CompactStructure.from_structure(cell), n_cells, kpoints, weights)
+
+
 def structure_kpoints(structure: Any, params: RunParameters) -> tuple[np.ndarray, np.ndarray]:
     """Irreducible k-points (n_k, 3) and weights (n_k,) of a structure for these parameters, on the
     grid of `structure_grid`."""
@@ -296,18 +324,20 @@ def structure_kpoints(structure: Any, params: RunParameters) -> tuple[np.ndarray
 
 def compute_part(
     index: int, record: InputRecord, params: RunParameters, chunk: int = 0, n_chunks: int = 1,
-    n_threads: int = 1,
+    n_threads: int = 1, prepared: Prepared | None = None,
 ) -> tuple[StructureResult, TaskTimes]:
     """Eigenvalues of k-point chunk `chunk` of `n_chunks` (contiguous, np.array_split order) of a structure.
 
     No fingerprints: see `finish`. The result's id is `chunk_id(...)` when n_chunks > 1; its
-    weights are the chunk's share of the full (normalised) weights. Failures are returned, never raised.
+    weights are the chunk's share of the full (normalised) weights. `prepared`: the planner's
+    `prepare` of this record (made here when not given). Failures are returned, never raised.
     """
     t0 = time.perf_counter()
     id = record.id if n_chunks == 1 else chunk_id(record.id, chunk, n_chunks)
     try:
-        structure, _ = computed_structure(record.structure, params)
-        kpts, weights = structure_kpoints(structure, params)
+        prepared = prepared or prepare(record.structure, params)
+        structure = as_structure(prepared.structure)
+        kpts, weights = prepared.kpoints, prepared.weights
         part = np.array_split(np.arange(len(weights)), n_chunks)[chunk]
         bands, stats = spectrum_with_stats(
             structure,
@@ -396,9 +426,11 @@ def _finish_bands(index, record, bands, fingerprints, n_threads, t0, row: dict, 
 
 
 def compute_record(
-    index: int, record: InputRecord, params: RunParameters, fingerprints: FingerprintSet, n_threads: int = 1
+    index: int, record: InputRecord, params: RunParameters, fingerprints: FingerprintSet, n_threads: int = 1,
+    prepared: Prepared | None = None,
 ) -> tuple[StructureResult, TaskTimes]:
-    """Spectrum and fingerprints of one input, in one piece (rank-independent).
+    """Spectrum and fingerprints of one input, in one piece (rank-independent); `prepared`: see
+    `compute_part`.
 
     Any failure of this structure (bad input, basis, numerical problem) is returned as
     a failed StructureResult with a one-line reason naming it; it never propagates.
@@ -418,6 +450,6 @@ def compute_record(
         except Exception as exc:  # recorded as this structure's failure (see _failure)
             return _failure(index, record.id, record, exc, t0)
         return result, TaskTimes(other=times.total)
-    part, t_part = compute_part(index, record, params, 0, 1, n_threads)
+    part, t_part = compute_part(index, record, params, 0, 1, n_threads, prepared)
     result, t_finish = finish(index, record, [part], fingerprints, n_threads)
     return result, t_part + t_finish

@@ -384,10 +384,13 @@ def _compute(run: _Run, tasks: list[Task], to_combine: list[tuple[int, int]], st
         this rank's loop (the error is agreed on after the loop): segments are written whole, so the
         journal stays valid."""
         record = run.records[task.index]
+        prepared = run.plan[task.index].prepared  # the planner's symmetry work, not done again
         if task.n_chunks == 1:
-            result, times = compute_record(task.index, record, params, run.fingerprints, run.n_threads)
+            result, times = compute_record(task.index, record, params, run.fingerprints, run.n_threads,
+                                           prepared)
         else:
-            result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, run.n_threads)
+            result, times = compute_part(task.index, record, params, task.chunk, task.n_chunks, run.n_threads,
+                                         prepared)
         t0 = time.perf_counter()
         try:
             shard.append(result, times, run.record_digests[task.index])

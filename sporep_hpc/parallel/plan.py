@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import socket
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,14 +17,7 @@ from ..config import MAX_ATOMIC_VOLUME, RunParameters, default_max_memory, forma
 from ..errors import InputError, ParameterError
 from ..inputs.records import InputRecord
 from ..operators import _PHASED_BYTES, BOHR_ANGSTROM
-from ..pipeline import (
-    FingerprintSet,
-    _reason,
-    chunk_id,
-    computed_structure,
-    structure_grid,
-    structure_kpoints,
-)
+from ..pipeline import FingerprintSet, Prepared, _reason, chunk_id, prepare, structure_grid
 from ..structures import as_structure, check_structure
 
 #: Radius (Å) of the sphere of lattice translations assumed by the integral term of the cost model.
@@ -94,7 +87,14 @@ class PlanEntry:
     grid : tuple of int
         Monkhorst-Pack grid shape (`sporep_hpc.pipeline.structure_grid`: one point along vacuum
         directions with ``vacuum_kpoints = "gamma"``); () when unknown.
+    note : str
+        What was read for this input (a calculation folder's chosen file), shown by the plan.
+    prepared : Prepared or None
+        The computed cell and its irreducible k-points (`sporep_hpc.pipeline.prepare`): the symmetry
+        work of the structure, done once here and carried (allgathered with the plan: about 32 bytes
+        per k-point and atom on every rank) to the rank that computes it.
     """
+
     index: int
     id: str
     kind: str
@@ -105,7 +105,8 @@ class PlanEntry:
     error: str = ""
     memory: int = 0
     grid: tuple[int, ...] = ()
-    note: str = ""  # what was read for this input (a calculation folder's chosen file), for the plan
+    note: str = ""
+    prepared: Prepared | None = field(default=None, compare=False, repr=False)
 
 
 def cost_model(n_ao: int, n_k: int, volume: float) -> float:
@@ -250,16 +251,18 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
     """`plan_record` for a record of kind "structure" whose problems raise InputError."""
     s = as_structure(record.structure)
     check_structure(s, record.id, max_atoms=params.max_atoms, min_distance=params.min_distance)
-    s, _ = computed_structure(s, params)  # planned in the cell it is computed in
-    symbols = [site.specie.symbol for site in s]
     basis = load_basis(params.basis, params.exp_to_discard)
-    try:
-        nao = n_ao(symbols, basis)
-        alpha_min = min(float(np.min(sh.exponents)) for e in set(symbols) for sh in basis.element(e))
+    try:  # an element the basis lacks fails the structure before any symmetry work
+        n_ao(sorted({site.specie.symbol for site in s}), basis)
     except InputError as exc:
         raise InputError(f"structure {record.id!r}: {exc}") from exc
+    prepared = prepare(s, params)  # planned in the cell it is computed in; carried to its task
+    s = as_structure(prepared.structure)
+    symbols = [site.specie.symbol for site in s]
+    nao = n_ao(symbols, basis)
+    alpha_min = min(float(np.min(sh.exponents)) for e in set(symbols) for sh in basis.element(e))
     grid = structure_grid(s, params)
-    kpts, _ = structure_kpoints(s, params)
+    kpts = prepared.kpoints
     n_t = stored_translations(s.lattice.matrix, screening_radius(alpha_min, params.precision))
     need = memory_estimate(nao, len(kpts), math.prod(grid), n_t, dos_bytes, n_operators(params))
     if max_memory is not None and need > max_memory:
@@ -268,7 +271,8 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
             f"{len(kpts)} k-points), {OVER_BUDGET}{format_bytes(max_memory)} per rank"
         )
     cost = cost_model(nao, len(kpts), s.volume)
-    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost, memory=need, grid=grid)
+    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost, memory=need, grid=grid,
+                     prepared=prepared)
 
 
 def plan_record(
