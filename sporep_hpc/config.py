@@ -89,13 +89,15 @@ RUN_PARAMETERS: tuple[Param, ...] = (
     FINGERPRINTS, MAX_ATOMS, MIN_DISTANCE, HUCKEL_K, HUCKEL_WEIGHTED, IMAGES, ALLOW_UNCONVERGED, KEEP_CELL,
 )
 
+#: Run parameters that choose which inputs are read from files (not how anything is computed).
+INPUT_PARAMETERS = (IMAGES.name, ALLOW_UNCONVERGED.name)
+
 #: Run parameters that change the spectra, hence the fingerprints (all but the fingerprint presets, which
-#: are compared through their specifications, and the limits deciding which structures are computed):
-#: a classification model refuses a store made with other values.
+#: are compared through their specifications, the limits deciding which structures are computed, and the
+#: input choices): a classification model refuses a store made with other values.
 SPECTRUM_PARAMETERS = tuple(
     p.name for p in RUN_PARAMETERS
-    if p.name not in (FINGERPRINTS.name, MAX_ATOMS.name, MIN_DISTANCE.name, IMAGES.name,
-                      ALLOW_UNCONVERGED.name)
+    if p.name not in (FINGERPRINTS.name, MAX_ATOMS.name, MIN_DISTANCE.name, *INPUT_PARAMETERS)
 )
 
 #: How a run is executed, in the order of `ExecutionOptions`' fields (never changes its results).
@@ -401,6 +403,7 @@ def diff_parameters(old: RunParameters, new: RunParameters) -> list[str]:
 
 __all__ = [
     "EXECUTION_OPTIONS",
+    "INPUT_PARAMETERS",
     "KDENSITY_MIN",
     "MAX_ATOMIC_VOLUME",
     "MAX_KPOINTS",

@@ -26,7 +26,7 @@ from sklearn.base import clone
 import sporep_hpc
 from sporep_hpc import BandStructure, InputError, ParameterError, SorepFeaturizer
 from sporep_hpc.bandfiles import read_bands
-from sporep_hpc.config import RunParameters, build_config
+from sporep_hpc.config import INPUT_PARAMETERS, RunParameters, build_config
 from sporep_hpc.featurizer import CITATION, RUN_PARAMETERS, feature_labels
 from sporep_hpc.fingerprints import PRESETS, FingerprintSpec, Window, spec_kinds
 from sporep_hpc.parallel.driver import run
@@ -120,8 +120,9 @@ def test_nan_rows_are_logged(caplog):
 
 
 def test_parameters_are_the_run_parameters():
-    """Every RunParameters field but `fingerprints` is a featurizer argument, passed through unchanged."""
-    fields = set(inspect.signature(RunParameters).parameters) - {"fingerprints"}
+    """Every RunParameters field but `fingerprints` and the input choices (which files are read: the
+    featurizer reads none) is a featurizer argument, passed through unchanged."""
+    fields = set(inspect.signature(RunParameters).parameters) - {"fingerprints", *INPUT_PARAMETERS}
     assert set(RUN_PARAMETERS) == fields
     assert set(SorepFeaturizer().get_params()) == {*RUN_PARAMETERS, "preset", "n_jobs", "on_error"}
     f = SorepFeaturizer("vbm_cbm", operator="huckel", kdensity=0.4, max_atoms=12).fit()
