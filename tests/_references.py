@@ -625,7 +625,8 @@ def write_qe_folder(folder, rng, converged=True, with_input=True):
         import ase.io
 
         si = ase.build.bulk("Si", "diamond", a=5.43)
-        ase.io.write(folder / "gaas.in", si, format="espresso-in", pseudopotentials={"Si": "Si.upf"})
+        ase.io.write(folder / "gaas.in", si, format="espresso-in", pseudopotentials={"Si": "Si.upf"},
+                     parallel=False)  # ASE's default parallel write is a collective on COMM_WORLD
     return save / "data-file-schema.xml"
 
 
