@@ -102,7 +102,9 @@ SPECTRUM_PARAMETERS = tuple(
 
 #: How a run is executed, in the order of `ExecutionOptions`' fields (never changes its results).
 EXECUTION_OPTIONS: tuple[Param, ...] = (
-    Param("schedule", "dynamic", "dynamic (RMA counter) or static (greedy LPT)", kind=str, choices=SCHEDULES),
+    Param("schedule", "static", "static (greedy LPT on the cost model: 1.83x at 2 ranks on the AFLOW set) or "
+          "dynamic (RMA counter: 1.62x there; for cost models far off or heterogeneous nodes)", kind=str,
+          choices=SCHEDULES),
     Param("threads", None, "threads per rank (default: OMP_NUM_THREADS, else cores / ranks per node)",
           kind=int, low=1, closed="left", optional=True),
     Param("restart", "auto", "auto: resume from the journal (nothing to do if the store is up to date); "
@@ -217,7 +219,8 @@ class ExecutionOptions:
     Attributes
     ----------
     schedule : str
-        ``"dynamic"`` (RMA counter, self-scheduling) or ``"static"`` (greedy LPT).
+        ``"static"`` (greedy LPT on the cost model; the default: no RMA progress thread on rank 0) or
+        ``"dynamic"`` (RMA counter, self-scheduling).
     threads : int or None
         OpenMP/BLAS threads per rank; None: from ``OMP_NUM_THREADS`` or cores / ranks per node.
     restart : str
