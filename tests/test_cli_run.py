@@ -11,12 +11,14 @@ structures failed, 5 stopped by SIGTERM with the journal consistent. `sporep-hpc
 command and runs without mpiexec.
 """
 
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from _references import si_conventional, structures, write_mixed_corpus
@@ -100,7 +102,23 @@ def test_malformed_corpus_exit_code_4_without_traceback_at_two_ranks(subprocess_
         assert r.returncode == 2 and name in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
 
 
-def test_sigterm_to_mpiexec_stops_both_ranks_with_exit_code_5(subprocess_env, tmp_path, rng):
+def rank_processes(marker: str) -> list[int]:
+    """PIDs of the MPI ranks (this Python, not mpiexec or its proxies) whose command line holds `marker`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone
+            continue
+        if argv and argv[0].decode() == sys.executable and any(marker.encode() in a for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
+def test_sigterm_to_the_ranks_stops_both_with_exit_code_5(subprocess_env, tmp_path, rng):
+    """SIGTERM to every rank (as a scheduler's signal to the job step does): both stop after their
+    current task, the journal stays, exit code 5. (A signal to mpiexec itself is forwarded, but the exit
+    status Hydra's mpiexec then reports does not always carry the ranks' code.)"""
     d = tmp_path / "many"
     d.mkdir()
     si8 = si_conventional()
@@ -117,8 +135,10 @@ def test_sigterm_to_mpiexec_stops_both_ranks_with_exit_code_5(subprocess_env, tm
         if proc.poll() is not None:  # ended before it started: its stderr says why
             pytest.fail(proc.communicate()[1])
         time.sleep(0.01)
-    time.sleep(0.05)  # a few tasks in: the whole run takes seconds
-    proc.send_signal(signal.SIGTERM)  # mpiexec forwards it to both ranks
+    ranks = rank_processes(str(out))
+    assert len(ranks) == 2, ranks
+    for pid in ranks:
+        os.kill(pid, signal.SIGTERM)
     summary, err = proc.communicate(timeout=120)
     assert proc.returncode == 5, err
     assert "STOPPED by a signal" in summary and not out.exists() and journal.is_dir()
