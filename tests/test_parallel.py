@@ -1,6 +1,7 @@
 """Pure pieces of the MPI driver: block ranges, LPT, cost model, journal, progress, one-rank RMA counter."""
 
 import dataclasses
+import json
 import math
 
 import h5py
@@ -370,3 +371,16 @@ def test_segments_of_an_older_layout_are_skipped_not_moved(tmp_path):
         f.create_group("entries/00000000").attrs["id"] = "old"
     assert scan_shard(jdir / "rank-0.h5", set_aside=True) == []
     assert (jdir / "rank-0.h5").exists() and not list(jdir.glob("*.corrupt-*"))
+
+
+def test_a_journal_without_a_newer_parameter_is_not_resumed(tmp_path):
+    """A journal written before a parameter existed was computed without it: it is refused, not resumed
+    with that parameter's default."""
+    jdir = tmp_path / "j"
+    params = RunParameters()
+    prepare_journal(jdir, params, "auto")
+    old = json.loads((jdir / "parameters.json").read_text())
+    del old["vacuum_kpoints"]  # as an older version wrote it
+    (jdir / "parameters.json").write_text(json.dumps(old))
+    with pytest.raises(ParameterError, match=r'vacuum_kpoints: \(absent\) -> "gamma"'):
+        prepare_journal(jdir, params, "auto")

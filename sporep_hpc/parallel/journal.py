@@ -28,6 +28,7 @@ Shards are written by one rank each (serial HDF5, no MPI): no collective here.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -39,8 +40,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..config import RunParameters, diff_parameters
+from ..config import RunParameters
 from ..errors import ParameterError, StoreError
+from ..params import diff_texts
 from ..pipeline import PHASES, TaskTimes, structure_id
 from ..store.schema import StructureResult
 
@@ -124,10 +126,9 @@ def prepare_journal(directory: Path, params: RunParameters, restart: str, inputs
     pfile = directory / PARAMETERS_FILE
     if pfile.is_file():
         try:
-            old = RunParameters.from_json(pfile.read_text())
+            changes = _journal_changes(pfile, params)
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreError(f"{pfile} is unreadable ({exc}); rerun with --restart fresh") from exc
-        changes = diff_parameters(old, params)
         if changes:
             raise ParameterError(
                 f"the journal {directory} was made with other parameters ({'; '.join(changes)}); "
@@ -149,10 +150,17 @@ def journal_matches(directory: Path, params: RunParameters, inputs_digest: str) 
     if not (pfile.is_file() and ifile.is_file()):
         return False
     try:
-        old = RunParameters.from_json(pfile.read_text())
+        changes = _journal_changes(pfile, params)
     except (ValueError, TypeError, KeyError):
         return False
-    return not diff_parameters(old, params) and ifile.read_text().strip() == inputs_digest
+    return not changes and ifile.read_text().strip() == inputs_digest
+
+
+def _journal_changes(pfile: Path, params: RunParameters) -> list[str]:
+    """``name: old -> new`` between the journal's recorded parameters, as written (a parameter the
+    journal does not record is a change: it was computed before that parameter existed), and `params`."""
+    RunParameters.from_json(pfile.read_text())  # readable as parameters at all
+    return diff_texts(json.loads(pfile.read_text()), json.loads(params.to_json()))
 
 
 def list_shards(directory: Path) -> list[Path]:
