@@ -18,7 +18,7 @@ PACKAGE = Path(sporep_hpc.__file__).parent
 
 # Layers, lowest first (STYLE.md §2.1): a module may import only from its own layer or below.
 LAYERS = [
-    {"errors", "_validation", "threads", "_ext", "params"},
+    {"errors", "_validation", "threads", "_ext", "params", "agreement"},
     {"structures"},
     {"examples"},
     {"kpoints"},

@@ -36,7 +36,6 @@ Communicators are arguments (``comm=None`` means serial); this module does not i
 
 from __future__ import annotations
 
-import datetime as _dt
 import itertools
 import json
 import logging
@@ -50,10 +49,12 @@ import numpy as np
 
 from .._ext import load
 from .._validation import check_choice, check_interval
+from ..agreement import all_call
 from ..errors import ParameterError, StoreError
-from ..parallel.agreement import all_call
 from ..parallel.schedule import block_range
 from ..store.lock import locked
+from ..store.schema import GROUP_LAYOUT, timestamp
+from ..store.writer import create_dataset
 from ..threads import resolve_threads
 from .similarity import METRICS, pairwise_distances, tile_grid, window_offsets_from_attrs
 
@@ -349,10 +350,6 @@ class NeighboursRecord:
         return out
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _usable_rows(store, fingerprint: str, mix_kinds: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, list]:
     """(values of the usable rows, their store rows, energies, fingerprint attrs, all ids); InputError
@@ -392,9 +389,10 @@ def _write_group(path: Path, name: str, index: np.ndarray, distance: np.ndarray,
                 g = grp.create_group(name)
                 for key, value in attrs.items():
                     g.attrs[key] = value
+                layout = GROUP_LAYOUT[GROUP]  # dtypes from the store's table
                 dsets = (
-                    g.create_dataset("index", shape=index.shape, dtype="i8"),
-                    g.create_dataset("distance", shape=distance.shape, dtype="f8"),
+                    create_dataset(g, "index", layout["index"], shape=index.shape),
+                    create_dataset(g, "distance", layout["distance"], shape=distance.shape),
                 )
                 dsets[1].attrs["units"] = "eV" if attrs["metric"] == "wasserstein" else "1"
             except (OSError, KeyError, ValueError) as exc:
@@ -474,7 +472,7 @@ def compute_neighbours(
     distance = np.full(index.shape, np.nan)
     index[rows] = rows[found.index]
     distance[rows] = found.distance
-    created = _now() if comm is None else comm.bcast(_now(), root=0)
+    created = timestamp() if comm is None else comm.bcast(timestamp(), root=0)
     group_attrs = {
         "metric": metric, "fingerprint": fingerprint, "k": int(k), "tile": int(tile), "created": created,
     }

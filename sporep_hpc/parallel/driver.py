@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..agreement import all_call, root_call
 from ..basis import load_basis
 from ..config import RunConfig
 from ..errors import InputError, StoreError
@@ -66,7 +67,6 @@ from ..store import (
 )
 from ..store.lock import StoreLock
 from ..structures import properties_json
-from .agreement import all_call, root_call
 from .journal import (
     INTERNAL,
     JournalShard,

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..agreement import all_call, root_call
 from ..errors import StoreError
 from ..params import differences
 from ..store import (
@@ -41,7 +42,6 @@ from ..store import (
     write_store_atomically,
     writes_collectively,
 )
-from .agreement import all_call, root_call
 from .schedule import block_range
 
 log = logging.getLogger(__name__)

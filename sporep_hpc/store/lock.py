@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..agreement import root_call
 from ..errors import StoreError
 from .schema import timestamp
 
@@ -217,17 +218,7 @@ def locked(store: str | Path, comm: Any = None) -> Iterator[None]:
     naming the holder) is raised on every rank.
     """
     lock = StoreLock(store) if comm is None or comm.rank == 0 else None
-    error = None
-    if lock is not None:
-        try:
-            lock.acquire()
-        except StoreError as exc:
-            error = exc
-    if comm is not None and comm.size > 1:
-        error = next((e for e in comm.allgather(error) if e is not None), None)
-    if error is not None:
-        error.agreed = True
-        raise error
+    root_call(comm, lambda: lock.acquire().held)
     try:
         yield
     finally:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..agreement import all_call, root_call
 from ..errors import StoreError
 from .h5 import mpio_available, open_h5, write_rows
 from .schema import (
@@ -290,27 +291,6 @@ def check_space(path: Path, needed: int) -> None:
         )
 
 
-def _together(comm: Any, fn: Callable[[], Any], *, root_only: bool = False) -> Any:
-    """`fn`'s value on rank 0, run on every rank of `comm` (or on rank 0 alone); a StoreError or OSError
-    on any rank is raised as the same StoreError on every rank, marked ``agreed`` (no rank is left
-    waiting in a collective; the CLI exits with code 3 instead of aborting the job)."""
-    rank = 0 if comm is None else comm.rank
-    value, problem = None, ""
-    if rank == 0 or not root_only:
-        try:
-            value = fn()
-        except (StoreError, OSError) as exc:
-            problem = str(exc)
-    if comm is not None and comm.size > 1:
-        problem = next((p for p in comm.allgather(problem) if p), "")
-        value = comm.bcast(value, root=0)
-    if problem:
-        error = StoreError(problem)
-        error.agreed = True
-        raise error
-    return value
-
-
 def write_store_atomically(
     path: Any,
     rows: Sequence[StructureResult],
@@ -346,21 +326,17 @@ def write_store_atomically(
         check_space(tmp, needed)
 
     try:
-        _together(comm, _prepare, root_only=True)
+        root_call(comm, _prepare)
         if parallel:
-            _together(comm, lambda: write_store(tmp, rows, lo, n_total, header, fingerprint_meta, comm))
+            all_call(comm, lambda: write_store(tmp, rows, lo, n_total, header, fingerprint_meta, comm))
         else:
-            _together(
-                comm,
-                lambda: write_store(tmp, rows, 0, n_total, header, fingerprint_meta, None),
-                root_only=True,
-            )
+            root_call(comm, lambda: write_store(tmp, rows, 0, n_total, header, fingerprint_meta, None))
     except StoreError:
-        _together(comm, lambda: tmp.unlink(missing_ok=True), root_only=True)
+        root_call(comm, lambda: tmp.unlink(missing_ok=True))
         raise
 
     def _rename() -> int:
         os.replace(tmp, path)
         return path.stat().st_size
 
-    return _together(comm, _rename, root_only=True)
+    return root_call(comm, _rename)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import SporepError, StoreError
+from .errors import SporepError, StoreError
 
 
 def _as_store_error(exc: OSError) -> StoreError:
