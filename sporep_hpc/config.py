@@ -178,7 +178,7 @@ class RunParameters:
         "SCF not converged"; `sporep_hpc.bandfiles.ALLOW_UNCONVERGED`).
     keep_cell : bool
         Compute each structure in the cell it is given in; by default it is reduced to its standardized
-        primitive cell (`sporep_hpc.structures.primitive_cell`) and band files' fingerprints are per
+        primitive cell (`sporep_hpc.structures.symmetry_of`) and band files' fingerprints are per
         primitive cell (`sporep_hpc.pipeline.computed_structure`).
     """
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,12 @@ def _label(structure: Any) -> str:
         return "?"
 
 
+def _naming(structure: Any) -> Callable[[], str]:
+    """The words naming a structure in an error, made only when an error is raised (a formula costs
+    more than a grid)."""
+    return lambda: f"structure {_label(structure)!r}"
+
+
 def _check_grid(grid: Any) -> tuple[int, int, int]:
     try:
         values = tuple(grid)
@@ -141,15 +147,16 @@ def monkhorst_pack_grid(lattice_matrix: Any, kdensity: float, rounding: str = "c
     check_interval("kdensity", kdensity, 0.0, None, closed="neither", unit="1/Å")
     check_choice("rounding", rounding, ROUNDING_MODES)
     lat = as_lattice(lattice_matrix)
-    return _grid_impl(lat, float(kdensity), rounding, "the lattice")
+    return _grid_impl(lat, float(kdensity), rounding, lambda: "the lattice")
 
 
 def _grid_impl(
-    lat: np.ndarray, kdensity: float, rounding: str, label: str, gamma_axes: np.ndarray | None = None
+    lat: np.ndarray, kdensity: float, rounding: str, label: Callable[[], str],
+    gamma_axes: np.ndarray | None = None,
 ) -> tuple[int, int, int]:
     """Grid shape for a clean lattice (rows, Å) and a positive spacing, one point along the directions
-    where `gamma_axes` (3 bools) is true; InputError naming `label` when it has more than MAX_KPOINTS
-    points (checked in floating point, before any integer can overflow)."""
+    where `gamma_axes` (3 bools) is true; InputError naming `label()` (made only then) when it has more
+    than MAX_KPOINTS points (checked in floating point, before any integer can overflow)."""
     recip = 2.0 * np.pi * np.linalg.inv(lat).T  # rows b_i, Å⁻¹
     with np.errstate(over="ignore"):
         ratios = np.linalg.norm(recip, axis=1) / kdensity
@@ -165,7 +172,7 @@ def _grid_impl(
     if not total <= MAX_KPOINTS:  # also catches inf and NaN
         shown = "x".join(f"{c:.0f}" if c < 1e6 else f"{c:.3g}" for c in counts)
         raise InputError(
-            f"{label}: the k-point grid {shown} for kdensity {kdensity:g} 1/Å has {total:.3g} points, "
+            f"{label()}: the k-point grid {shown} for kdensity {kdensity:g} 1/Å has {total:.3g} points, "
             f"more than {MAX_KPOINTS} (MAX_KPOINTS); use a larger kdensity"
         )
     return tuple(int(n) for n in counts)  # type: ignore[return-value]
@@ -256,7 +263,7 @@ def kpoint_grid(
         check_interval("vacuum_gap", vacuum_gap, 0.0, None, closed="neither", unit="Å")
     cell = as_cell(structure)
     gamma = None if vacuum_gap is None else _gaps_impl(cell.lattice, cell.frac) >= vacuum_gap
-    return _grid_impl(cell.lattice, float(kdensity), rounding, f"structure {_label(structure)!r}", gamma)
+    return _grid_impl(cell.lattice, float(kdensity), rounding, _naming(structure), gamma)
 
 
 def full_grid(grid: Sequence[int], shift: Sequence[int] = (0, 0, 0)) -> np.ndarray:
@@ -289,6 +296,7 @@ def irreducible_kpoints(
     shift: Sequence[int] = (0, 0, 0),
     symprec: float = 1e-5,
     rounding: str = "ceil",
+    rotations: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Irreducible k-points and normalised weights of a Monkhorst-Pack mesh.
 
@@ -308,6 +316,9 @@ def irreducible_kpoints(
         spglib symmetry tolerance.
     rounding : {"ceil", "round"}
         Rounding of |b_i| / kdensity (ignored with an explicit grid).
+    rotations : ndarray of shape (n_rot, 3, 3), int, optional
+        The crystal's point group in the structure's fractional basis, when known
+        (`sporep_hpc.structures.symmetry_of`): no symmetry search is made, `symprec` is not used.
 
     Returns
     -------
@@ -333,16 +344,20 @@ def irreducible_kpoints(
     lat, pos, num = cell.lattice, cell.frac, cell.numbers
     if grid is None:
         check_interval("kdensity", kdensity, 0.0, None, closed="neither", unit="1/Å")
-        mesh = _grid_impl(lat, float(kdensity), rounding, f"structure {_label(structure)!r}")
+        mesh = _grid_impl(lat, float(kdensity), rounding, _naming(structure))
     else:
         mesh = _check_grid(grid)
     sh = _check_shift(shift)
-    return _irreducible_impl(lat, pos, num, mesh, sh, float(symprec))
+    if rotations is not None:
+        rotations = np.asarray(rotations)
+        if rotations.ndim != 3 or rotations.shape[1:] != (3, 3) or not len(rotations):
+            raise ParameterError(f"rotations must have shape (n_rot, 3, 3); got {rotations.shape}")
+    return _irreducible_impl(lat, pos, num, mesh, sh, float(symprec), rotations)
 
 
 def _irreducible_impl(
     lat: np.ndarray, pos: np.ndarray, num: np.ndarray, mesh: tuple[int, int, int], shift: np.ndarray,
-    symprec: float,
+    symprec: float, rotations: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """spglib reduction for clean inputs (see `irreducible_kpoints`)."""
     import spglib
@@ -357,10 +372,16 @@ def _irreducible_impl(
             # OLD_ERROR_HANDLING is switched off globally, which we leave to the application); both
             # styles are handled here.
             warnings.simplefilter("ignore", DeprecationWarning)
-            result = spglib.get_ir_reciprocal_mesh(
-                np.array(mesh, dtype=np.intc), (lat, pos, num), is_shift=shift, is_time_reversal=True,
-                symprec=symprec,
-            )
+            if rotations is None:
+                result = spglib.get_ir_reciprocal_mesh(
+                    np.array(mesh, dtype=np.intc), (lat, pos, num), is_shift=shift, is_time_reversal=True,
+                    symprec=symprec,
+                )
+            else:
+                result = spglib.get_stabilized_reciprocal_mesh(
+                    np.array(mesh, dtype=np.intc), np.ascontiguousarray(rotations, dtype=np.intc),
+                    is_shift=shift, is_time_reversal=True,
+                )
             if result is None:
                 message = getattr(spglib, "get_error_message", lambda: "unknown error")()
     except error_type as exc:

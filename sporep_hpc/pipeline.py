@@ -35,7 +35,7 @@ from .operators import BOHR_ANGSTROM, spectrum_with_stats
 from .store import open_store
 from .store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
 from .store.writer import FingerprintMeta
-from .structures import CompactStructure, as_structure, primitive_cell
+from .structures import CompactStructure, Symmetrized, as_structure, symmetry_of
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +158,15 @@ def record_source(record: InputRecord, params: RunParameters) -> str:
     return f"dft:{code}:{name}"
 
 
-def computed_structure(structure: Any, params: RunParameters) -> tuple[Any, int]:
-    """The cell a structure is computed in and how many of them the given cell holds.
+def computed_structure(structure: Any, params: RunParameters) -> Symmetrized:
+    """The cell a structure is computed in, how many of them the given cell holds, and its point group
+    (`sporep_hpc.structures.symmetry_of`, one symmetry search).
 
-    By default its standardized primitive cell (`sporep_hpc.structures.primitive_cell`), so that a
-    primitive cell, a conventional cell and a supercell of one crystal give the same k-points, spectrum
-    and fingerprints; with ``keep_cell`` the structure itself and 1.
+    By default its standardized primitive cell, so that a primitive cell, a conventional cell and a
+    supercell of one crystal give the same k-points, spectrum and fingerprints; with ``keep_cell`` the
+    structure itself and 1.
     """
-    structure = as_structure(structure)
-    if params.keep_cell:
-        return structure, 1
-    return primitive_cell(structure)
+    return symmetry_of(as_structure(structure), params.keep_cell)
 
 
 def _edges(bands: Any) -> dict[str, float]:
@@ -298,28 +296,26 @@ class Prepared:
         The cell computed (`computed_structure`: by default the standardized primitive cell).
     n_cells : int
         How many such cells the input cell holds.
+    grid : tuple of 3 int
+        Its Monkhorst-Pack grid shape (`structure_grid`).
     kpoints : ndarray of shape (n_k, 3), float64, fractional
-        Irreducible k-points (`structure_kpoints`).
+        Irreducible k-points of that grid, reduced by the point group of `computed_structure`.
     weights : ndarray of shape (n_k,), float64, sum 1
     """
 
     structure: Any
     n_cells: int
+    grid: tuple[int, int, int]
     kpoints: np.ndarray
     weights: np.ndarray
 
 
 def prepare(structure: Any, params: RunParameters) -> Prepared:
     """The computed cell and its irreducible k-points: the symmetry work (spglib) of one structure."""
-    cell, n_cells = computed_structure(structure, params)
-    kpoints, weights = structure_kpoints(cell, params)
-    return Prepared(CompactStructure.from_structure(cell), n_cells, kpoints, weights)
-
-
-def structure_kpoints(structure: Any, params: RunParameters) -> tuple[np.ndarray, np.ndarray]:
-    """Irreducible k-points (n_k, 3) and weights (n_k,) of a structure for these parameters, on the
-    grid of `structure_grid`."""
-    return irreducible_kpoints(structure, grid=structure_grid(structure, params))
+    cell = computed_structure(structure, params)
+    grid = structure_grid(cell.structure, params)
+    kpoints, weights = irreducible_kpoints(cell.structure, grid=grid, rotations=cell.rotations)
+    return Prepared(CompactStructure.from_structure(cell.structure), cell.n_cells, grid, kpoints, weights)
 
 
 def compute_part(

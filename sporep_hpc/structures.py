@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -250,44 +251,108 @@ KEEP_CELL = Param("keep_cell", False, "compute each structure in the cell it is 
                   "standardized primitive cell, so that any cell of one crystal gives one fingerprint)",
                   kind=bool)
 
-#: Symmetry tolerance of `primitive_cell`, Å (the default of `sporep_hpc.kpoints.irreducible_kpoints`).
+#: Symmetry tolerance of `symmetry_of`, Å (the default of `sporep_hpc.kpoints.irreducible_kpoints`).
 PRIMITIVE_SYMPREC = 1e-5
 
+_H, _T = 0.5, 1.0 / 3.0
+#: spglib's centring matrices P_c, (a_p b_p c_p) = (a_s b_s c_s) P_c, from its standardized conventional
+#: cell to its standardized primitive cell, by the centring letter of the international symbol (spglib's
+#: documentation, "Transformation to the primitive cell"; tests check `symmetry_of` against spglib's own
+#: ``standardize_cell(to_primitive=True)``).
+_CENTRING = {
+    "P": np.eye(3),
+    "A": np.array([[1, 0, 0], [0, _H, -_H], [0, _H, _H]]),
+    "C": np.array([[_H, _H, 0], [-_H, _H, 0], [0, 0, 1]]),
+    "I": np.array([[-_H, _H, _H], [_H, -_H, _H], [_H, _H, -_H]]),
+    "F": np.array([[0, _H, _H], [_H, 0, _H], [_H, _H, 0]]),
+    "R": np.array([[2 * _T, -_T, -_T], [_T, _T, -2 * _T], [_T, _T, _T]]),
+}
 
-def primitive_cell(structure: Any) -> tuple[Any, int]:
-    """The standardized primitive cell of a structure and the number of such cells in the given one.
 
-    spglib's ``standardize_cell(to_primitive=True)`` on the cleaned cell (`as_cell`) with symmetry
-    tolerance PRIMITIVE_SYMPREC Å, idealized: the lattice is rotated to spglib's standard orientation and
-    the positions are symmetrized (they move by at most the tolerance). Any cell of one crystal (primitive,
-    conventional, supercell, rotated, with its origin shifted) gives the same lattice vectors, hence the
-    same k-point grid and spectrum; the atoms may differ by a lattice-preserving symmetry, which leaves
-    the spectrum unchanged.
+class Symmetrized(NamedTuple):
+    """A structure as it is computed (`symmetry_of`).
 
-    Returns
-    -------
-    (pymatgen Structure, int)
-        The primitive cell (Å; site properties are not kept) and len(structure) / len(primitive).
+    Attributes
+    ----------
+    structure : pymatgen Structure
+        The cell computed (Å; site properties are not kept).
+    n_cells : int
+        How many such cells the given cell holds.
+    rotations : ndarray of shape (n_rot, 3, 3), intc
+        The crystal's point group in the fractional basis of `structure`, each rotation once.
+    """
+
+    structure: Any
+    n_cells: int
+    rotations: np.ndarray
+
+
+def _dataset(cell: Cell) -> Any:
+    """spglib's symmetry dataset of a clean cell at PRIMITIVE_SYMPREC Å (InputError when it finds none)."""
+    import spglib
+
+    error_type = getattr(spglib, "SpglibError", RuntimeError)
+    with warnings.catch_warnings():
+        # spglib >= 2.5 warns about its legacy "return None" error handling; both styles are handled
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            dataset = spglib.get_symmetry_dataset((cell.lattice, cell.frac, cell.numbers),
+                                                  symprec=PRIMITIVE_SYMPREC)
+        except error_type as exc:
+            raise InputError(f"spglib finds no symmetry: {exc}") from exc
+        if dataset is None:
+            raise InputError(f"spglib finds no symmetry: {spglib.get_error_message()}")
+    return dataset
+
+
+def _point_group(rotations: np.ndarray) -> np.ndarray:
+    """Each of these rotation matrices (float, must be integral) once, as intc, in order of first
+    appearance (a space group lists a rotation once per translation: centring, supercell)."""
+    rounded = np.rint(rotations)
+    if np.abs(rotations - rounded).max(initial=0.0) > 1e-6:
+        raise InputError("spglib's rotations are not integral in the cell computed")
+    unique: dict[bytes, np.ndarray] = {}
+    for r in rounded.astype(np.intc):
+        unique.setdefault(r.tobytes(), r)
+    return np.array(list(unique.values()))
+
+
+def symmetry_of(structure: Any, keep_cell: bool = False) -> Symmetrized:
+    """The cell a structure is computed in, how many such cells the given one holds, and its point group,
+    from one spglib symmetry search (tolerance PRIMITIVE_SYMPREC Å) on the cleaned cell (`as_cell`).
+
+    By default the standardized primitive cell, idealized: spglib's standardized conventional cell
+    (rotated to spglib's standard orientation, positions symmetrized: they move by at most the tolerance)
+    times its centring matrix, which is what spglib's ``standardize_cell(to_primitive=True)`` returns. Any
+    cell of one crystal (primitive, conventional, supercell, rotated, with its origin shifted) gives the
+    same lattice vectors, hence the same k-point grid and spectrum; the atoms may differ by a
+    lattice-preserving symmetry, which leaves the spectrum unchanged. With `keep_cell`, the given cell.
 
     Raises
     ------
     InputError
-        Not a clean structure (`as_cell`), or spglib finds no primitive cell.
+        Not a clean structure (`as_cell`), or spglib finds no symmetry.
     """
     import spglib
     from pymatgen.core import Lattice, Structure
 
     cell = as_cell(structure)
-    try:
-        found = spglib.standardize_cell((cell.lattice, cell.frac, cell.numbers), to_primitive=True,
-                                        no_idealize=False, symprec=PRIMITIVE_SYMPREC)
-    except spglib.SpglibError as exc:  # spglib >= 2.5 raises instead of returning None
-        raise InputError(f"spglib finds no primitive cell: {exc}") from exc
-    if found is None:
-        raise InputError("spglib finds no primitive cell")
-    lattice, frac, numbers = found
-    n_cells, rest = divmod(len(cell.numbers), len(numbers))
+    dataset = _dataset(cell)
+    if keep_cell:  # the given lattice's share of the point group (spglib searches within it)
+        return Symmetrized(structure, 1, _point_group(np.asarray(dataset.rotations, float)))
+    to_primitive = _CENTRING[dataset.international[0]]
+    mapping = np.asarray(dataset.std_mapping_to_primitive)
+    first = np.unique(mapping, return_index=True)[1]  # one conventional atom per primitive atom, in order
+    frac = (np.asarray(dataset.std_positions)[first] @ np.linalg.inv(to_primitive).T) % 1.0
+    n_cells, rest = divmod(len(cell.numbers), len(first))
     if rest:
-        raise InputError(f"spglib's primitive cell has {len(numbers)} atoms, not a divisor of "
+        raise InputError(f"spglib's primitive cell has {len(first)} atoms, not a divisor of "
                          f"{len(cell.numbers)}")
-    return Structure(Lattice(lattice), [int(z) for z in numbers], frac), n_cells
+    primitive = Structure(Lattice(to_primitive.T @ np.asarray(dataset.std_lattice)),
+                          [int(z) for z in np.asarray(dataset.std_types)[first]], frac)
+    # the whole point group, from the space group's operations in the standardized cell (spglib's table
+    # for the Hall setting found; those of the given cell miss the ones its lattice breaks, e.g. in a
+    # supercell), in the primitive basis: x_p = P_c^-1 x_s, R -> P_c^-1 R P_c
+    standard = spglib.get_symmetry_from_database(dataset.hall_number)["rotations"]
+    rotations = np.linalg.inv(to_primitive) @ np.asarray(standard, float) @ to_primitive
+    return Symmetrized(primitive, n_cells, _point_group(rotations))

@@ -17,7 +17,7 @@ from sporep_hpc.operators import operator_spectrum
 from sporep_hpc.parallel.driver import run
 from sporep_hpc.pipeline import FingerprintSet, compute_record
 from sporep_hpc.store import open_store
-from sporep_hpc.structures import primitive_cell
+from sporep_hpc.structures import symmetry_of
 
 KDENSITY = 0.5  # 1/Å: coarse grids, well under a second per structure
 FINGERPRINTS = ("kinetic", "vbm_cbm")  # absolute window, and two windows around the band edges
@@ -95,7 +95,7 @@ def test_the_store_holds_the_cell_computed(stores):
     with open_store(paths[False]) as store:
         kinetic, _, _ = store.fingerprints("kinetic")
         for crystal, members in ids.items():
-            prim, _ = primitive_cell(cells[crystal]["conventional"])
+            prim = symmetry_of(cells[crystal]["conventional"]).structure
             want = fingerprint(operator_spectrum(prim, kdensity=KDENSITY), "kinetic")
             for id in members:
                 i = store.index_of(id)
@@ -120,7 +120,7 @@ def test_explicit_kpoints_keep_the_cell_given():
     # operator_spectrum(structure, kpoints=...): fractional k-points of that very cell; 8 atoms, 8 times
     # the bands of the 2-atom primitive cell
     conventional = cell_choices()["si"]["conventional"]
-    prim, _ = primitive_cell(conventional)
+    prim = symmetry_of(conventional).structure
     k = np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0]])
     big = operator_spectrum(conventional, kpoints=k, weights=np.full(2, 0.5))
     small = operator_spectrum(prim, kpoints=k, weights=np.full(2, 0.5))
@@ -152,4 +152,4 @@ def test_primitive_cell_refuses_what_it_cannot_reduce():
     s = cell_choices()["si"]["primitive"].copy()
     s.replace_species({"Si": {"Si": 0.5, "Ge": 0.5}})  # disordered: no single cell
     with pytest.raises(InputError, match="partial occupancy"):
-        primitive_cell(s)
+        symmetry_of(s)

@@ -14,11 +14,17 @@ from sporep_hpc.examples.batio3 import polymorphs
 from sporep_hpc.examples.cnt import nanotube
 from sporep_hpc.fingerprints import PRESETS, fingerprint
 from sporep_hpc.inputs.records import InputRecord
-from sporep_hpc.kpoints import kpoint_grid, monkhorst_pack_grid, vacuum_directions, vacuum_gaps
+from sporep_hpc.kpoints import (
+    irreducible_kpoints,
+    kpoint_grid,
+    monkhorst_pack_grid,
+    vacuum_directions,
+    vacuum_gaps,
+)
 from sporep_hpc.operators import operator_spectrum
 from sporep_hpc.parallel.plan import plan_records
 from sporep_hpc.parallel.progress import plan_table
-from sporep_hpc.pipeline import structure_grid, structure_kpoints, vacuum_gap
+from sporep_hpc.pipeline import structure_grid, vacuum_gap
 
 Structure = pytest.importorskip("pymatgen.core").Structure
 
@@ -186,12 +192,17 @@ def test_gap_is_twice_the_last_radius_above_root_precision(element, exp_to_disca
     assert vacuum_gap(s, params) == pytest.approx(2 * last * bohr, abs=2 * bohr * (last * 2e-4 + 1e-3))
 
 
+def _kpoints(structure: Structure, params: RunParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Irreducible k-points of the structure as given, on the grid a run gives it."""
+    return irreducible_kpoints(structure, grid=structure_grid(structure, params))
+
+
 @pytest.mark.parametrize("n, m", [(4, 0), (5, 5), (6, 2)])
 def test_nanotube_sampled_along_its_axis_only(n, m):
     s = nanotube(n, m)
     full, gamma = structure_grid(s, FULL), structure_grid(s, GAMMA)
     assert gamma == (1, 1, full[2]) and min(full[:2]) >= 3  # 3-4 points were spent on each vacuum axis
-    kpts, weights = structure_kpoints(s, GAMMA)
+    kpts, weights = _kpoints(s, GAMMA)
     assert_allclose(kpts[:, :2], 0.0, atol=0)
     assert_allclose(weights.sum(), 1.0, rtol=1e-14)
 
@@ -203,7 +214,7 @@ def test_slabs_and_molecules():
     assert structure_grid(al111_slab(10.0), GAMMA) == structure_grid(al111_slab(10.0), FULL)
     box = methane_in_box(15.0)
     assert structure_grid(box, GAMMA) == (1, 1, 1)
-    kpts, weights = structure_kpoints(box, GAMMA)
+    kpts, weights = _kpoints(box, GAMMA)
     assert kpts.shape == (1, 3) and not kpts.any() and weights.tolist() == [1.0]
 
 
@@ -212,7 +223,7 @@ def test_bulk_crystals_untouched():
         assert vacuum_directions(s, vacuum_gap(s, GAMMA)) == (False, False, False)
         grid = monkhorst_pack_grid(s.lattice.matrix, GAMMA.kdensity)
         assert structure_grid(s, GAMMA) == grid == structure_grid(s, FULL)
-        for a, b in zip(structure_kpoints(s, GAMMA), structure_kpoints(s, FULL), strict=True):
+        for a, b in zip(_kpoints(s, GAMMA), _kpoints(s, FULL), strict=True):
             assert np.array_equal(a, b)  # bit-identical
 
 
@@ -234,7 +245,7 @@ def test_hostile_values():
 
 # ---------------------------------------------------------------------------- fingerprints
 def _fingerprints(structure: Structure, params: RunParameters) -> dict[str, np.ndarray]:
-    kpts, weights = structure_kpoints(structure, params)
+    kpts, weights = _kpoints(structure, params)
     bands = operator_spectrum(structure, kpoints=kpts, weights=weights, n_threads=1)
     return {name: fingerprint(bands, name, n_threads=1) for name in PRESETS}
 

@@ -17,7 +17,7 @@ from ..config import MAX_ATOMIC_VOLUME, RunParameters, default_max_memory, forma
 from ..errors import InputError, ParameterError
 from ..inputs.records import InputRecord
 from ..operators import _PHASED_BYTES, BOHR_ANGSTROM
-from ..pipeline import FingerprintSet, Prepared, _reason, chunk_id, prepare, structure_grid
+from ..pipeline import FingerprintSet, Prepared, _reason, chunk_id, prepare
 from ..structures import as_structure, check_structure
 
 #: Radius (Å) of the sphere of lattice translations assumed by the integral term of the cost model.
@@ -261,7 +261,7 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
     symbols = [site.specie.symbol for site in s]
     nao = n_ao(symbols, basis)
     alpha_min = min(float(np.min(sh.exponents)) for e in set(symbols) for sh in basis.element(e))
-    grid = structure_grid(s, params)
+    grid = prepared.grid
     kpts = prepared.kpoints
     n_t = stored_translations(s.lattice.matrix, screening_radius(alpha_min, params.precision))
     need = memory_estimate(nao, len(kpts), math.prod(grid), n_t, dos_bytes, n_operators(params))

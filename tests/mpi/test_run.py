@@ -84,17 +84,17 @@ def test_store_independent_of_rank_count_and_schedule(comm, inputs, shared_tmp_p
 
 def test_spectra_match_direct_calls(comm, inputs, shared_tmp_path):
     # reference: operator_spectrum + fingerprint on the structure's primitive cell (the cell a run computes
-    # by default, sporep_hpc.structures.primitive_cell: spglib's standardize_cell), no driver, no store
+    # by default, sporep_hpc.structures.symmetry_of: the standardized primitive cell), no driver, no store
     from sporep_hpc.fingerprints import fingerprint
     from sporep_hpc.operators import operator_spectrum
-    from sporep_hpc.structures import primitive_cell
+    from sporep_hpc.structures import symmetry_of
 
     out = shared_tmp_path / "direct.h5"
     run([str(inputs)], out, config(), comm)
     with open_store(out) as store:
         for id in GOOD:
             i = store.index_of(id)
-            bands = operator_spectrum(primitive_cell(structures()[id])[0], kdensity=KDENSITY)
+            bands = operator_spectrum(symmetry_of(structures()[id])[0], kdensity=KDENSITY)
             sp = store.spectrum(i)
             np.testing.assert_allclose(sp["eigenvalues"], bands.eigenvalues, rtol=0, atol=1e-12)
             np.testing.assert_allclose(sp["weights"], bands.weights, rtol=0, atol=1e-15)
@@ -111,7 +111,7 @@ def test_spectra_match_direct_calls(comm, inputs, shared_tmp_path):
         assert attrs["reference"] == "zero" and json.loads(attrs["window"]) == [[0.0, 1000.0, 2048]]
         assert store.parameters["kdensity"] == KDENSITY
         _, numbers, positions = store.atoms(store.index_of("si"))
-        np.testing.assert_allclose(positions, primitive_cell(structures()["si"])[0].cart_coords, atol=1e-12)
+        np.testing.assert_allclose(positions, symmetry_of(structures()["si"])[0].cart_coords, atol=1e-12)
         assert list(numbers) == [14, 14]
     comm.Barrier()
 
