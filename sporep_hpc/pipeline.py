@@ -301,6 +301,8 @@ class Prepared:
     kpoints : ndarray of shape (n_k, 3), float64, fractional
         Irreducible k-points of that grid, reduced by the point group of `computed_structure`.
     weights : ndarray of shape (n_k,), float64, sum 1
+    seconds : float, s
+        Time this took (the symmetry search, the grid and its reduction).
     """
 
     structure: Any
@@ -308,14 +310,17 @@ class Prepared:
     grid: tuple[int, int, int]
     kpoints: np.ndarray
     weights: np.ndarray
+    seconds: float = 0.0
 
 
 def prepare(structure: Any, params: RunParameters) -> Prepared:
     """The computed cell and its irreducible k-points: the symmetry work (spglib) of one structure."""
+    t0 = time.perf_counter()
     cell = computed_structure(structure, params)
     grid = structure_grid(cell.structure, params)
     kpoints, weights = irreducible_kpoints(cell.structure, grid=grid, rotations=cell.rotations)
-    return Prepared(CompactStructure.from_structure(cell.structure), cell.n_cells, grid, kpoints, weights)
+    return Prepared(CompactStructure.from_structure(cell.structure), cell.n_cells, grid, kpoints, weights,
+                    time.perf_counter() - t0)
 
 
 def compute_part(

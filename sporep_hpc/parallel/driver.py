@@ -252,6 +252,7 @@ def _run(inputs, output: Path, config: RunConfig, comm: Any, n_threads: int, dry
         "phase_times": {p: sum(t[k] for t in all_times) for k, p in enumerate(PHASES)},
         "busy_times": [sum(t) for t in all_times],
         "t_setup": t_setup,
+        "t_symmetry": sum(e.prepared.seconds for e in run.plan if e.prepared is not None),
     }
     if stopped:
         if comm.rank == 0:  # the summary (RunReport) is printed by the caller (cli.run: stdout)

@@ -90,6 +90,9 @@ class RunReport:
     n_ranks, threads : int
     t_setup : float, s
         Wall time before the first task: inputs (rank 0), planning (all ranks), journal scan.
+    t_symmetry : float, s
+        Time of the planner's symmetry work (primitive cell, point group, k-point reduction: spglib),
+        summed over ranks; part of the setup.
     t_assembly : float, s
         Wall time of the store assembly (journal read, collective write, rename).
     up_to_date : bool
@@ -122,6 +125,7 @@ class RunReport:
     n_ranks: int = 1
     threads: int = 1
     t_setup: float = 0.0
+    t_symmetry: float = 0.0
     t_assembly: float = 0.0
     up_to_date: bool = False
     n_pending: int = 0
@@ -155,7 +159,8 @@ def summary_table(report: RunReport, max_failures: int = 20) -> str:
         f"  {'from store' if report.up_to_date else 'from journal':<14s} {report.n_skipped:>8d}",
         f"  ranks x threads {report.n_ranks} x {report.threads}",
         f"  wall time      {format_duration(report.wall_time):>8s}  "
-        f"(setup {format_duration(report.t_setup)}, store assembly {format_duration(report.t_assembly)})",
+        f"(setup {format_duration(report.t_setup)}, of which symmetry {format_duration(report.t_symmetry)} "
+        f"summed over ranks; store assembly {format_duration(report.t_assembly)})",
         "  time per phase in tasks (summed over ranks; io = journal):",
     ]
     if len(report.kinds) > 1:  # said once: operator spectra and DFT bands are kept apart
