@@ -57,7 +57,7 @@ from .huckel import (
 )
 from .kpoints import KDENSITY, KGRID_ROUNDING, irreducible_kpoints
 from .params import Param
-from .structures import as_cell
+from .structures import CompactStructure, as_cell
 from .threads import resolve_threads
 
 __all__ = [
@@ -159,7 +159,10 @@ def _as_cell(structure: Any) -> _Cell:
     """A structure (Å, checked by `sporep_hpc.structures.as_cell`) as a `_Cell` (Bohr) with its symbols."""
     cell = as_cell(structure)
     try:
-        symbols = tuple(getattr(site.specie, "symbol", str(site.specie)) for site in structure)
+        if isinstance(structure, CompactStructure):
+            symbols = structure.symbols
+        else:
+            symbols = tuple(getattr(site.specie, "symbol", str(site.specie)) for site in structure)
     except (AttributeError, TypeError) as exc:
         raise InputError(f"structure must be a pymatgen Structure; got {type(structure).__name__}") from exc
     label = "".join(f"{e}{n if n > 1 else ''}" for e, n in Counter(symbols).items())  # e.g. 'BaTiO3'

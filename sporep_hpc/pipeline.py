@@ -35,7 +35,7 @@ from .operators import BOHR_ANGSTROM, spectrum_with_stats
 from .store import open_store
 from .store.schema import STATUS_DONE, StructureResult, failed_result, structure_fields
 from .store.writer import FingerprintMeta
-from .structures import CompactStructure, Symmetrized, as_structure, symmetry_of
+from .structures import Symmetrized, as_cell, symmetry_of
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def computed_structure(structure: Any, params: RunParameters) -> Symmetrized:
     supercell of one crystal give the same k-points, spectrum and fingerprints; with ``keep_cell`` the
     structure itself and 1.
     """
-    return symmetry_of(as_structure(structure), params.keep_cell)
+    return symmetry_of(structure, params.keep_cell)
 
 
 def _edges(bands: Any) -> dict[str, float]:
@@ -272,7 +272,7 @@ def vacuum_gap(structure: Any, params: RunParameters) -> float | None:
     if params.vacuum_kpoints == "full":
         return None
     basis = load_basis(params.basis, params.exp_to_discard)
-    symbols = sorted({site.specie.symbol for site in as_structure(structure)} & set(basis.shells))
+    symbols = sorted(set(as_cell(structure).symbols) & set(basis.shells))
     if not symbols:
         return None
     amplitude = math.sqrt(params.precision)
@@ -317,10 +317,10 @@ def prepare(structure: Any, params: RunParameters) -> Prepared:
     """The computed cell and its irreducible k-points: the symmetry work (spglib) of one structure."""
     t0 = time.perf_counter()
     cell = computed_structure(structure, params)
-    grid = structure_grid(cell.structure, params)
-    kpoints, weights = irreducible_kpoints(cell.structure, grid=grid, rotations=cell.rotations)
-    return Prepared(CompactStructure.from_structure(cell.structure), cell.n_cells, grid, kpoints, weights,
-                    time.perf_counter() - t0)
+    arrays = as_cell(cell.structure)
+    grid = structure_grid(arrays, params)
+    kpoints, weights = irreducible_kpoints(arrays, grid=grid, rotations=cell.rotations)
+    return Prepared(cell.structure, cell.n_cells, grid, kpoints, weights, time.perf_counter() - t0)
 
 
 def compute_part(
@@ -337,7 +337,7 @@ def compute_part(
     id = record.id if n_chunks == 1 else chunk_id(record.id, chunk, n_chunks)
     try:
         prepared = prepared or prepare(record.structure, params)
-        structure = as_structure(prepared.structure)
+        structure = prepared.structure
         kpts, weights = prepared.kpoints, prepared.weights
         part = np.array_split(np.arange(len(weights)), n_chunks)[chunk]
         bands, stats = spectrum_with_stats(

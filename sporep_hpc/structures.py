@@ -6,9 +6,11 @@ no numerics beyond geometry.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -70,10 +72,33 @@ class CompactStructure:
     def __len__(self) -> int:
         return len(self.species)
 
+    @property
+    def numbers(self) -> np.ndarray:
+        """Atomic numbers, (n_atoms,) intc (0 for a dummy species)."""
+        return np.array([_species_element(sp)[0] for sp in self.species], dtype=np.intc)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Element symbols, one per site ("" for a dummy species)."""
+        return tuple(_species_element(sp)[1] for sp in self.species)
+
+    @property
+    def cart_coords(self) -> np.ndarray:
+        """Cartesian positions, (n_atoms, 3) float64, Å: each site's fractional coordinates times the
+        lattice, one site at a time as pymatgen's sites compute them (bit-identical to its cart_coords)."""
+        frac = np.asarray(self.frac_coords, dtype=np.float64).reshape(-1, 3)
+        return np.array([np.dot(f, self.lattice) for f in frac], dtype=np.float64).reshape(-1, 3)
+
+    @property
+    def formula(self) -> str:
+        """pymatgen's reduced formula of the species (e.g. "BaTiO3")."""
+        return _reduced_formula(tuple(sorted(Counter(self.species).items())))
+
     @classmethod
     def from_structure(cls, structure: Any) -> Any:
-        """The compact form of an ordered pymatgen Structure (a disordered one is returned unchanged)."""
-        if not structure.is_ordered:
+        """The compact form of an ordered pymatgen Structure (a disordered one, or a CompactStructure, is
+        returned unchanged)."""
+        if isinstance(structure, cls) or not structure.is_ordered:
             return structure
         return cls(
             np.array(structure.lattice.matrix, dtype=np.float64),
@@ -86,6 +111,24 @@ class CompactStructure:
         from pymatgen.core import Lattice, Structure
 
         return Structure(Lattice(self.lattice, pbc=self.pbc), list(self.species), self.frac_coords)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reduced_formula(counts: tuple[tuple[str, int], ...]) -> str:
+    """pymatgen's reduced formula of (species, count) pairs (one formula per composition: cached)."""
+    from pymatgen.core import Composition
+
+    return str(Composition(dict(counts)).reduced_formula)
+
+
+@functools.lru_cache(maxsize=4096)
+def _species_element(species: str) -> tuple[int, str]:
+    """(atomic number, element symbol) of a species string such as "Ba" or "Ba2+" ((0, "") for a dummy)."""
+    from pymatgen.core import Element
+    from pymatgen.core.periodic_table import get_el_sp
+
+    symbol = str(getattr(get_el_sp(species), "symbol", ""))
+    return (int(Element(symbol).Z), symbol) if Element.is_valid_symbol(symbol) else (0, "")
 
 
 def _json_default(value: Any) -> Any:
@@ -127,6 +170,11 @@ class Cell:
     cart: np.ndarray
     numbers: np.ndarray
 
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Element symbols, one per atom ("" for a dummy species, atomic number 0)."""
+        return tuple(_element_symbol(int(z)) if z > 0 else "" for z in self.numbers)
+
 
 def as_lattice(lattice_matrix: Any) -> np.ndarray:
     """A lattice as a checked (3, 3) float64 array, vectors as rows (Å): finite, |det| >= 1e-8 Å³."""
@@ -150,14 +198,21 @@ def as_cell(structure: Any) -> Cell:
     InputError
         Not a structure, disordered, no atoms, a non-finite or singular lattice, non-finite positions
         (spglib crashes on NaN positions; the kernels would return garbage).
+    A Cell is returned as it is; a CompactStructure is read without pymatgen.
     """
+    if isinstance(structure, Cell):
+        return structure
     if getattr(structure, "is_ordered", True) is False:
         raise InputError("structure: partial occupancy (disordered sites) is not supported")
     try:
-        lattice = structure.lattice.matrix
-        frac = np.array(structure.frac_coords, dtype=np.float64)
-        numbers = np.ascontiguousarray(structure.atomic_numbers, dtype=np.intc)
-        cart = getattr(structure, "cart_coords", None)
+        if isinstance(structure, CompactStructure):
+            lattice, numbers, cart = structure.lattice, structure.numbers, structure.cart_coords
+            frac = np.array(structure.frac_coords, dtype=np.float64)
+        else:
+            lattice = structure.lattice.matrix
+            frac = np.array(structure.frac_coords, dtype=np.float64)
+            numbers = np.ascontiguousarray(structure.atomic_numbers, dtype=np.intc)
+            cart = getattr(structure, "cart_coords", None)
     except AttributeError as exc:
         raise InputError(f"structure must be a pymatgen Structure; got {type(structure).__name__}") from exc
     except (ValueError, TypeError) as exc:
@@ -274,7 +329,7 @@ class Symmetrized(NamedTuple):
 
     Attributes
     ----------
-    structure : pymatgen Structure
+    structure : CompactStructure
         The cell computed (Å; site properties are not kept).
     n_cells : int
         How many such cells the given cell holds.
@@ -285,6 +340,13 @@ class Symmetrized(NamedTuple):
     structure: Any
     n_cells: int
     rotations: np.ndarray
+
+
+@functools.lru_cache(maxsize=128)
+def _element_symbol(number: int) -> str:
+    from pymatgen.core import Element
+
+    return Element.from_Z(number).symbol
 
 
 def _dataset(cell: Cell) -> Any:
@@ -334,12 +396,12 @@ def symmetry_of(structure: Any, keep_cell: bool = False) -> Symmetrized:
         Not a clean structure (`as_cell`), or spglib finds no symmetry.
     """
     import spglib
-    from pymatgen.core import Lattice, Structure
 
     cell = as_cell(structure)
     dataset = _dataset(cell)
     if keep_cell:  # the given lattice's share of the point group (spglib searches within it)
-        return Symmetrized(structure, 1, _point_group(np.asarray(dataset.rotations, float)))
+        rotations = _point_group(np.asarray(dataset.rotations, float))
+        return Symmetrized(CompactStructure.from_structure(structure), 1, rotations)
     to_primitive = _CENTRING[dataset.international[0]]
     mapping = np.asarray(dataset.std_mapping_to_primitive)
     first = np.unique(mapping, return_index=True)[1]  # one conventional atom per primitive atom, in order
@@ -348,8 +410,8 @@ def symmetry_of(structure: Any, keep_cell: bool = False) -> Symmetrized:
     if rest:
         raise InputError(f"spglib's primitive cell has {len(first)} atoms, not a divisor of "
                          f"{len(cell.numbers)}")
-    primitive = Structure(Lattice(to_primitive.T @ np.asarray(dataset.std_lattice)),
-                          [int(z) for z in np.asarray(dataset.std_types)[first]], frac)
+    symbols = tuple(_element_symbol(int(z)) for z in np.asarray(dataset.std_types)[first])
+    primitive = CompactStructure(to_primitive.T @ np.asarray(dataset.std_lattice), symbols, frac)
     # the whole point group, from the space group's operations in the standardized cell (spglib's table
     # for the Hall setting found; those of the given cell miss the ones its lattice breaks, e.g. in a
     # supercell), in the primitive basis: x_p = P_c^-1 x_s, R -> P_c^-1 R P_c

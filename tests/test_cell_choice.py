@@ -95,7 +95,7 @@ def test_the_store_holds_the_cell_computed(stores):
     with open_store(paths[False]) as store:
         kinetic, _, _ = store.fingerprints("kinetic")
         for crystal, members in ids.items():
-            prim = symmetry_of(cells[crystal]["conventional"]).structure
+            prim = symmetry_of(cells[crystal]["conventional"]).structure.to_structure()
             want = fingerprint(operator_spectrum(prim, kdensity=KDENSITY), "kinetic")
             for id in members:
                 i = store.index_of(id)
@@ -120,7 +120,7 @@ def test_explicit_kpoints_keep_the_cell_given():
     # operator_spectrum(structure, kpoints=...): fractional k-points of that very cell; 8 atoms, 8 times
     # the bands of the 2-atom primitive cell
     conventional = cell_choices()["si"]["conventional"]
-    prim = symmetry_of(conventional).structure
+    prim = symmetry_of(conventional).structure.to_structure()
     k = np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0]])
     big = operator_spectrum(conventional, kpoints=k, weights=np.full(2, 0.5))
     small = operator_spectrum(prim, kpoints=k, weights=np.full(2, 0.5))

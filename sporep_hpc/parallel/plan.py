@@ -256,22 +256,22 @@ def _planned(index: int, record: InputRecord, params: RunParameters, dos_bytes: 
         n_ao(sorted({site.specie.symbol for site in s}), basis)
     except InputError as exc:
         raise InputError(f"structure {record.id!r}: {exc}") from exc
-    prepared = prepare(s, params)  # planned in the cell it is computed in; carried to its task
-    s = as_structure(prepared.structure)
-    symbols = [site.specie.symbol for site in s]
+    prepared = prepare(record.structure, params)  # planned in the cell it is computed in; carried to its task
+    cell = prepared.structure  # CompactStructure
+    symbols = cell.symbols
     nao = n_ao(symbols, basis)
     alpha_min = min(float(np.min(sh.exponents)) for e in set(symbols) for sh in basis.element(e))
     grid = prepared.grid
     kpts = prepared.kpoints
-    n_t = stored_translations(s.lattice.matrix, screening_radius(alpha_min, params.precision))
+    n_t = stored_translations(cell.lattice, screening_radius(alpha_min, params.precision))
     need = memory_estimate(nao, len(kpts), math.prod(grid), n_t, dos_bytes, n_operators(params))
     if max_memory is not None and need > max_memory:
         raise InputError(
             f"structure {record.id!r}: needs about {format_bytes(need)} ({nao} basis functions, "
             f"{len(kpts)} k-points), {OVER_BUDGET}{format_bytes(max_memory)} per rank"
         )
-    cost = cost_model(nao, len(kpts), s.volume)
-    return PlanEntry(index, record.id, "structure", len(s), nao, len(kpts), cost, memory=need, grid=grid,
+    cost = cost_model(nao, len(kpts), abs(float(np.linalg.det(cell.lattice))))
+    return PlanEntry(index, record.id, "structure", len(cell), nao, len(kpts), cost, memory=need, grid=grid,
                      prepared=prepared)
 
 

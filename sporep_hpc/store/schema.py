@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..structures import as_structure
+from ..structures import CompactStructure, as_structure
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,9 @@ def structure_fields(structure) -> dict:
     fields_: dict = {}
     try:
         with np.errstate(all="ignore"):  # NaN or inf lattices: pymatgen's arithmetic warns
+            if isinstance(structure, CompactStructure) and all(structure.symbols):  # ordered, no dummies
+                return {"formula": structure.formula, "cell": np.array(structure.lattice, dtype=np.float64),
+                        "numbers": structure.numbers.astype(np.int64), "positions": structure.cart_coords}
             structure = as_structure(structure)
             fields_["formula"] = str(structure.composition.reduced_formula)
             fields_["cell"] = np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).reshape(3, 3)
