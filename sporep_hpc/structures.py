@@ -405,7 +405,9 @@ def symmetry_of(structure: Any, keep_cell: bool = False) -> Symmetrized:
     to_primitive = _CENTRING[dataset.international[0]]
     mapping = np.asarray(dataset.std_mapping_to_primitive)
     first = np.unique(mapping, return_index=True)[1]  # one conventional atom per primitive atom, in order
-    frac = (np.asarray(dataset.std_positions)[first] @ np.linalg.inv(to_primitive).T) % 1.0
+    frac = np.asarray(dataset.std_positions)[first] @ np.linalg.inv(to_primitive).T
+    frac -= np.rint(frac)  # into [0, 1) as spglib's standardize_cell: -1e-10 < x < 0 stays as it is
+    frac[frac < -1e-10] += 1.0
     n_cells, rest = divmod(len(cell.numbers), len(first))
     if rest:
         raise InputError(f"spglib's primitive cell has {len(first)} atoms, not a divisor of "
