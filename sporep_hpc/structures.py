@@ -322,6 +322,7 @@ _CENTRING = {
     "F": np.array([[0, _H, _H], [_H, 0, _H], [_H, _H, 0]]),
     "R": np.array([[2 * _T, -_T, -_T], [_T, _T, -2 * _T], [_T, _T, _T]]),
 }
+_FROM_CENTRING = {letter: np.linalg.inv(matrix) for letter, matrix in _CENTRING.items()}
 
 
 class Symmetrized(NamedTuple):
@@ -402,10 +403,11 @@ def symmetry_of(structure: Any, keep_cell: bool = False) -> Symmetrized:
     if keep_cell:  # the given lattice's share of the point group (spglib searches within it)
         rotations = _point_group(np.asarray(dataset.rotations, float))
         return Symmetrized(CompactStructure.from_structure(structure), 1, rotations)
-    to_primitive = _CENTRING[dataset.international[0]]
+    letter = dataset.international[0]
+    to_primitive, from_primitive = _CENTRING[letter], _FROM_CENTRING[letter]
     mapping = np.asarray(dataset.std_mapping_to_primitive)
     first = np.unique(mapping, return_index=True)[1]  # one conventional atom per primitive atom, in order
-    frac = np.asarray(dataset.std_positions)[first] @ np.linalg.inv(to_primitive).T
+    frac = np.asarray(dataset.std_positions)[first] @ from_primitive.T
     frac -= np.rint(frac)  # into [0, 1) as spglib's standardize_cell: -1e-10 < x < 0 stays as it is
     frac[frac < -1e-10] += 1.0
     n_cells, rest = divmod(len(cell.numbers), len(first))
@@ -418,5 +420,5 @@ def symmetry_of(structure: Any, keep_cell: bool = False) -> Symmetrized:
     # for the Hall setting found; those of the given cell miss the ones its lattice breaks, e.g. in a
     # supercell), in the primitive basis: x_p = P_c^-1 x_s, R -> P_c^-1 R P_c
     standard = spglib.get_symmetry_from_database(dataset.hall_number)["rotations"]
-    rotations = np.linalg.inv(to_primitive) @ np.asarray(standard, float) @ to_primitive
+    rotations = from_primitive @ np.asarray(standard, float) @ to_primitive
     return Symmetrized(primitive, n_cells, _point_group(rotations))

@@ -142,13 +142,21 @@ def stored_translations(lattice: np.ndarray, radius: float) -> float:
     8V + 8 Σ|a_i × a_j| r + 2π Σ|a_i| r² + (4/3)π r³; divided by the cell volume V it counts the
     translations, half of which (one of each ±T pair, plus T = 0) are stored.
     """
-    a = np.asarray(lattice, dtype=np.float64)
-    volume = abs(float(np.linalg.det(a)))
-    faces = sum(float(np.linalg.norm(np.cross(a[i], a[j]))) for i, j in ((0, 1), (0, 2), (1, 2)))
-    edges = float(np.sum(np.linalg.norm(a, axis=1)))
+    a = [[float(x) for x in row] for row in np.asarray(lattice, dtype=np.float64)]  # plain floats: 3x3
+    volume = abs(_dot(_cross(a[0], a[1]), a[2]))
+    faces = sum(math.sqrt(_dot(c, c)) for c in (_cross(a[0], a[1]), _cross(a[0], a[2]), _cross(a[1], a[2])))
+    edges = sum(math.sqrt(_dot(v, v)) for v in a)
     r = radius
     swept = 8.0 * volume + 8.0 * faces * r + 2.0 * math.pi * edges * r**2 + 4.0 / 3.0 * math.pi * r**3
     return swept / max(volume, 1e-12) / 2.0 + 1.0
+
+
+def _cross(u: list[float], v: list[float]) -> list[float]:
+    return [u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]]
+
+
+def _dot(u: list[float], v: list[float]) -> float:
+    return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
 
 
 def memory_estimate(
