@@ -10,6 +10,7 @@ writers, compared with stated tolerances.
 import itertools
 import json
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
@@ -86,6 +87,20 @@ def test_ase_database_one_structure_per_row(tmp_path):
     assert records["si-bulk"].properties == {"name": "si-bulk", "gap": 1.1, "metal": False}
     assert records["calcs@2"].properties == {"tag": "x"}
     assert path.read_bytes() == before  # read, never written
+
+
+def test_a_db_file_that_is_not_an_ase_database_is_refused_and_left_untouched(tmp_path):
+    # ASE's own connect creates its tables in any SQLite file it opens: an input must never be written
+    empty, foreign = tmp_path / "empty.db", tmp_path / "foreign.db"
+    empty.write_bytes(b"")
+    with sqlite3.connect(foreign) as con:
+        con.execute("CREATE TABLE samples (name TEXT)")
+    before = {p: p.read_bytes() for p in (empty, foreign)}
+    for path in (empty, foreign):
+        with pytest.raises(InputError, match=f"{path.name}: .*not an ASE database"):
+            read_file(path)
+        assert path.read_bytes() == before[path]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "foreign.db"]  # no journal left
 
 
 def test_extended_xyz_through_ase(tmp_path):

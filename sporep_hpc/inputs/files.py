@@ -303,17 +303,29 @@ _Item = tuple[tuple[str, str], Any]
 
 
 def _read_ase_db(path: Path) -> list[_Item]:
-    import ase.db
+    """The rows of an ASE SQLite database, opened read-only: ASE's own ``connect`` creates its tables in
+    any file it opens (an empty file, another program's database), and an input is never written."""
+    import sqlite3
+
+    from ase.db.sqlite import SQLite3Database
+
+    class ReadOnly(SQLite3Database):
+        def _connect(self):
+            return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=20)
 
     items = []
-    with ase.db.connect(str(path), type="db", create_indices=False, serial=True) as db:
-        for row in db.select():
-            structure = _from_ase(path, f"row {row.id}: ", row.toatoms(add_additional_information=False))
-            props = {key: _plain(value) for key, value in row.key_value_pairs.items()} or None
-            structure.properties = props or {}
-            name = row.key_value_pairs.get("name")
-            key = ("name", clean_id(str(name))) if name not in (None, "") else ("suffix", f"@{row.id}")
-            items.append((key, structure))
+    try:
+        with ReadOnly(str(path), create_indices=False, serial=True) as db:
+            rows = list(db.select())
+    except sqlite3.Error as exc:  # the tables ASE would have created, or not SQLite at all
+        raise InputError(f"{path}: not an ASE database ({exc})") from exc
+    for row in rows:
+        structure = _from_ase(path, f"row {row.id}: ", row.toatoms(add_additional_information=False))
+        props = {key: _plain(value) for key, value in row.key_value_pairs.items()} or None
+        structure.properties = props or {}
+        name = row.key_value_pairs.get("name")
+        key = ("name", clean_id(str(name))) if name not in (None, "") else ("suffix", f"@{row.id}")
+        items.append((key, structure))
     return items
 
 
