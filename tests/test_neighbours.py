@@ -270,3 +270,11 @@ def test_cli_query(rng, tmp_path, capsys):
     assert main(["neighbours", str(store), "-k", "1", "--query", str(bad), files[0]]) == 4
     captured = capsys.readouterr()
     assert "b0" in captured.out and "bad" in captured.err and "Traceback" not in captured.err
+    # a structure (an operator spectrum) queried against DFT bands: refused for that query, unless mixed
+    crystal = "examples:batio3?limit=1"
+    assert main(["neighbours", str(store), "-k", "1", "--query", crystal, files[0]]) == 4
+    captured = capsys.readouterr()
+    assert "b0" in captured.out and "batio3_cubic" not in captured.out
+    assert "operator spectrum, the store's rows compared are dft spectra" in captured.err
+    assert main(["neighbours", str(store), "-k", "1", "--query", crystal, "--mix-kinds"]) == 0
+    assert "batio3_cubic" in capsys.readouterr().out

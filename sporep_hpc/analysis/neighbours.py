@@ -51,6 +51,7 @@ from .._ext import load
 from .._validation import check_choice, check_interval
 from ..agreement import all_call
 from ..errors import ParameterError, StoreError
+from ..fingerprints import source_kind
 from ..parallel.schedule import block_range
 from ..store.lock import locked
 from ..store.schema import GROUP_LAYOUT, timestamp
@@ -554,12 +555,14 @@ def _store_setup(parameters_json: str, spec_json: str | None, fingerprint: str):
 
 
 def query_fingerprints(
-    path: Any, fingerprint: str, inputs: Sequence[str], *, comm: Any = None, n_threads: int | None = None
+    path: Any, fingerprint: str, inputs: Sequence[str], *, comm: Any = None, n_threads: int | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> tuple[list[str], np.ndarray, dict[str, str]]:
     """Fingerprints of new structures or band files, computed with the store's own parameters.
 
     The per-structure pipeline of `sporep-hpc run` (`parallel.plan.plan_record`, `pipeline.compute_record`);
-    the inputs are shared by the ranks in blocks and gathered on every rank.
+    the inputs are shared by the ranks in blocks and gathered on every rank. `kinds`: the kinds of
+    spectra accepted (`sporep_hpc.fingerprints.KINDS`; None: any); an input of another kind fails.
 
     Returns
     -------
@@ -594,6 +597,12 @@ def query_fingerprints(
             mine.append((records[i].id, None, entry.error))
             continue
         result, _ = compute_record(i, records[i], params, fps, threads)
+        kind = source_kind(result.source)
+        if kinds is not None and result.error == "" and kind not in kinds:
+            reason = (f"{kind} spectrum, the store's rows compared are {' and '.join(kinds)} spectra: "
+                      "compare one kind at a time (DESIGN.md §8.2), or pass --mix-kinds to compare anyway")
+            mine.append((result.id, None, reason))
+            continue
         mine.append((result.id, result.fingerprints.get(fingerprint), result.error))
     done = [item for part in ([mine] if comm is None else comm.allgather(mine)) for item in part]
     ids = [qid for qid, v, _ in done if v is not None]
@@ -637,11 +646,13 @@ def query_store(
 
     def read():
         with open_store(path) as store:
-            return _usable_rows(store, fingerprint, mix_kinds)
+            found = _usable_rows(store, fingerprint, mix_kinds)
+            return *found, sorted({source_kind(store.sources[int(r)]) for r in found[1]} - {""})
 
-    values, rows, energies, attrs, stored_ids = all_call(comm, read)
+    values, rows, energies, attrs, stored_ids, kinds = all_call(comm, read)
     _check_k(k, rows.size, "a query")
-    ids, queries, failed = query_fingerprints(path, fingerprint, inputs, comm=comm, n_threads=n_threads)
+    ids, queries, failed = query_fingerprints(path, fingerprint, inputs, comm=comm, n_threads=n_threads,
+                                              kinds=None if mix_kinds or not kinds else kinds)
     if comm is None or comm.rank == 0:
         for qid, reason in failed.items():
             log.error("query %s: no fingerprint: %s", qid, reason)
