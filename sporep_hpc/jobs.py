@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from ._validation import check_choice, check_interval
+from .analysis.similarity import METRICS
 from .config import SCHEDULES
 from .errors import ParameterError
 
@@ -37,7 +38,6 @@ TEMPLATES: dict[str, str] = {
     "analysis": "merge chunk stores (optional), similarity matrix and clustering, classification",
 }
 LAUNCHERS = ("srun", "mpirun", "mpiexec")
-METRICS = ("euclidean", "cosine", "tanimoto", "wasserstein")
 CHUNK_FORMAT = "chunk-{:04d}.txt"
 """Name of chunk i of a split list; the array template computes the same name in bash."""
 
