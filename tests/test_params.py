@@ -215,7 +215,7 @@ def test_the_stored_parameters_text_is_unchanged():
 
 
 def test_one_difference_text_at_every_call_site(tmp_path):
-    from sporep_hpc.analysis import classify
+    from sporep_hpc.analysis.classify import store as classify
     from sporep_hpc.parallel import merge, restart
 
     a, b = RunParameters(kdensity=0.2), RunParameters(kdensity=0.3)

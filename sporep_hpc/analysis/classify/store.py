@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import check_choice, check_interval
-from ..config import SPECTRUM_PARAMETERS
-from ..errors import InputError, ParameterError, StoreError
-from ..params import differences
+from ..._validation import check_choice, check_interval
+from ...config import SPECTRUM_PARAMETERS
+from ...errors import InputError, ParameterError, StoreError
+from ...params import differences
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def read_labels(path: str | Path) -> dict[str, str]:
 def example_properties(ids: Sequence[str]) -> dict[str, dict]:
     """Properties of built-in example structures by id, from the catalogue (for stores written before
     schema 1.2, which do not keep the properties of their structures)."""
-    from ..examples import catalogue
+    from ...examples import catalogue
 
     sets = {"cnt": "cnt_", "batio3": "batio3_", "aflow": "aflow_"}
     out: dict[str, dict] = {}
@@ -682,7 +682,7 @@ class _Labelled:
 
 
 def _spec_of(attrs: Mapping[str, Any]):
-    from ..fingerprints import FingerprintSpec
+    from ...fingerprints import FingerprintSpec
 
     spec = attrs.get("spec")
     return FingerprintSpec.from_json(spec) if spec else None
@@ -758,9 +758,9 @@ def classify_store(
         Train on rows of different kinds (operator spectra and DFT bands, DESIGN.md §8.2); by default an
         InputError (`sporep_hpc.store.reader.check_kinds`).
     """
-    from ..store import STATUS_DONE, open_store
-    from ..store import groups as store_groups
-    from ..store.reader import check_kinds
+    from ...store import STATUS_DONE, open_store
+    from ...store import groups as store_groups
+    from ...store.reader import check_kinds
 
     config = config or ClassifierConfig()
     with open_store(path) as store:
@@ -902,9 +902,9 @@ def predict_store(
     The model is loaded with skops and only when it holds trusted types (else StoreError); a legacy pickled
     model is refused (StoreError) unless `trust_pickle` (unpickling executes code from the file).
     """
-    from ..fingerprints import FingerprintSpec
-    from ..store import STATUS_DONE, open_store
-    from ..store import groups as store_groups
+    from ...fingerprints import FingerprintSpec
+    from ...store import STATUS_DONE, open_store
+    from ...store import groups as store_groups
 
     record = store_groups.load_model(model_store, model, trust_pickle=trust_pickle)
     est = _labelled(record, model_store)
@@ -996,7 +996,7 @@ def nearest_distances(train: np.ndarray, x: np.ndarray, chunk: int = 1024) -> tu
 def _training_rows(model_store, fingerprint: str, record) -> np.ndarray | None:
     """The fingerprints of the model's training rows, read from the model's store (None when the model
     does not name them, or the store no longer holds them all)."""
-    from ..store import open_store
+    from ...store import open_store
 
     text = record.attrs.get("training_ids")
     if not text:

@@ -1,0 +1,26 @@
+"""Random-forest classification of structures from their fingerprints (screening); see `store`."""
+
+from .store import (  # noqa: F401
+    BALANCING,
+    CHANCE,
+    DOMAIN_PERCENTILE,
+    PROPERTY_PREFIX,
+    ClassificationResult,
+    ClassifierConfig,
+    PredictionResult,
+    _Labelled,
+    auto_repeats,
+    auto_trees,
+    chance_warnings,
+    classify_store,
+    evaluate,
+    example_properties,
+    grouped_permutation_importance,
+    imblearn_available,
+    labels_for_ids,
+    make_estimator,
+    nearest_distances,
+    predict_store,
+    property_filter,
+    read_labels,
+)
