@@ -116,6 +116,8 @@ def test_batched_permutation_importance_equals_one_call_per_copy(rng, monkeypatc
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import balanced_accuracy_score
 
+    from sporep_hpc.analysis.classify import evaluation
+
     x, labels, _ = _two_class_data(rng, n=30, f=9, informative=2)
     y = (np.asarray(labels) == labels[0]).astype(int)
     est = RandomForestClassifier(20, random_state=0).fit(x, y)
@@ -131,7 +133,7 @@ def test_batched_permutation_importance_equals_one_call_per_copy(rng, monkeypatc
             drops.append(base - balanced_accuracy_score(y, est.predict(work)))
         ref.append((np.mean(drops), np.std(drops)))
     for batch_rows in (1, 60, 10**6):  # one group per call, two groups per call, everything at once
-        monkeypatch.setattr(cl, "_PERMUTATION_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr(evaluation, "_PERMUTATION_BATCH_ROWS", batch_rows)
         mean, std = cl.grouped_permutation_importance(est, x, y, groups, 4, np.random.default_rng(5))
         for g, (rm, rs) in zip(groups, ref, strict=True):
             np.testing.assert_allclose(mean[g], rm, rtol=0, atol=1e-12)

@@ -77,7 +77,7 @@ def format_result(result, top: int = 5) -> str:
     """Multi-line summary: classes, CV metrics, confusion matrix, most important energies."""
     import numpy as np
 
-    from ..analysis.classify.store import _groups
+    from ..analysis.classify.evaluation import _groups
 
     lines = [
         "classes: " + ", ".join(f"{c} ({result.class_counts[c]})" for c in result.classes),
