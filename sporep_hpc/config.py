@@ -41,6 +41,9 @@ from .structures import KEEP_CELL, MAX_ATOMS, MIN_DISTANCE
 #: configuration and `sporep_hpc.jobs` can offer them without importing MPI code).
 SCHEDULES = ("dynamic", "static")
 RESTART_POLICIES = ("auto", "fresh")
+#: Distances of `sporep_hpc.analysis.similarity` and `neighbours` (declared here, below analysis/, so that
+#: `sporep_hpc.jobs` can offer them, as SCHEDULES).
+METRICS = ("euclidean", "cosine", "tanimoto", "wasserstein")
 #: What a multi-image structure file (an ASE trajectory, a pw.x output) gives: its last image or every one.
 #: Declared here, below `sporep_hpc.inputs` (which reads the files), as SCHEDULES is for parallel/.
 IMAGE_CHOICES = ("last", "all")

@@ -26,8 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from ._validation import check_choice, check_interval
-from .analysis.similarity import METRICS
-from .config import SCHEDULES
+from .config import METRICS, SCHEDULES
 from .errors import ParameterError
 
 TEMPLATES: dict[str, str] = {

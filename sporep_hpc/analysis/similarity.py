@@ -30,6 +30,7 @@ import numpy as np
 
 from .._ext import load
 from .._validation import check_choice, check_interval
+from ..config import METRICS
 from ..errors import ParameterError, SporepError, StoreError
 from ..threads import resolve_threads
 
@@ -50,7 +51,6 @@ __all__ = [
     "window_offsets_from_sizes",
 ]
 
-METRICS = ("euclidean", "cosine", "tanimoto", "wasserstein")
 LINKAGE_METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 DEFAULT_TILE = 512
 

@@ -26,13 +26,6 @@ from .model import ClassifierConfig
 log = logging.getLogger(__name__)
 
 
-def _spec_of(attrs: Mapping[str, Any]):
-    from ...fingerprints import FingerprintSpec
-
-    spec = attrs.get("spec")
-    return FingerprintSpec.from_json(spec) if spec else None
-
-
 _WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(\S+)\s*$")
 _COMPARE = {
     ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
