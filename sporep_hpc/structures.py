@@ -191,14 +191,14 @@ def as_lattice(lattice_matrix: Any) -> np.ndarray:
 
 def as_cell(structure: Any) -> Cell:
     """The one coercion of a structure (pymatgen Structure or anything with ``lattice.matrix``,
-    ``frac_coords`` and ``atomic_numbers``) into checked arrays.
+    ``frac_coords`` and ``atomic_numbers``) into checked arrays. A Cell is returned as it is; a
+    CompactStructure is read without building a pymatgen Structure.
 
     Raises
     ------
     InputError
         Not a structure, disordered, no atoms, a non-finite or singular lattice, non-finite positions
         (spglib crashes on NaN positions; the kernels would return garbage).
-    A Cell is returned as it is; a CompactStructure is read without pymatgen.
     """
     if isinstance(structure, Cell):
         return structure
@@ -345,6 +345,7 @@ class Symmetrized(NamedTuple):
 
 @functools.lru_cache(maxsize=128)
 def _element_symbol(number: int) -> str:
+    """The element symbol of atomic number `number` (1-118)."""
     from pymatgen.core import Element
 
     return Element.from_Z(number).symbol

@@ -114,3 +114,19 @@ def test_rotations_of_the_wrong_shape_are_refused():
     for bad in (np.eye(3, dtype=int), np.zeros((0, 3, 3), dtype=int)):
         with pytest.raises(ParameterError, match="rotations"):
             irreducible_kpoints(structure, grid=(2, 2, 2), rotations=bad)
+
+
+def test_spglib_finding_nothing_is_the_structures_failure(monkeypatch):
+    from sporep_hpc.errors import InputError
+
+    structure = CORPUS[0][1]
+    monkeypatch.setattr(spglib, "get_symmetry_dataset", lambda *a, **k: None)  # spglib's legacy style
+    with pytest.raises(InputError, match="spglib finds no symmetry"):
+        symmetry_of(structure)
+
+    def refuse(*args, **kwargs):
+        raise spglib.SpglibError("symmetry operation search failed")  # spglib >= 2.5's style
+
+    monkeypatch.setattr(spglib, "get_symmetry_dataset", refuse)
+    with pytest.raises(InputError, match="spglib finds no symmetry: symmetry operation search failed"):
+        symmetry_of(structure, keep_cell=True)
