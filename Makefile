@@ -102,7 +102,6 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_dos.py
 	$(PY) benchmarks/bench_operators.py
-	$(PY) benchmarks/bench_scaling.py
 	$(PY) benchmarks/scaling.py --repeats 3
 
 clean:
