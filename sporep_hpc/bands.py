@@ -6,7 +6,9 @@ channel and 1 per channel for two; DOS(E) = Σ_s Σ_k w_k Σ_n (g/σ) δ((E − 
 The Fermi level solves Σ_s Σ_k w_k Σ_n g θ((E_F − ε)/σ) = n_electrons to 1e-10 electrons with a
 bracketed, safeguarded Newton iteration (bisection whenever Newton leaves the bracket or stalls), so it
 always terminates. When no band crosses E_F the material is an insulator; if the electron count at the
-mid-gap energy (VBM + CBM)/2 equals n_electrons within 1e-8, E_F is that mid-gap energy.
+mid-gap energy (VBM + CBM)/2 equals n_electrons within 1e-8, E_F is that mid-gap energy. The same rule
+holds for any empty window around the root (no eigenvalue in it), such as a semimetal's bands leave
+between the k-points: its middle, when the count there equals n_electrons within 1e-8.
 
 Band edges (`vbm`, `cbm`, `band_gap`, `is_metal`) are taken relative to `fermi_energy`. When the band
 structure has no `fermi_energy`, they use the Fermi level computed with the default smearing
@@ -275,10 +277,16 @@ class BandStructure:
         return self._midgap(mu, sm, eig, wk, work, out, n_e, n_threads)
 
     def _midgap(self, mu, sm, eig, wk, work, out, n_e, n_threads) -> float:
-        edges = self._edges_at(mu)
-        if edges.is_metal or math.isnan(edges.band_gap):
+        """The middle of the empty window around the root `mu` (from the highest eigenvalue at or below
+        it to the lowest above it) when the count there equals n_e within MIDGAP_TOL: the count is then
+        met on that whole window and the root is arbitrary. The window is an insulator's gap, or an
+        energy range that a metal's bands cross between the k-points (a semimetal) without an eigenvalue
+        in it (DESIGN.md §3)."""
+        with np.errstate(invalid="ignore"):
+            below, above = self.eigenvalues[self.eigenvalues <= mu], self.eigenvalues[self.eigenvalues > mu]
+        if not below.size or not above.size:
             return mu
-        mid = 0.5 * (edges.vbm + edges.cbm)
+        mid = 0.5 * (float(below.max()) + float(above.min()))
         self._count(eig, wk, work, out, mid, sm, n_threads)
         return mid if abs(out[0] - n_e) <= MIDGAP_TOL else mu
 

@@ -85,6 +85,23 @@ def test_insulator_midgap_rule(kind):
     assert more.fermi_level(kind, 0.05) == pytest.approx(ef, abs=1e-12)
 
 
+@pytest.mark.parametrize("kind", SMEARING_KINDS)
+def test_empty_window_of_a_semimetal_takes_its_middle(kind):
+    # Band 0 spans [0, 2] and band 1 [1, 3] (their ranges overlap: a metal by the band test of DESIGN §3),
+    # yet no eigenvalue lies in (1, 2): the count is met on that whole window (measured on an AFLOW
+    # prototype, hP8: a 0.7 eV window where E_F moved by 0.16 eV with 1e-12 eV changes of the eigenvalues)
+    eig = np.array([[0.0, 1.0], [2.0, 3.0]])
+    w = np.array([0.5, 0.5])
+    for far in (0.0, 40.0, -40.0):  # a far band moves the solver's starting point, not E_F
+        extra = np.full((2, 1), far)
+        parts = [extra, eig] if far < 0 else [eig, extra] if far > 0 else [eig]  # sorted at each k-point
+        bands = BandStructure(np.concatenate(parts, axis=1), w, n_electrons=2 + (2 if far < 0 else 0))
+        ef = bands.fermi_level(kind, 0.05)
+        assert ef == pytest.approx(1.5, abs=1e-12)
+        fixed = bands.with_fermi_level(kind, 0.05)
+        assert fixed.is_metal and fixed.vbm == fixed.cbm == ef
+
+
 def test_small_gap_keeps_unique_root():
     # Gap comparable to σ: the count at mid-gap differs from n_e, the unique root is kept (DESIGN §3).
     eig, w = two_band_insulator(gap=0.05)
