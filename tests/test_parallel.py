@@ -31,7 +31,7 @@ from sporep_hpc.parallel.plan import (
     cost_model,
     make_tasks,
 )
-from sporep_hpc.parallel.progress import RunReport, format_duration, progress_line, summary_table
+from sporep_hpc.parallel.progress import Progress, RunReport, format_duration, progress_line, summary_table
 from sporep_hpc.parallel.schedule import TaskCounter, block_range, largest_first, lpt_assign, lpt_makespan
 from sporep_hpc.pipeline import TaskTimes, chunk_id, structure_id
 from sporep_hpc.store import STATUS_DONE, StructureResult, failed_result
@@ -187,6 +187,39 @@ def test_progress_and_summary_text():
     assert "x: structure 'x': bad" in text and "load imbalance (max/mean busy time) 1.500" in text
     assert report.exit_code == 4
     assert RunReport(1, 1, 0, 0).exit_code == 0 and RunReport(1, 0, 0, 0, stopped=True).exit_code == 5
+
+
+def test_progress_waits_one_interval_and_names_its_phase(monkeypatch, caplog):
+    clock = [100.0]
+    monkeypatch.setattr("sporep_hpc.parallel.progress.time.perf_counter", lambda: clock[0])
+    progress = Progress(1000, interval=10.0, label="planning")
+    with caplog.at_level("INFO", logger="sporep_hpc.progress"):
+        clock[0] = 100.1
+        progress.update(1, 0)  # one structure after 0.1 s: no line (its rate says nothing yet)
+        assert caplog.messages == []
+        clock[0] = 110.5
+        progress.update(400, 0)
+        progress.update(401, 0)  # within the interval of the last line
+        clock[0] = 111.0
+        progress.update(500, 0, force=True)
+    assert caplog.messages == ["planning: 400/1000 structures 38.10/s ETA 15.8s",
+                               "planning: 500/1000 structures 45.45/s ETA 11.0s"]
+
+
+def test_the_run_reports_planning_progress(tmp_path, caplog):
+    from sporep_hpc.config import build_config
+    from sporep_hpc.examples import load_set
+    from sporep_hpc.parallel.driver import run
+
+    for id, structure, _ in load_set("aflow?max_atoms=2&limit=6"):
+        structure.to(filename=str(tmp_path / f"{id}.json"))
+    config = build_config(overrides={"progress_interval": 1e-9, "fingerprints": "fermi"})
+    with caplog.at_level("INFO", logger="sporep_hpc.progress"):
+        run([str(tmp_path)], tmp_path / "store.h5", config, MPI.COMM_SELF)
+    planning = [m for m in caplog.messages if m.startswith("planning: ")]
+    assert planning and planning[-1].startswith("planning: 6/6 structures")
+    assert caplog.messages.index(planning[-1]) < caplog.messages.index(
+        next(m for m in caplog.messages if m.startswith("progress: ")))
 
 
 def test_task_counter_on_one_rank():

@@ -326,7 +326,11 @@ def _plan(run: _Run) -> None:
     """Phase 4: validation and cost of every record, a block per rank; every rank gets the whole plan."""
     comm = run.comm
     lo, hi = block_range(len(run.records), comm.size, comm.rank)
-    local = all_call(comm, lambda: plan_records(run.records, run.params, lo, hi, max_memory=run.budget))
+    label = "planning" if comm.size == 1 else "planning (rank 0's share)"
+    progress = Progress(hi - lo, run.config.execution.progress_interval, active=comm.rank == 0, label=label)
+    local = all_call(comm, lambda: plan_records(run.records, run.params, lo, hi, max_memory=run.budget,
+                                                on_planned=lambda n: progress.update(n, 0)))
+    progress.close()
     run.plan = [e for block in comm.allgather(local) for e in block]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -307,13 +307,19 @@ def plan_record(
 
 def plan_records(
     records: Sequence[InputRecord], params: RunParameters, lo: int = 0, hi: int | None = None,
-    max_memory: int | None = None,
+    max_memory: int | None = None, on_planned: Callable[[int], None] | None = None,
 ) -> list[PlanEntry]:
-    """`plan_record` for records[lo:hi] (global indices lo..hi-1), with the memory budget `max_memory`."""
+    """`plan_record` for records[lo:hi] (global indices lo..hi-1), with the memory budget `max_memory`;
+    `on_planned(n)` after each record, n the number planned so far (progress)."""
     hi = len(records) if hi is None else hi
     dos_bytes = fingerprint_bytes(FingerprintSet.from_parameters(params))
-    return [replace(plan_record(i, records[i], params, max_memory, dos_bytes), note=records[i].note)
-            for i in range(lo, hi)]
+    entries = []
+    for i in range(lo, hi):
+        entry = plan_record(i, records[i], params, max_memory, dos_bytes)
+        entries.append(replace(entry, note=records[i].note))
+        if on_planned is not None:
+            on_planned(len(entries))
+    return entries
 
 
 # ---------------------------------------------------------------------------- task list

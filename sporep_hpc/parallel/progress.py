@@ -35,16 +35,20 @@ def progress_line(done: int, failed: int, total: int, elapsed: float) -> str:
 
 
 class Progress:
-    """Prints progress at most every `interval` seconds; only the instance on rank 0 is `active`."""
+    """Prints progress at most every `interval` seconds (0.5 s on a TTY), the first time after one interval
+    (a rate from the first structures alone is no estimate); `update(force=True)` prints at once. Only the
+    instance on rank 0 is `active`. `label` starts each line (``progress``, ``planning``)."""
 
-    def __init__(self, total: int, interval: float = 10.0, active: bool = True, stream: TextIO | None = None):
+    def __init__(self, total: int, interval: float = 10.0, active: bool = True, stream: TextIO | None = None,
+                 label: str = "progress"):
         self.total = total
         self.interval = interval
         self.active = active and total > 0
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.label = label
         self.start = time.perf_counter()
-        self._last = float("-inf")
+        self._last = self.start
         self._shown = (-1, -1)
 
     def update(self, done: int, failed: int, force: bool = False) -> None:
@@ -59,13 +63,14 @@ class Progress:
         if self.tty:
             width = 30
             filled = int(width * (done + failed) / self.total)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {line}   ")
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {line}   ")
             self.stream.flush()
         else:
-            log.info("progress: %s", line)
+            log.info("%s: %s", self.label, line)
 
     def close(self) -> None:
-        if self.active and self.tty:
+        """Ends a TTY's bar line (when one was drawn)."""
+        if self.active and self.tty and self._shown != (-1, -1):
             self.stream.write("\n")
             self.stream.flush()
 
